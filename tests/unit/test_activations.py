@@ -1,0 +1,267 @@
+"""Activations on disk: round trips, rows from padded batches, atomicity, manifest checks, pairing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rayjobs.activations import (
+    MANIFEST_NAME,
+    ActivationMeta,
+    ActivationWriter,
+    Activations,
+    iter_activations,
+    pair_activations,
+    read_activations,
+    rows_from_batch,
+    shard_name,
+    vectors_from_table,
+    write_manifest,
+    write_shard,
+)
+from rayjobs.activations import writer as writer_module
+from rayjobs.errors import UserError
+
+D = 4
+
+
+def make_meta(dtype: str = "float32", d: int = D, tok_hash: str = "tok-abc", model: str = "src") -> ActivationMeta:
+    return ActivationMeta(
+        model_id=model, site="layers.1.resid_post", layer=1, dtype=dtype, d_model=d, tokenizer_hash=tok_hash
+    )
+
+
+def write_run(directory: Path, meta: ActivationMeta, n_shards: int = 2, rows: int = 3, seed: int = 0) -> torch.Tensor:
+    """n_shards shards of `rows` rows each (example ids 10*shard + row), committed; returns all vectors."""
+    gen = torch.Generator().manual_seed(seed)
+    infos, chunks = [], []
+    for s in range(n_shards):
+        vectors = torch.randn(rows, meta.d_model, generator=gen).to(meta.torch_dtype)
+        ids = np.arange(rows) + 10 * s
+        infos.append(write_shard(directory, f"part-{s}.parquet", ids, np.zeros(rows), ids + 100, vectors, meta))
+        chunks.append(vectors)
+    write_manifest(directory, infos, meta)
+    return torch.cat(chunks)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_round_trip_is_bit_exact_per_dtype(tmp_path: Path, dtype: str) -> None:
+    meta = make_meta(dtype)
+    vectors = write_run(tmp_path, meta)
+    acts = read_activations(tmp_path)
+    assert acts.vectors.dtype == meta.torch_dtype
+    # Bit-exact: compare the raw bytes, not values with a tolerance.
+    assert torch.equal(acts.vectors.view(torch.uint8), vectors.view(torch.uint8))
+    assert acts.example_id.dtype == np.int64 and acts.position.dtype == np.int32 and acts.token_id.dtype == np.int32
+    assert acts.meta == meta
+
+
+def test_bf16_beyond_the_fp16_range_round_trips_bit_exactly(tmp_path: Path) -> None:
+    # A silent bf16 -> fp16 cast would turn these into inf.
+    big = torch.tensor([[1e6, -3e5, 0.5, 7.0]], dtype=torch.bfloat16)
+    meta = make_meta("bfloat16")
+    write_manifest(tmp_path, [write_shard(tmp_path, "part-0.parquet", [9], [0], [1], big, meta)], meta)
+    assert torch.equal(read_activations(tmp_path).vectors.view(torch.uint8), big.view(torch.uint8))
+
+
+def test_iter_activations_yields_shards_in_manifest_order(tmp_path: Path) -> None:
+    vectors = write_run(tmp_path, make_meta(), n_shards=3)
+    parts = list(iter_activations(tmp_path))
+    assert [len(p) for p in parts] == [3, 3, 3]
+    torch.testing.assert_close(torch.cat([p.vectors for p in parts]), vectors, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.concatenate([p.example_id for p in parts]), [0, 1, 2, 10, 11, 12, 20, 21, 22])
+
+
+def test_a_committed_empty_run_reads_as_zero_rows(tmp_path: Path) -> None:
+    meta = make_meta("bfloat16", d=8)
+    write_manifest(tmp_path, [], meta)
+    acts = read_activations(tmp_path)
+    assert len(acts) == 0 and acts.vectors.shape == (0, 8) and acts.vectors.dtype == torch.bfloat16
+
+
+def test_plain_pyarrow_reads_the_files(tmp_path: Path) -> None:
+    meta = make_meta("bfloat16")
+    vectors = write_run(tmp_path, meta, n_shards=1)
+    table = pq.read_table(tmp_path / "part-0.parquet")
+    assert table.column_names == ["example_id", "position", "token_id", "vector"]
+    assert table.schema.metadata[b"asit.site"] == b"layers.1.resid_post"
+    assert table.schema.metadata[b"asit.dtype"] == b"bfloat16"
+    assert table.column("token_id").to_pylist() == [100, 101, 102]
+    assert torch.equal(vectors_from_table(table).view(torch.uint8), vectors.view(torch.uint8))
+    # Row slices have a nonzero offset into the shared buffer: decoding must honour it.
+    assert torch.equal(vectors_from_table(table.slice(1, 2)).view(torch.uint8), vectors[1:].view(torch.uint8))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_rows_from_batch_drops_pads_and_counts_positions_from_first_real_token(side: str) -> None:
+    hidden = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    if side == "left":
+        mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
+        keep = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
+    else:
+        mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+        keep = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    input_ids = torch.arange(8).reshape(2, 4) + 50
+    rows = rows_from_batch(hidden, mask, input_ids, [7, 9])
+    np.testing.assert_array_equal(rows.example_id, [7, 7, 7, 9, 9])
+    np.testing.assert_array_equal(rows.position, [0, 1, 2, 0, 1])
+    np.testing.assert_array_equal(rows.token_id, [50 + 4 * b + p for b, p in keep])
+    torch.testing.assert_close(rows.vectors, torch.stack([hidden[b, p] for b, p in keep]), rtol=0, atol=0)
+    assert rows.position.dtype == np.int32 and rows.example_id.dtype == np.int64
+
+
+def test_writer_class_round_trips_a_batch(tmp_path: Path) -> None:
+    hidden = torch.randn(2, 3, D)
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    writer = ActivationWriter(tmp_path, make_meta())
+    info = writer.write_batch(hidden, mask, torch.ones(2, 3, dtype=torch.long), [4, 5])
+    writer.commit()
+    assert info.name == shard_name([4, 5]) and info.rows == 5
+    acts = read_activations(tmp_path, site="layers.1.resid_post")
+    torch.testing.assert_close(acts.vectors, hidden[mask.bool()], rtol=0, atol=0)
+    np.testing.assert_array_equal(acts.position, [0, 1, 0, 1, 2])
+
+
+def test_rewriting_a_shard_overwrites_it(tmp_path: Path) -> None:
+    meta = make_meta()
+    write_shard(tmp_path, "part-a.parquet", [1], [0], [0], torch.zeros(1, D), meta)
+    info = write_shard(tmp_path, "part-a.parquet", [1], [0], [0], torch.ones(1, D), meta)
+    write_manifest(tmp_path, [info, info], meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "part-a.parquet"]
+    torch.testing.assert_close(read_activations(tmp_path).vectors, torch.ones(1, D))
+
+
+def test_crash_mid_write_leaves_no_file_under_the_final_name(tmp_path: Path, monkeypatch) -> None:
+    def crash(table, f, **kwargs):
+        f.write(b"PAR1 half a shard")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(writer_module.pq, "write_table", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_shard(tmp_path, "part-0.parquet", [1], [0], [0], torch.zeros(1, D), make_meta())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_leftover_temp_files_from_a_hard_crash_are_ignored(tmp_path: Path) -> None:
+    write_run(tmp_path, make_meta())
+    (tmp_path / ".part-9.parquet.tmp-0123456789ab").write_bytes(b"PAR1 torn")
+    assert len(read_activations(tmp_path)) == 6
+
+
+def _missing_manifest(d: Path) -> None:
+    (d / MANIFEST_NAME).unlink()
+
+
+def _missing_shard(d: Path) -> None:
+    (d / "part-1.parquet").unlink()
+
+
+def _extra_shard(d: Path) -> None:
+    write_shard(d, "part-7.parquet", [70], [0], [0], torch.zeros(1, D), make_meta())
+
+
+def _torn_shard(d: Path) -> None:
+    path = d / "part-1.parquet"
+    path.write_bytes(path.read_bytes()[:-20])  # the footer is at the end
+
+
+def _row_count(d: Path) -> None:
+    body = json.loads((d / MANIFEST_NAME).read_text())
+    body["shards"][1]["rows"] += 1
+    (d / MANIFEST_NAME).write_text(json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    "damage, file, words",
+    [
+        (_missing_manifest, MANIFEST_NAME, "missing"),
+        (_missing_shard, "part-1.parquet", "listed in _manifest.json but missing"),
+        (_extra_shard, "part-7.parquet", "not in _manifest.json"),
+        (_torn_shard, "part-1.parquet", "torn"),
+        (_row_count, "part-1.parquet", "manifest says 4"),
+    ],
+)
+def test_manifest_problems_raise_one_line_user_errors_naming_the_file(tmp_path, damage, file, words) -> None:
+    write_run(tmp_path, make_meta())
+    damage(tmp_path)
+    with pytest.raises(UserError) as err:
+        read_activations(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / file) in message and words in message
+    assert "--repair or delete the run directory" in message and "\n" not in message
+
+
+def test_sha256_is_recorded_and_catches_a_same_size_edit(tmp_path: Path) -> None:
+    vectors = write_run(tmp_path, make_meta())
+    shard = json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"][0]
+    path = tmp_path / shard["name"]
+    assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = bytearray(path.read_bytes())
+    at = data.find(vectors[0].numpy().tobytes())  # inside the first vector: footer, size and rows stay valid
+    assert at > 0
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    read_activations(tmp_path)  # size and rows still match: only the hash can tell
+    with pytest.raises(UserError, match=f"{path}: sha256 differs"):
+        read_activations(tmp_path, verify_sha256=True)
+
+
+def test_nan_is_rejected_naming_site_and_example(tmp_path: Path) -> None:
+    vectors = torch.zeros(3, D)
+    vectors[2, 1] = float("nan")
+    with pytest.raises(UserError, match=r"layers\.1\.resid_post: NaN/Inf at example 12 position 5"):
+        write_shard(tmp_path, "part-0.parquet", [10, 11, 12], [3, 4, 5], [0, 0, 0], vectors, make_meta())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_overflow_is_rejected_but_bf16_keeps_the_value(tmp_path: Path) -> None:
+    vectors = torch.zeros(2, D)
+    vectors[1, 0] = 70000.0
+    with pytest.raises(UserError, match="exceeds the float16 max 65504.*bfloat16"):
+        write_shard(tmp_path, "part-0.parquet", [1, 2], [0, 0], [0, 0], vectors, make_meta("float16"))
+    info = write_shard(tmp_path, "part-0.parquet", [1, 2], [0, 0], [0, 0], vectors, make_meta("bfloat16"))
+    write_manifest(tmp_path, [info], make_meta("bfloat16"))
+    assert float(read_activations(tmp_path).vectors[1, 0]) == 70144.0  # nearest bf16, finite
+
+
+def acts(ids, pos, toks, vectors, tok_hash="tok-abc", model="m") -> Activations:
+    d = vectors.shape[1]
+    meta = make_meta(d=d, tok_hash=tok_hash, model=model)
+    return Activations(np.array(ids, np.int64), np.array(pos, np.int32), np.array(toks, np.int32), vectors, meta)
+
+
+def test_pairing_joins_on_example_and_position() -> None:
+    # Source has (5,0) (5,1) (5,2) (8,0); target has (8,0) (5,1) (5,0) (9,0) in another order, wider d.
+    src = acts([5, 5, 5, 8], [0, 1, 2, 0], [1, 2, 3, 4], torch.arange(8.0).reshape(4, 2))
+    tgt = acts([8, 5, 5, 9], [0, 1, 0, 0], [4, 2, 1, 6], torch.arange(12.0).reshape(4, 3) * 10)
+    x, y, n_unpaired = pair_activations(src, tgt)
+    # Sorted by (example, position): (5,0) (5,1) (8,0).
+    torch.testing.assert_close(x, src.vectors[[0, 1, 3]], rtol=0, atol=0)
+    torch.testing.assert_close(y, tgt.vectors[[2, 1, 0]], rtol=0, atol=0)
+    assert n_unpaired == 2  # src (5,2), tgt (9,0)
+
+
+def test_pairing_handles_huge_example_ids() -> None:
+    big = 2**62
+    src = acts([big, 3], [0, 0], [1, 2], torch.eye(2))
+    tgt = acts([3, big], [0, 0], [2, 1], torch.eye(2) * 2)
+    x, y, n_unpaired = pair_activations(src, tgt)
+    torch.testing.assert_close(x, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    torch.testing.assert_close(y, torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+    assert n_unpaired == 0
+
+
+def test_pairing_refuses_different_tokenizers_and_mismatched_tokens() -> None:
+    src = acts([1], [0], [5], torch.zeros(1, 2))
+    with pytest.raises(UserError, match="cross-tokenizer pairing needs character offsets"):
+        pair_activations(src, acts([1], [0], [5], torch.zeros(1, 2), tok_hash="other"))
+    with pytest.raises(UserError, match="different token ids"):
+        pair_activations(src, acts([1], [0], [6], torch.zeros(1, 2)))
+    with pytest.raises(UserError, match="duplicate"):
+        pair_activations(acts([1, 1], [0, 0], [5, 5], torch.zeros(2, 2)), src)

@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from rayjobs.errors import UserError
+from rayjobs.interventions import capture
+from rayjobs.models.blocks import ARCHS, _resolve, arch_info, get_blocks, n_layers
+from tests.unit.tiny_models import FAMILIES, build
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_resid_post_matches_output_hidden_states(family):
+    model = build(family)
+    ids = torch.randint(3, 60, (2, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    n = n_layers(model)
+    got = capture(model, ids, mask, [f"layers.{l}.resid_post" for l in range(n)])
+    for layer in range(n - 1):
+        torch.testing.assert_close(got[f"layers.{layer}.resid_post"], ref[layer + 1])
+    # HF's last hidden state comes after the final norm; our site is the raw block output.
+    final_norm = _resolve(model, arch_info(model).final_norm)
+    torch.testing.assert_close(final_norm(got[f"layers.{n - 1}.resid_post"]), ref[n])
+
+
+def test_every_table_family_is_tested():
+    tested = {build(f).config.model_type for f in FAMILIES}
+    assert {"llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox"} <= tested <= set(ARCHS)
+
+
+def test_unsupported_architecture_is_a_user_error():
+    model = build("llama")
+    model.config.model_type = "mamba"
+    with pytest.raises(UserError, match="mamba.*not supported"):
+        get_blocks(model)
