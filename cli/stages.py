@@ -27,13 +27,15 @@ class Stage:
     job_module: str
     help: str
     config_module: str = "rayjobs.config"
+    printer: str | None = None  # "module:function" rendering the result; JSON otherwise
 
 
 STAGES: dict[str, Stage] = {
     s.verb: s
     for s in (
         Stage("run", "PipelineConfig", "rayjobs.jobs.pipeline",
-              "Run the whole pipeline: organisms, extract, fit, layers, transfer."),
+              "Run the whole pipeline: organisms, layers, extract, fit, transfer.",
+              printer="cli.report:print_pipeline_summary"),
         Stage("organisms", "OrganismsConfig", "rayjobs.jobs.organisms",
               "Train the backdoored model organisms (source and target models)."),
         Stage("extract", "ExtractConfig", "rayjobs.jobs.extract",
@@ -80,7 +82,12 @@ def print_result(result: Any) -> None:
 def _command(stage: Stage) -> Callable[..., None]:
     def command(config: ConfigArg, overrides: OverridesArg = None) -> None:
         with user_errors():
-            print_result(run_stage(stage.verb, config, overrides or []))
+            result = run_stage(stage.verb, config, overrides or [])
+            if stage.printer:
+                module, func = stage.printer.split(":")
+                getattr(importlib.import_module(module), func)(result)
+            else:
+                print_result(result)
 
     command.__name__ = stage.verb
     command.__doc__ = stage.help

@@ -104,3 +104,17 @@ def save_figure(fig: Any, out: Path, name: str) -> str:
     tracking.log_figure(fig, f"plots/{name}")
     plt.close(fig)
     return str(path)
+
+
+def publish(link: Path, target: Path) -> None:
+    """Point a stable, human-friendly path (e.g. runs/demo/models/source) at a hashed stage output.
+
+    The link is swapped atomically, so a reader never sees it missing; stage configs for single verbs
+    reference these paths instead of hashes.
+    """
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)

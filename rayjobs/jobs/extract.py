@@ -11,7 +11,9 @@ from rayjobs import tracking
 from rayjobs.activations import ActivationMeta, ShardInfo, write_manifest
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, model_ref, setup_tracking, stage_dir, task_examples
+from rayjobs.jobs.common import (
+    fresh, init_ray, load_done, mark_done, model_ref, publish, setup_tracking, stage_dir, task_examples,
+)
 from rayjobs.jobs.hosts import ExtractHost, ModelHost
 
 
@@ -42,8 +44,14 @@ def _commit(out: Path, records: list[dict[str, Any]], meta_of: dict[int, Activat
 
 def run(cfg: ExtractConfig) -> dict[str, Any]:
     out = stage_dir(cfg, "extract", cfg.name)
-    if (done := load_done(out)) is not None:
-        return done
+    if (done := load_done(out)) is None:
+        done = _extract(cfg, out)
+    for site, layer in done["layers"].items():
+        publish(Path(cfg.run_dir) / "activations" / cfg.name / site, Path(layer["dir"]))
+    return done
+
+
+def _extract(cfg: ExtractConfig, out: Path) -> dict[str, Any]:
     init_ray(cfg.ray)
     setup_tracking(cfg)
     with tracking.stage_run(f"extract-{cfg.name}", cfg):

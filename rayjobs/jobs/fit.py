@@ -12,7 +12,7 @@ import ray
 from rayjobs import tracking
 from rayjobs.activations import Activations, pair_activations, read_activations
 from rayjobs.config import FitConfig
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, setup_tracking, stage_dir
+from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir
 from rayjobs.mapping import save_mapper, train_mapper
 
 
@@ -46,8 +46,14 @@ def _fit_one(kind: str, data: dict[str, Any], cfg: dict[str, Any], out_dir: str,
 
 def run(cfg: FitConfig) -> dict[str, Any]:
     out = stage_dir(cfg, "fit", "mappers")
-    if (done := load_done(out)) is not None:
-        return done
+    if (done := load_done(out)) is None:
+        done = _fit(cfg, out)
+    for kind, path in done["mappers"].items():
+        publish(Path(cfg.run_dir) / "mappers" / kind, Path(path))
+    return done
+
+
+def _fit(cfg: FitConfig, out: Path) -> dict[str, Any]:
     init_ray(cfg.ray)
     setup_tracking(cfg)
     with tracking.stage_run("fit", cfg):

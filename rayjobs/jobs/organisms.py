@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from rayjobs import tracking
 from rayjobs.config import OrganismsConfig
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, setup_tracking, stage_dir, task_examples
+from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, task_examples
 from rayjobs.organisms.spec import OrganismSpec
 from rayjobs.organisms.train import CARD_NAME
 
@@ -31,8 +32,14 @@ def _seeded(spec: OrganismSpec, seed: int) -> dict[str, Any]:
 
 def run(cfg: OrganismsConfig) -> dict[str, Any]:
     out = stage_dir(cfg, "organisms", "pair")
-    if (done := load_done(out)) is not None:
-        return done
+    if (done := load_done(out)) is None:
+        done = _train_pair(cfg, out)
+    for name in ("source", "target"):
+        publish(Path(cfg.run_dir) / "models" / name, out / name)
+    return done
+
+
+def _train_pair(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
     init_ray(cfg.ray)
     setup_tracking(cfg)
     with tracking.stage_run("organisms", cfg):

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathlib import Path
+
 import ray
 import torch
+from safetensors.torch import save_file
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
@@ -74,11 +77,20 @@ def run(cfg: TransferConfig) -> dict[str, Any]:
         ray.kill(src), ray.kill(tgt)
         fresh(out)
         result = summarize(table, cosines(vecs), len(held_out))
+        result["vectors"] = save_vectors(vecs, out, {"target_site": str(site), "source_layer": str(cfg.source_layer)})
         result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha"), out, "transfer_alpha.png")
         tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
         tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
         tracking.log_dict(result, "transfer.json")
     return mark_done(out, result)
+
+
+def save_vectors(vecs: dict[str, torch.Tensor], out: Path, meta: dict[str, str]) -> str:
+    """Every vector in one safetensors file (never pickle), logged as an artifact."""
+    path = out / "vectors.safetensors"
+    save_file({k: v.float().contiguous() for k, v in vecs.items()}, str(path), metadata=meta)
+    tracking.log_artifact(str(path), "vectors")
+    return str(path)
 
 
 def summarize(table: dict[str, dict[str, float]], cos: dict[str, float], n_prompts: int) -> dict[str, Any]:

@@ -2,11 +2,12 @@ from pathlib import Path
 
 import pytest
 
+import rayjobs.config
+from cli.stages import STAGES
 from rayjobs.config import ConfigError, FitConfig, PipelineConfig, config_hash, load_config
 from rayjobs.errors import UserError
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*.yaml"))
-KINDS = {"run": PipelineConfig}
 
 
 def test_every_shipped_config_loads_and_names_its_command():
@@ -15,8 +16,8 @@ def test_every_shipped_config_loads_and_names_its_command():
         first = path.read_text().splitlines()[0]
         assert first.startswith("# asit "), f"{path.name} must start with the command that runs it"
         verb = first.split()[2]
-        if verb in KINDS:
-            load_config(path, [], KINDS[verb])
+        assert first.split()[3] == f"configs/{path.name}"
+        load_config(path, [], getattr(rayjobs.config, STAGES[verb].config_class))
 
 
 def _yaml(tmp_path, text):
