@@ -48,6 +48,10 @@ class ModelRef(Strict):
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     dtype: Dtype = Field("float32", description="weights dtype")
     trust_remote_code: bool = Field(False, description="run the model repo's own Python; off unless you trust it")
+    backend: Literal["hf", "deepspeed"] = Field(
+        "hf", description="hf: one process on one device; deepspeed: AutoTP over tp_size Ray actors")
+    tp_size: int = Field(1, ge=1, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu, or cuda (one GPU per host / per TP rank)")
 
 
 class TaskConfig(Strict):

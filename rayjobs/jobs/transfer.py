@@ -20,10 +20,10 @@ from rayjobs.evaluation import success_rate
 from rayjobs.evaluation.plots import alpha_sweep_figure
 from rayjobs.interventions import Add, parse_site, to_dict
 from rayjobs.jobs.common import (
-    fresh, init_ray, load_done, mark_done, model_ref, progress, save_figure, setup_tracking, stage_dir,
+    fresh, init_ray, load_done, mark_done, progress, save_figure, setup_tracking, stage_dir,
     steering_prompts, task_examples,
 )
-from rayjobs.jobs.hosts import ModelHost
+from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.jobs.layers import TRIGGER_PAIR
 from rayjobs.mapping import load_mapper
 from rayjobs.mapping.io import check_mapper_dims
@@ -62,8 +62,7 @@ def run(cfg: TransferConfig) -> dict[str, Any]:
     setup_tracking(cfg)
     with tracking.stage_run("transfer", cfg):
         prod, dev, held_out = steering_prompts(task_examples(cfg), cfg.n_vector_pairs, cfg.n_prompts)
-        src = ModelHost.remote(model_ref(cfg.source), cfg.num_threads)
-        tgt = ModelHost.remote(model_ref(cfg.target), cfg.num_threads)
+        src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
         info_s, info_t = ray.get([src.info.remote(), tgt.info.remote()])
         _check_mappers(cfg, info_s["d_model"], info_t["d_model"])
         vecs = vectors(cfg, src, tgt, prod, dev)
@@ -74,7 +73,7 @@ def run(cfg: TransferConfig) -> dict[str, Any]:
             refs = {a: tgt.generate.remote(held_out, [to_dict(Add(site, vecs[name], alpha=a))], cfg.max_new_tokens, TRIGGER_PAIR[0])
                     for a in cfg.alphas}
             table[name] = {str(a): success_rate(ray.get(r)) for a, r in refs.items()}
-        ray.kill(src), ray.kill(tgt)
+        close_host(src), close_host(tgt)
         fresh(out)
         result = summarize(table, cosines(vecs), len(held_out))
         result["vectors"] = save_vectors(vecs, out, {"target_site": str(site), "source_layer": str(cfg.source_layer)})

@@ -71,6 +71,15 @@ def test_parquet_activations_match_hf_hidden_states(tiny_run):
     assert tok.decode(ids[0]).startswith(tok.bos_token)
 
 
+def test_stable_links_point_at_the_hashed_outputs(tiny_run):
+    work, summary, _ = tiny_run
+    run = work / "runs/tiny"
+    assert (run / "models/source").resolve() == next((run / "organisms").glob("pair-*/source")).resolve()
+    assert (run / "mappers/autoencoder/mapper.json").is_file()
+    layer = summary["layers"]["source"]["chosen_layer"]
+    assert (run / f"activations/source/layers.{layer}.resid_post/_manifest.json").is_file()
+
+
 def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
     work, _, _ = tiny_run
     runs = _runs(work)

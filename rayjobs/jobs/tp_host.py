@@ -1,0 +1,155 @@
+"""TPModelHost: one model sharded with DeepSpeed AutoTP over tp_size Ray actors, used like a ModelHost.
+
+The ranks sit in one placement group (a CPU each, plus a GPU each on cuda) and form a
+torch.distributed group (gloo on CPU, NCCL on GPU) at rank 0's address. Every call runs on every
+rank with the same arguments: the sharded linears all-reduce inside each decoder layer, so hooks see
+the full hidden state on every rank and apply the same specs; rank 0's answer is returned.
+`make_host` picks the HF ModelHost or this one from `ref.backend`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import torch
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rayjobs.config import ModelRef
+from rayjobs.errors import UserError
+from rayjobs.jobs.hosts import Host, ModelHost
+from rayjobs.models import load_tokenizer
+
+# Seconds to wait for the placement group before telling the user the cluster is busy.
+RESERVE_TIMEOUT_S = 300
+
+
+@ray.remote
+class _TPRank(Host):
+    """One AutoTP rank: joins the group, loads and shards the model; the Host methods run on its shard."""
+
+    def __init__(self, ref: dict[str, Any], num_threads: int, rank: int) -> None:  # noqa: D107 - loads in setup
+        torch.set_num_threads(num_threads)
+        self.ref, self.rank = ModelRef(**ref), rank
+
+    def rendezvous(self) -> tuple[str, str, int]:
+        """(node id, node IP, a free port) for rank 0 to host the group's store."""
+        from rayjobs.models.deepspeed_backend import free_port
+
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_id(), ray.util.get_node_ip_address(), free_port()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        from rayjobs.models.deepspeed_backend import init_group, load_tp_model
+
+        ref = self.ref
+        init_group(self.rank, ref.tp_size, master_addr, master_port, ref.device)
+        self.model = load_tp_model(ref.path, tp_size=ref.tp_size, dtype=ref.dtype, revision=ref.revision,
+                                   trust_remote_code=ref.trust_remote_code)
+        self.tok = load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+
+    def shutdown(self) -> None:
+        from rayjobs.models.deepspeed_backend import destroy_group
+
+        destroy_group()
+
+
+@ray.remote(num_cpus=0)
+class TPModelHost:
+    """Same methods as ModelHost; owns the rank actors and their placement group."""
+
+    def __init__(self, ref: dict[str, Any], num_threads: int) -> None:
+        self.ref = ModelRef(**ref)
+        self.pg = _reserve(self.ref)
+        per_rank = {"num_cpus": 1, "num_gpus": 1 if self.ref.device == "cuda" else 0}
+        self.ranks = [
+            _TPRank.options(**per_rank, scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
+            .remote(ref, num_threads, i)
+            for i in range(self.ref.tp_size)
+        ]
+        node0, ip0, port = ray.get(self.ranks[0].rendezvous.remote())
+        nodes = ray.get([r.node_id.remote() for r in self.ranks[1:]])
+        # One node: loopback, which every rank can reach whatever the node's interfaces are.
+        addr = "127.0.0.1" if all(n == node0 for n in nodes) else ip0
+        ray.get([r.setup.remote(addr, port) for r in self.ranks])
+
+    def _on_all(self, method: str, *args: Any) -> Any:
+        # All ranks must enter the same collectives in the same order: every call goes to every rank
+        # at once, and this actor is synchronous (one call at a time), so the ranks' queues stay in step.
+        return ray.get([getattr(r, method).remote(*args) for r in self.ranks])[0]
+
+    def info(self) -> dict[str, Any]:
+        return {**ray.get(self.ranks[0].info.remote()), "backend": "deepspeed", "tp_size": self.ref.tp_size}
+
+    def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None) -> list[str]:
+        return self._on_all("generate", prompts, specs, max_new_tokens, trigger)
+
+    def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
+        return self._on_all("logits", prompts, specs, trigger)
+
+    def trigger_contrast(self, site: str, prod: list[str], dev: list[str], triggers: tuple[str, str]) -> torch.Tensor:
+        return self._on_all("trigger_contrast", site, prod, dev, triggers)
+
+    def mapped_trigger_contrast(self, site: str, mapper_dir: str, prod: list[str], dev: list[str],
+                                triggers: tuple[str, str]) -> torch.Tensor:
+        return self._on_all("mapped_trigger_contrast", site, mapper_dir, prod, dev, triggers)
+
+    def close(self) -> None:
+        """Leave the group, stop the ranks and free their reserved CPUs/GPUs."""
+        ray.get([r.shutdown.remote() for r in self.ranks])
+        for rank in self.ranks:
+            ray.kill(rank)
+        remove_placement_group(self.pg)
+
+
+def _reserve(ref: ModelRef) -> Any:
+    bundle = {"CPU": 1, "GPU": 1} if ref.device == "cuda" else {"CPU": 1}
+    pg = placement_group([dict(bundle) for _ in range(ref.tp_size)], strategy="PACK")
+    try:
+        ray.get(pg.ready(), timeout=RESERVE_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(pg)
+        raise UserError(f"model.tp_size={ref.tp_size}: could not reserve {ref.tp_size} x {bundle} within "
+                        f"{RESERVE_TIMEOUT_S} s; the cluster is busy, free resources or lower model.tp_size") from None
+    return pg
+
+
+def check_cluster(ref: ModelRef) -> None:
+    """UserError when the Ray cluster has fewer CPUs/GPUs than tp_size ranks need."""
+    kind = "GPU" if ref.device == "cuda" else "CPU"
+    have = int(ray.cluster_resources().get(kind, 0))
+    if ref.tp_size > have:
+        raise UserError(f"model.tp_size={ref.tp_size} needs {ref.tp_size} {kind}s but the Ray cluster has {have}; "
+                        f"set model.tp_size to at most {have} or add {kind}s to the cluster")
+
+
+def check_heads(ref: ModelRef) -> None:
+    """The head-count check before any actor starts, so the user sees one line, not an actor crash."""
+    from transformers import AutoConfig
+
+    from rayjobs.models.deepspeed_backend import check_tp_size
+
+    config = AutoConfig.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+    check_tp_size(config, ref.tp_size)
+
+
+def make_host(ref: ModelRef, num_threads: int) -> Any:
+    """A ModelHost (backend hf) or TPModelHost (backend deepspeed) actor handle; release it with close_host."""
+    if ref.backend == "hf":
+        if ref.tp_size != 1:
+            raise UserError(f"model.tp_size={ref.tp_size} needs model.backend=deepspeed; set it, or tp_size=1 for hf")
+        return ModelHost.options(num_gpus=1 if ref.device == "cuda" else 0).remote(ref.model_dump(mode="json"), num_threads)
+    check_cluster(ref)
+    check_heads(ref)
+    return TPModelHost.remote(ref.model_dump(mode="json"), num_threads)
+
+
+def close_host(host: Any) -> None:
+    """Stop a host from make_host; a TP host first frees its ranks' placement group."""
+    if hasattr(host, "close"):
+        ray.get(host.close.remote())
+    ray.kill(host)
