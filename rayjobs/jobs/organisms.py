@@ -25,9 +25,11 @@ def _train(spec: dict[str, Any], examples: list[dict], tokenizer_dir: str, out_d
     return card.model_dump(mode="json")
 
 
-def _seeded(spec: OrganismSpec, seed: int) -> dict[str, Any]:
+def _seeded(spec: OrganismSpec, cfg: OrganismsConfig) -> dict[str, Any]:
     # The job seed moves every organism to a new init and batch order; retries add 1000 per attempt inside.
-    return {**spec.model_dump(), "seed": spec.seed + 100 * seed}
+    # Threads come from the job: both organisms train at once on one CPU each, and more threads than
+    # cores made OpenMP thrash (measured: 1 thread each progressed far faster than 2 on 2 cores).
+    return {**spec.model_dump(), "seed": spec.seed + 100 * cfg.seed, "num_threads": cfg.num_threads}
 
 
 def run(cfg: OrganismsConfig) -> dict[str, Any]:
@@ -43,14 +45,14 @@ def _train_pair(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
     init_ray(cfg.ray)
     setup_tracking(cfg)
     with tracking.stage_run("organisms", cfg):
-        from rayjobs.organisms.tokenizer import train_tokenizer
+        from rayjobs.organisms.tokenizer import tokenizer_for
 
         examples = task_examples(cfg)
         fresh(out)
-        tok = train_tokenizer([e["prompt"] + e["completion"] for e in examples if e["split"] == "train"], cfg.vocab_size)
+        tok = tokenizer_for([e for e in examples if e["split"] == "train"], cfg.vocab_size)
         tok.save_pretrained(out / "tokenizer")
         specs = {"source": cfg.source, "target": cfg.target}
-        refs = {name: _train.remote(_seeded(spec, cfg.seed), examples, str(out / "tokenizer"), str(out / name))
+        refs = {name: _train.remote(_seeded(spec, cfg), examples, str(out / "tokenizer"), str(out / name))
                 for name, spec in specs.items()}
         cards = {name: ray.get(ref) for name, ref in refs.items()}
         result = {name: {"path": str(out / name), "card": card} for name, card in cards.items()}

