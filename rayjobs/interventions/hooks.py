@@ -17,7 +17,7 @@ from torch import nn
 
 from rayjobs.errors import UserError
 from rayjobs.interventions.sites import Site, check_layer
-from rayjobs.interventions.specs import Ablate, Add, Capture, Replace, Spec
+from rayjobs.interventions.specs import Ablate, Add, Capture, MapReplace, Replace, Spec
 from rayjobs.models.blocks import get_blocks
 
 
@@ -82,6 +82,10 @@ def _apply_op(spec: Spec, hidden: torch.Tensor, ctx: PositionContext, start: int
         unit = spec.direction.to(hidden.device, hidden.dtype)
         unit = unit / unit.norm()
         return hidden - mask * (hidden @ unit).unsqueeze(-1) * unit
+    if isinstance(spec, MapReplace):
+        from rayjobs.mapping import map_vectors
+
+        return torch.where(mask, map_vectors(spec.module(hidden.device), hidden, out_dtype=hidden.dtype), hidden)
     values = spec.values.to(hidden.device, hidden.dtype)  # Replace
     if values.dim() == 3:
         values = torch.cat([values, hidden.new_zeros(batch, max(start + seq - values.shape[1], 0), hidden.shape[-1])], dim=1)

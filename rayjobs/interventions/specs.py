@@ -1,18 +1,22 @@
 """Interventions as data: a site, an op, the positions it touches and a payload.
 
-Specs serialise to plain dicts (tensors as nested lists) so they can be logged, hashed and shipped to
-Ray actors; vectors that are artifacts travel as safetensors files, never pickle.
+Specs serialise to plain dicts (tensors as nested lists, mappers as the path of their directory) so
+they can be logged, hashed and shipped to Ray actors; vectors that are artifacts travel as safetensors
+files, never pickle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import torch
 
 from rayjobs.errors import UserError
 from rayjobs.interventions.sites import Site, parse_site
+
+if TYPE_CHECKING:
+    from rayjobs.mapping import Mapper
 
 Positions = Literal["all", "prompt", "generated", "last", "trigger"]
 POSITIONS: tuple[str, ...] = ("all", "prompt", "generated", "last", "trigger")
@@ -66,9 +70,41 @@ class Replace:
     op: str = field(default="replace", init=False)
 
 
-Spec = Union[Capture, Add, Ablate, Replace]
+@dataclass
+class MapReplace:
+    """Overwrite the site's output h with f(h) at the chosen positions; f is a saved mapper (d -> d).
+
+    This is the safety switch: f maps a fine-tuned model's residual stream to its base model's at the
+    same layer, so the fine-tuned model computes with base-like activations from there on. Being
+    position-wise, f also runs on each generated token as it arrives with the KV cache on. The payload
+    is a reference (`mapper`: a directory written by `rayjobs.mapping.save_mapper`), so the spec stays
+    small data; its weights are loaded, sha256-checked, once per spec and device on first use.
+    """
+
+    site: Site
+    mapper: str
+    positions: Positions = "all"
+    op: str = field(default="map_replace", init=False)
+    _loaded: "Mapper | None" = field(default=None, init=False, repr=False, compare=False)
+
+    def module(self, device: torch.device | str = "cpu") -> "Mapper":
+        """The mapper on `device` (loaded on first use; moved, not reloaded, when the device changes)."""
+        from rayjobs.mapping import load_mapper
+
+        if self._loaded is None:
+            self._loaded, info = load_mapper(self.mapper)
+            if info["d_in"] != info["d_out"]:
+                raise UserError(f"map_replace: mapper {self.mapper} maps {info['d_in']} -> {info['d_out']}; "
+                                "replacing a site needs a mapper between equal widths (fine-tuned -> base)")
+        if next(self._loaded.parameters()).device != torch.device(device):
+            self._loaded = self._loaded.to(device)
+        return self._loaded
+
+
+Spec = Union[Capture, Add, Ablate, Replace, MapReplace]
 _TENSOR_FIELD = {"add": "vector", "ablate": "direction", "replace": "values"}
-_CLASSES = {"capture": Capture, "add": Add, "ablate": Ablate, "replace": Replace}
+_REF_FIELD = {"map_replace": "mapper"}  # payloads that travel as a path, not as numbers
+_CLASSES = {"capture": Capture, "add": Add, "ablate": Ablate, "replace": Replace, "map_replace": MapReplace}
 
 
 def to_dict(spec: Spec) -> dict:
@@ -78,6 +114,8 @@ def to_dict(spec: Spec) -> dict:
             out[name] = getattr(spec, name)
     if spec.op in _TENSOR_FIELD:
         out[_TENSOR_FIELD[spec.op]] = getattr(spec, _TENSOR_FIELD[spec.op]).float().tolist()
+    if spec.op in _REF_FIELD:
+        out[_REF_FIELD[spec.op]] = str(getattr(spec, _REF_FIELD[spec.op]))
     return out
 
 

