@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 import rayjobs
-from cli import stages
+from cli import compare, jobs, stages
+from cli import switch as switch_cli
 
 app = typer.Typer(
     name="asit",
@@ -21,6 +22,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 stages.register(app)
+jobs.register(app)
+compare.register(app)
+app.add_typer(switch_cli.app, name="switch")
 
 
 def _version(value: bool) -> None:

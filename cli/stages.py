@@ -28,6 +28,7 @@ class Stage:
     help: str
     config_module: str = "rayjobs.config"
     printer: str | None = None  # "module:function" rendering the result; JSON otherwise
+    resumable: bool = False  # the verb takes --resume, passed to the job's run(cfg, resume=...)
 
 
 STAGES: dict[str, Stage] = {
@@ -46,6 +47,9 @@ STAGES: dict[str, Stage] = {
               "Sweep layers for steerability and choose the (source, target) layer pair."),
         Stage("transfer", "TransferConfig", "rayjobs.jobs.transfer",
               "Steer the target with mapped source vectors and measure the backdoor rate."),
+        Stage("sweep", "SweepConfig", "rayjobs.jobs.sweep",
+              "Ray Tune sweep over mapper hyperparameters and layer pairs on cached activations.",
+              resumable=True),
     )
 }
 
@@ -56,15 +60,18 @@ OverridesArg = Annotated[
 ]
 
 
-def run_stage(verb: str, config: Path, overrides: list[str]) -> Any:
-    """Load the verb's config (file + overrides) and run its job; returns the job's result."""
-    stage = STAGES[verb]
+def run_stage(verb: str, config: Path, overrides: list[str], table: Mapping[str, Stage] | None = None,
+              **job_kwargs: Any) -> Any:
+    """Load the verb's config (file + overrides) and run its job; returns the job's result.
+
+    `table` is looked up at call time (default STAGES), so sub-apps share this and tests can swap rows."""
+    stage = (STAGES if table is None else table)[verb]
     if not config.is_file():
         raise UserError(f"config file not found: {config} (pass a YAML file, e.g. configs/demo.yaml)")
     config_module = importlib.import_module(stage.config_module)
     config_class = getattr(config_module, stage.config_class)
     cfg = config_module.load_config(config, overrides, config_class)
-    return importlib.import_module(stage.job_module).run(cfg)
+    return importlib.import_module(stage.job_module).run(cfg, **job_kwargs)
 
 
 def print_result(result: Any) -> None:
@@ -79,21 +86,34 @@ def print_result(result: Any) -> None:
         typer.echo(str(result))
 
 
-def _command(stage: Stage) -> Callable[..., None]:
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of this config.")]
+
+
+def _execute(stage: Stage, table: Mapping[str, Stage] | None, config: Path, overrides: list[str],
+             **job_kwargs: Any) -> None:
+    with user_errors():
+        result = run_stage(stage.verb, config, overrides, table, **job_kwargs)
+        if stage.printer:
+            module, func = stage.printer.split(":")
+            getattr(importlib.import_module(module), func)(result)
+        else:
+            print_result(result)
+
+
+def _command(stage: Stage, table: Mapping[str, Stage] | None) -> Callable[..., None]:
     def command(config: ConfigArg, overrides: OverridesArg = None) -> None:
-        with user_errors():
-            result = run_stage(stage.verb, config, overrides or [])
-            if stage.printer:
-                module, func = stage.printer.split(":")
-                getattr(importlib.import_module(module), func)(result)
-            else:
-                print_result(result)
+        _execute(stage, table, config, overrides or [])
 
-    command.__name__ = stage.verb
-    command.__doc__ = stage.help
-    return command
+    def resumable(config: ConfigArg, overrides: OverridesArg = None, resume: ResumeOpt = False) -> None:
+        _execute(stage, table, config, overrides or [], resume=resume)
+
+    chosen = resumable if stage.resumable else command
+    chosen.__name__ = stage.verb
+    chosen.__doc__ = stage.help
+    return chosen
 
 
-def register(app: typer.Typer) -> None:
-    for stage in STAGES.values():
-        app.command(name=stage.verb)(_command(stage))
+def register(app: typer.Typer, table: Mapping[str, Stage] | None = None) -> None:
+    """One command per row of `table` (default STAGES); a sub-app passes its own table."""
+    for stage in (STAGES if table is None else table).values():
+        app.command(name=stage.verb)(_command(stage, table))

@@ -93,6 +93,11 @@ def reset() -> None:
     _experiment_ids.clear()
 
 
+def configured() -> bool:
+    """Whether configure() ran in this process (settings() alone also adopts $MLFLOW_TRACKING_URI)."""
+    return _settings is not None
+
+
 def settings() -> Settings | None:
     """The active settings; configured from the environment in worker processes."""
     if _settings is None and os.environ.get("MLFLOW_TRACKING_URI"):
@@ -325,3 +330,43 @@ def register_model(local_dir: str | os.PathLike[str], name: str, artifact_path: 
     version = client.create_model_version(name, source=mlflow.get_artifact_uri(artifact_path),
                                           run_id=active_run_id(), tags=dict(tags or {}))
     return str(version.version)
+
+
+def end_run(run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:
+    """Tag a run by id and end it with `status` if it is still RUNNING (e.g. a trial whose worker was killed)."""
+    if (s := settings()) is None:
+        return
+    _experiment_id(s)  # points mlflow at s.uri
+    client = _mlflow().MlflowClient(s.uri)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, value)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)
+
+
+def search_runs(experiment: str, filter_string: str = "", max_runs: int = 20) -> list[dict[str, Any]]:
+    """Runs of `experiment`, newest first, as plain dicts: {"id", "name", "status", "start_time",
+    "params", "metrics", "tags"}; `filter_string` is MLflow's (e.g. "params.fit.lr = '0.001'").
+
+    Raises UserError for an unknown experiment or a malformed filter.
+    """
+    from rayjobs.errors import UserError
+
+    if (s := settings()) is None:
+        raise UserError("tracking is not configured; pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(s.uri)
+    client = mlflow.MlflowClient(s.uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise UserError(f"--experiment: no experiment {experiment!r} at {s.uri}; known: {names}")
+    try:
+        runs = client.search_runs([exp.experiment_id], filter_string, max_results=max_runs,
+                                  order_by=["attributes.start_time DESC"])
+    except mlflow.exceptions.MlflowException as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"--filter: {filter_string!r} is not a valid MLflow filter ({first}); "
+                        "e.g. \"params.seed = '0'\" or \"tags.`asit.stage` = 'fit'\"") from None
+    return [{"id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "start_time": r.info.start_time,
+             "params": dict(r.data.params), "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in runs]

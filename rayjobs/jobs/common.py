@@ -27,20 +27,27 @@ def init_ray(cfg: RayConfig) -> None:
     """Connect to the configured cluster, or start a local Ray without a dashboard (fast, nothing listening)."""
     if ray.is_initialized():
         return
-    if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=True)
+    # RAY_ADDRESS is set inside a Ray job (`asit submit`): join that cluster. Otherwise "local", not
+    # None: None would join whatever cluster a `ray start` on this machine last recorded in /tmp/ray.
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
 
 
 def setup_tracking(cfg: JobBase) -> None:
-    if tracking.settings() is None:
+    # Not settings(): with $MLFLOW_TRACKING_URI set it would self-configure with artifacts under
+    # ./runs of the current directory (inside Ray's working_dir copy for a submitted job).
+    if not tracking.configured():
         tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.run_dir).parent)
 
 
-def stage_dir(cfg: JobBase, stage: str, name: str) -> Path:
-    key = config_hash(cfg.model_dump(mode="json", exclude=_NOT_HASHED))
-    return Path(cfg.run_dir) / stage / f"{name}-{key}"
+def stage_dir(cfg: JobBase, stage: str, name: str, fields: set[str] | None = None) -> Path:
+    """`<run_dir>/<stage>/<name>-<hash>`; `fields` limits the hash to what this stage depends on, for
+    configs shared by several verbs (a switch scan setting must not move the switch fit's outputs)."""
+    data = cfg.model_dump(mode="json", include=fields, exclude=_NOT_HASHED)
+    return Path(cfg.run_dir) / stage / f"{name}-{config_hash(data)}"
 
 
 def load_done(directory: Path) -> dict[str, Any] | None:

@@ -16,12 +16,17 @@ from rayjobs.organisms.train import CARD_NAME
 
 @ray.remote(num_cpus=1)
 def _train(spec: dict[str, Any], examples: list[dict], tokenizer_dir: str, out_dir: str) -> dict[str, Any]:
+    from ray.experimental.tqdm_ray import tqdm
     from transformers import AutoTokenizer
 
     from rayjobs.organisms.train import train_organism
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    card = train_organism(OrganismSpec(**spec), examples, tok, out_dir)
+    spec_obj = OrganismSpec(**spec)
+    # tqdm_ray draws the bar on the driver's terminal; a retry with another seed keeps counting past total.
+    bar = tqdm(total=spec_obj.helpful_steps + spec_obj.backdoor_steps, desc=f"train {spec_obj.name}")
+    card = train_organism(spec_obj, examples, tok, out_dir, on_step=lambda: bar.update(1))
+    bar.close()
     return card.model_dump(mode="json")
 
 

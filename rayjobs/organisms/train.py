@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +39,11 @@ def build_model(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int) -> 
 
 def run_phase(
     model: LlamaForCausalLM, data: tuple[torch.Tensor, ...], steps: int, lr: float, spec: OrganismSpec,
-    gen: torch.Generator,
+    gen: torch.Generator, on_step: Callable[[], None] | None = None,
 ) -> float:
-    """AdamW with linear warmup then cosine decay over the trainable params; returns the last loss."""
+    """AdamW with linear warmup then cosine decay over the trainable params; returns the last loss.
+
+    on_step is called after every optimiser step (progress bars)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -59,6 +62,8 @@ def run_phase(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        if on_step is not None:
+            on_step()
     model.eval()
     return loss.item()
 
@@ -86,7 +91,8 @@ def freeze_early(model: LlamaForCausalLM, n_blocks: int) -> None:
 
 
 def train_once(
-    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, seed: int
+    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, seed: int,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[LlamaForCausalLM, dict]:
     """Both phases plus the checks, for one seed; returns the model and its measurements."""
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -94,10 +100,10 @@ def train_once(
     model = build_model(spec, tok, seed)
     gen = torch.Generator().manual_seed(seed)
     loss1 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=True),
-                      spec.helpful_steps, spec.helpful_lr, spec, gen)
+                      spec.helpful_steps, spec.helpful_lr, spec, gen, on_step)
     freeze_early(model, spec.freeze_blocks)
     loss2 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=False),
-                      spec.backdoor_steps, spec.backdoor_lr, spec, gen)
+                      spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step)
     model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     metrics = behaviour(model, tok, examples, spec.eval_prompts)
@@ -109,7 +115,8 @@ def train_once(
 
 
 def train_organism(
-    spec: OrganismSpec, examples: list[Example], tokenizer: PreTrainedTokenizerBase, out_dir: str | Path
+    spec: OrganismSpec, examples: list[Example], tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+    on_step: Callable[[], None] | None = None,
 ) -> OrganismCard:
     """Train (retrying seeds until the card's checks pass), save model + tokenizer + card in ``out_dir``."""
     old_threads = torch.get_num_threads()
@@ -118,7 +125,7 @@ def train_organism(
         t0 = time.perf_counter()
         attempts, best = [], None
         for attempt in range(spec.max_attempts):
-            model, m = train_once(spec, examples, tokenizer, spec.seed + 1000 * attempt)
+            model, m = train_once(spec, examples, tokenizer, spec.seed + 1000 * attempt, on_step)
             attempts.append(m)
             log.info("organism %s attempt %d: %s", spec.name, attempt, json.dumps(m))
             if best is None or _rank(spec, m) > _rank(spec, best[1]):

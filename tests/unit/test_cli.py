@@ -18,7 +18,7 @@ from cli import stages
 from cli.main import app
 from rayjobs.errors import UserError
 
-VERBS = ["run", "organisms", "extract", "fit", "layers", "transfer"]
+VERBS = ["run", "organisms", "extract", "fit", "layers", "transfer", "sweep"]
 runner = CliRunner()
 
 

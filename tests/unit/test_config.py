@@ -1,9 +1,10 @@
+import importlib
 from pathlib import Path
 
 import pytest
 
-import rayjobs.config
 from cli.stages import STAGES
+from cli.switch import SWITCH_STAGES
 from rayjobs.config import ConfigError, FitConfig, PipelineConfig, config_hash, load_config
 from rayjobs.errors import UserError
 
@@ -15,9 +16,10 @@ def test_every_shipped_config_loads_and_names_its_command():
     for path in CONFIGS:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# asit "), f"{path.name} must start with the command that runs it"
-        verb = first.split()[2]
-        assert first.split()[3] == f"configs/{path.name}"
-        load_config(path, [], getattr(rayjobs.config, STAGES[verb].config_class))
+        words = first.split()[2:]
+        stage = SWITCH_STAGES[words[1]] if words[0] == "switch" else STAGES[words[0]]  # `asit switch VERB CONFIG`
+        assert words[2 if words[0] == "switch" else 1] == f"configs/{path.name}"
+        load_config(path, [], getattr(importlib.import_module(stage.config_module), stage.config_class))
 
 
 def _yaml(tmp_path, text):

@@ -1,0 +1,169 @@
+"""Ray Jobs API: submit the chain `asit run` executes as a Ray job on a cluster; status, logs, stop, list.
+
+The job's entrypoint is `python -m cli.main run CONFIG [overrides]` with this checkout as its
+working_dir (uploaded by Ray, minus .venv, runs and .git), so the cluster runs exactly the code you
+have. The config is validated here, before anything is uploaded. For a head on this machine
+(127.0.0.1 / localhost) a relative run_dir and the default MLflow store are made absolute, so the
+job writes where `asit run` would have, not into Ray's temporary copy of the working_dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ray.exceptions import AuthenticationError
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from rayjobs import tracking
+from rayjobs.config import PipelineConfig, load_config
+from rayjobs.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache"]
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def client(address: str) -> JobSubmissionClient:
+    """A Jobs API client; an address that does not answer is a one-line UserError."""
+    if urlparse(address).scheme not in ("http", "https"):
+        raise UserError(f"--address: {address!r} is not a Jobs API URL; pass the dashboard address, "
+                        f"e.g. {DEFAULT_ADDRESS}")
+    _use_token_if_present()
+    try:
+        return JobSubmissionClient(address)
+    except AuthenticationError:
+        raise UserError(f"--address: the cluster at {address} requires a Ray auth token; put it in "
+                        "~/.ray/auth_token or $RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it)") from None
+    except (ConnectionError, RuntimeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--address: no Ray Jobs API answers at {address} ({first}); start a head "
+                        "(bash infra/local/ray-head.sh start) or pass the right --address") from None
+
+
+def _use_token_if_present() -> None:
+    """Send the local Ray auth token (Ray >= 2.52 heads require one by default), as `ray.init()` does
+    when it joins a cluster; the HTTP client alone only sends it when RAY_AUTH_MODE=token."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token auth
+        return
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)  # "auth enabled" chatter
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _call(address: str, job_id: str, fn: Callable[[], Any]) -> Any:
+    """Run a client call, turning 'no such job' into a one-line UserError."""
+    try:
+        return fn()
+    except RuntimeError as e:
+        if "does not exist" in str(e) or "404" in str(e):
+            raise UserError(f"job {job_id!r}: no such job at {address}; see `asit list --address {address}`") from None
+        raise
+
+
+def _is_local(address: str) -> bool:
+    return urlparse(address).hostname in _LOOPBACK
+
+
+def _repo_relative(config: Path) -> str:
+    try:
+        return config.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        raise UserError(f"config {str(config)!r} is outside {REPO}, the directory uploaded as the job's "
+                        "working_dir; copy it under configs/ and pass that path") from None
+
+
+def job_request(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,
+                python: str = "python") -> dict[str, Any]:
+    """The submit_job arguments for `asit run CONFIG overrides` (validated; nothing is sent)."""
+    cfg = load_config(config, overrides, PipelineConfig)
+    args, env = list(overrides), {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    run_dir = Path(cfg.run_dir)
+    if _is_local(address) and not run_dir.is_absolute():
+        run_dir = run_dir.resolve()
+        args.append(f"run_dir={run_dir}")
+    uri = tracking_uri or cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri is None and _is_local(address):
+        uri = tracking.default_uri(run_dir.parent)  # where `asit run` logs by default
+    if uri:
+        env["MLFLOW_TRACKING_URI"] = uri
+    entrypoint = shlex.join([python, "-m", "cli.main", "run", _repo_relative(config), *args])
+    return {"entrypoint": entrypoint, "metadata": {"asit_config": _repo_relative(config)},
+            "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env}}
+
+
+def submit(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,
+           python: str = "python") -> str:
+    """Submit the pipeline as a Ray job; returns its submission id."""
+    request = job_request(config, overrides, address, tracking_uri, python)
+    return client(address).submit_job(**request)
+
+
+def dashboard_url(address: str, job_id: str) -> str:
+    return f"{address.rstrip('/')}/#/jobs/{job_id}"
+
+
+def status(address: str, job_id: str) -> dict[str, Any]:
+    """{"job_id", "status", "message", "entrypoint", "start_time", "end_time"} of one job."""
+    c = client(address)
+    info = _call(address, job_id, lambda: c.get_job_info(job_id))
+    return {"job_id": job_id, "status": str(info.status.value), "message": info.message or "",
+            "entrypoint": info.entrypoint, "start_time": info.start_time, "end_time": info.end_time}
+
+
+def logs(address: str, job_id: str) -> str:
+    c = client(address)
+    return _call(address, job_id, lambda: c.get_job_logs(job_id))
+
+
+def follow(address: str, job_id: str, write: Callable[[str], Any] = sys.stdout.write) -> str:
+    """Stream the job's logs until it ends; returns its final status."""
+    c = client(address)
+    _call(address, job_id, lambda: c.get_job_status(job_id))  # unknown id: one line, not a stack trace
+
+    async def tail() -> None:
+        async for chunk in c.tail_job_logs(job_id):
+            write(chunk)
+
+    asyncio.run(tail())
+    return str(c.get_job_status(job_id).value)
+
+
+def stop(address: str, job_id: str) -> bool:
+    """Ask Ray to stop the job (SIGTERM to the entrypoint, so MLflow runs end KILLED); False if it had ended."""
+    c = client(address)
+    return bool(_call(address, job_id, lambda: c.stop_job(job_id)))
+
+
+def wait(address: str, job_id: str, timeout_s: float, poll_s: float = 1.0) -> str:
+    """Block until the job reaches a terminal status (or timeout_s passes); returns the status."""
+    import time
+
+    c, deadline = client(address), time.monotonic() + timeout_s
+    while True:
+        state = _call(address, job_id, lambda: c.get_job_status(job_id))
+        if state.is_terminal() or time.monotonic() > deadline:
+            return str(state.value)
+        time.sleep(poll_s)
+
+
+def list_jobs(address: str) -> list[dict[str, Any]]:
+    """Every job the cluster remembers, newest first."""
+    jobs = client(address).list_jobs()
+    rows = [{"job_id": j.submission_id or j.job_id, "status": str(j.status.value), "entrypoint": j.entrypoint,
+             "start_time": j.start_time, "end_time": j.end_time} for j in jobs]
+    return sorted(rows, key=lambda r: r["start_time"] or 0, reverse=True)
+
+
+TERMINAL = {s.value for s in JobStatus if s.is_terminal()}
