@@ -59,15 +59,17 @@ def test_parquet_activations_match_hf_hidden_states(tiny_run):
     acts = read_activations(site_dir)
     table = pq.read_table(next(site_dir.glob("part-*.parquet")))  # plain pyarrow reads it too
     assert vectors_from_table(table).shape[1] == acts.meta.d_model == 48
-    model_dir = summary["organisms"] and next((work / "runs/tiny/organisms").glob("pair-*/target"))
+    model_dir = work / "runs/tiny/models/target"
     model, tok = load_model(str(model_dir)), load_tokenizer(str(model_dir))
     first = int(acts.example_id.min())
     rows = acts.example_id == first
     ids = torch.tensor(acts.token_id[rows], dtype=torch.long).unsqueeze(0)
     with torch.no_grad():
         hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
-    if layer < len(hidden) - 2:  # HF's last entry is after the final norm
-        torch.testing.assert_close(acts.vectors[torch.from_numpy(rows)], hidden[layer + 1][0])
+    stored = acts.vectors[torch.from_numpy(rows)]
+    if layer == len(hidden) - 2:  # HF's last entry comes after the final norm; our site is before it
+        stored = model.model.norm(stored)
+    torch.testing.assert_close(stored, hidden[layer + 1][0])
     assert tok.decode(ids[0]).startswith(tok.bos_token)
 
 
