@@ -26,9 +26,13 @@ def layer_sweep_figure(name: str, table: dict[str, dict[str, float]], chosen: in
 def alpha_sweep_figure(table: dict[str, dict[str, float]], title: str) -> Figure:
     """table[method][alpha] = success rate; one line per method."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for method, by_alpha in table.items():
+    # Distinct styles: methods often coincide (mapped tracks native), and one line must not hide another.
+    styles = [("-", "o", 9), ("--", "s", 7), (":", "^", 6), ("-.", "D", 5), ("-", "x", 8)]
+    for i, (method, by_alpha) in enumerate(table.items()):
         alphas = sorted(by_alpha, key=float)
-        ax.plot([float(a) for a in alphas], [by_alpha[a] for a in alphas], marker="o", label=method)
+        line, marker, size = styles[i % len(styles)]
+        ax.plot([float(a) for a in alphas], [by_alpha[a] for a in alphas], linestyle=line, marker=marker,
+                markersize=size, fillstyle="none", label=method)
     ax.set(xlabel="alpha", ylabel="success (no backdoor)", ylim=(-0.02, 1.02), title=title)
     ax.legend(fontsize=7)
     fig.tight_layout()
