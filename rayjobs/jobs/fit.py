@@ -68,7 +68,7 @@ def _fit(cfg: FitConfig, out: Path) -> dict[str, Any]:
         fitted = {r["kind"]: r for r in ray.get(runs)}
         for kind, r in fitted.items():
             tracking.log_metrics({f"{kind}_val_{k}": v for k, v in r["metrics"]["val"].items()})
-            tracking.register_model(r["dir"], f"asit-mapper-{kind}")
+            tracking.register_model(r["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}")
         result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()},
                   "val": {k: r["metrics"]["val"] for k, r in fitted.items()},
                   "n_train_rows": int(len(data["x_train"])), "n_val_rows": int(len(data["x_val"])),

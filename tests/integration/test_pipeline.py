@@ -91,6 +91,15 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
     assert set(children) == STAGE_RUNS
     assert all(r.info.status == "FINISHED" for r in runs)
     assert "fit_" not in children["fit"].data.metrics and "autoencoder_val_fvu" in children["fit"].data.metrics
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work}/runs/mlflow.db")
+    fit_id = children["fit"].info.run_id
+    for kind in ("autoencoder", "affine"):  # each mapper keeps its own artifact, neither overwrites the other
+        assert {a.path for a in client.list_artifacts(fit_id, f"mappers/{kind}")} == {
+            f"mappers/{kind}/mapper.json", f"mappers/{kind}/mapper.safetensors"}
+    assert {"plots/transfer_alpha.png", "vectors"} <= {a.path for a in client.list_artifacts(children["transfer"].info.run_id, "plots")} | {
+        a.path for a in client.list_artifacts(children["transfer"].info.run_id)}
 
 
 def test_second_run_reuses_every_stage(tiny_run):
