@@ -14,7 +14,8 @@ from rayjobs.errors import UserError
 from rayjobs.jobs.common import (
     fresh, init_ray, load_done, mark_done, model_ref, publish, setup_tracking, stage_dir, task_examples,
 )
-from rayjobs.jobs.hosts import ExtractHost, ModelHost
+from rayjobs.jobs.hosts import ExtractHost
+from rayjobs.models.loading import describe
 
 
 def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
@@ -55,9 +56,7 @@ def _extract(cfg: ExtractConfig, out: Path) -> dict[str, Any]:
     init_ray(cfg.ray)
     setup_tracking(cfg)
     with tracking.stage_run(f"extract-{cfg.name}", cfg):
-        probe = ModelHost.remote(model_ref(cfg.model), 1)
-        info = ray.get(probe.info.remote())
-        ray.kill(probe)
+        info = describe(cfg.model.path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
         _check_layers(cfg, info)
         rows = _texts(cfg)
         fresh(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -78,3 +79,13 @@ def tokenizer_hash(tok: PreTrainedTokenizerBase) -> str:
         {"vocab": sorted(tok.get_vocab().items()), "special": sorted(map(str, tok.all_special_tokens))}
     ).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def describe(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """n_layers, d_model and tokenizer hash from the config and tokenizer alone: no weights are loaded,
+    so a stage can plan (check layers, write metadata) before its workers load the model once."""
+    _check_source(name_or_path)
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    return {"n_layers": int(config.num_hidden_layers), "d_model": int(config.hidden_size),
+            "tokenizer_hash": tokenizer_hash(tok)}

@@ -33,3 +33,21 @@ def test_unsupported_architecture_is_a_user_error():
     model.config.model_type = "mamba"
     with pytest.raises(UserError, match="mamba.*not supported"):
         get_blocks(model)
+
+
+def test_describe_reads_config_and_tokenizer_without_weights(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    from rayjobs.models.loading import describe, load_model, load_tokenizer, tokenizer_hash
+
+    model = build("gpt2")
+    model.save_pretrained(tmp_path)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "a": 1}, unk_token="<pad>")),
+                                  pad_token="<pad>", eos_token="<pad>")
+    tok.save_pretrained(tmp_path)
+    info = describe(str(tmp_path))
+    assert info == {"n_layers": n_layers(load_model(str(tmp_path))), "d_model": 32,
+                    "tokenizer_hash": tokenizer_hash(load_tokenizer(str(tmp_path)))}
+    (tmp_path / "model.safetensors").unlink()  # weights are never read
+    assert describe(str(tmp_path))["n_layers"] == 3
