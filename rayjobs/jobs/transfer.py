@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
-from rayjobs.evaluation import success_rate
+from rayjobs.evaluation import TRIGGER_PAIR, success_rate
 from rayjobs.evaluation.plots import alpha_sweep_figure
 from rayjobs.interventions import Add, parse_site, to_dict
 from rayjobs.jobs.common import (
@@ -24,7 +24,6 @@ from rayjobs.jobs.common import (
     steering_prompts, task_examples,
 )
 from rayjobs.jobs.tp_host import close_host, make_host
-from rayjobs.jobs.layers import TRIGGER_PAIR
 from rayjobs.mapping import load_mapper
 from rayjobs.mapping.io import check_mapper_dims
 from rayjobs.steering import random_like
