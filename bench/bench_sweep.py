@@ -6,7 +6,7 @@
 Runs `rayjobs.jobs.sweep.run` (Ray Tune + ASHA, an MLflow child run per trial, best mapper registered) over
 cached activations written the way `asit extract` writes them (target = a fixed nonlinear map of the source
 plus noise, so trials differ in how well they fit). Trial times are Tune's own `time_total_s` of each trial;
-slots = Ray CPUs / trial_cpus. Ratios:
+slots = Ray CPUs / trial_cpus (`--trial-cpus 1 0.5` compares packings side by side). Ratios:
   wall / ideal       the whole stage call (MLflow, Tune start-up, trials, summary, registration);
   trials / ideal     first trial start to last trial end (what Tune's scheduling adds between trials).
 Ray start-up and the creation of the MLflow store are timed once, outside both. Reading and pairing the
@@ -29,10 +29,13 @@ from benchlib import machine, median
 from ray import tune
 
 from rayjobs.activations import ActivationMeta, write_manifest, write_shard
-from rayjobs.config import SweepConfig, validate
+from rayjobs.config import SweepConfig, SweepParams, validate
 from rayjobs.jobs import sweep
 from rayjobs import tracking
 from rayjobs.jobs.common import init_ray, setup_tracking
+
+
+DEFAULT_TRIAL_CPUS = SweepParams.model_fields["trial_cpus"].default
 
 
 def write_site(root: Path, model: str, vectors: torch.Tensor, positions: int, shard_rows: int) -> None:
@@ -75,7 +78,9 @@ def main() -> None:
     parser.add_argument("--d-src", type=int, default=256)
     parser.add_argument("--d-tgt", type=int, default=384)
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--trial-cpus", type=float, default=0.5, help="the config default: 4 slots on 2 CPUs")
+    parser.add_argument("--trial-cpus", type=float, nargs="+", default=[DEFAULT_TRIAL_CPUS],
+                        help="CPUs per trial (default: the config's); several values run side by side, "
+                             "interleaved per round, e.g. `--trial-cpus 1 0.5`")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
@@ -109,45 +114,56 @@ def _run(args: argparse.Namespace, root: Path) -> None:
     with tracking.stage_run("bench-store-warm-up"):
         pass
     store_start = time.perf_counter() - start
-    slots = math.floor(ray.cluster_resources()["CPU"] / args.trial_cpus + 1e-9)
-    rounds = []
+    cpus = ray.cluster_resources()["CPU"]
+    rounds: dict[float, list[dict]] = {c: [] for c in args.trial_cpus}
     for r in range(args.repeat):
-        cfg = validate({
-            "run_dir": str(root / f"run-{r}"), "source_acts": str(root / "acts/source"),
-            "target_acts": str(root / "acts/target"), "num_samples": args.trials, "trial_cpus": args.trial_cpus,
-            "seed": r, "ray": {"num_cpus": args.cpus},
-            "space": {"kinds": ["autoencoder", "affine"], "hidden": [None, 64, 256], "lr": {"low": 1e-4, "high": 1e-2},
-                      "epochs": [5, 10], "batch_size": [128, 256], "layers": [{"source": 1, "target": 1}]},
-        }, SweepConfig)
-        clock = TrialClock()
-        t = time.time()
-        result = sweep.run(cfg, callbacks=[clock])
-        wall = time.time() - t
-        ideal = sum(clock.total.values()) / slots
-        span = max(clock.end.values()) - min(clock.start.values())
-        outside = [clock.end[k] - clock.start[k] - clock.total[k] for k in clock.total]
-        last_start = max(clock.start.values())
-        busy_tail = sum(max(0.0, clock.end[k] - max(clock.start[k], last_start)) for k in clock.end)
-        rounds.append({"wall": wall, "span": span, "ideal": ideal, "sum": sum(clock.total.values()),
-                       "trials": len(clock.total), "epochs": sum(t["epochs_run"] or 0 for t in result["trials"]),
-                       "before": min(clock.start.values()) - t, "pre_tune": clock.setup_at - t,
-                       "after": t + wall - max(clock.end.values()),
-                       "outside": sum(outside) / len(outside),
-                       # slot-seconds nobody used inside the span; the tail part: after the last trial started,
-                       # when fewer trials than slots are left (trial lengths, ASHA stops)
-                       "idle": slots * span - sum(clock.end[k] - clock.start[k] for k in clock.end),
-                       "tail": slots * (max(clock.end.values()) - last_start) - busy_tail})
-        print(f"  round {r}: wall {wall:.1f} s, trials span {span:.1f} s, sum of trial times {rounds[-1]['sum']:.1f} s "
-              f"over {slots} slots = ideal {ideal:.1f} s; {rounds[-1]['epochs']} epochs run", flush=True)
-    report(args, slots, ray_start, store_start, rounds)
+        for trial_cpus in args.trial_cpus:  # interleaved: the machine's drift hits every setting alike
+            rounds[trial_cpus].append(_round(args, root, r, trial_cpus, math.floor(cpus / trial_cpus + 1e-9)))
+    for trial_cpus, rs in rounds.items():
+        report(args, trial_cpus, ray_start, store_start, rs)
 
 
-def report(args: argparse.Namespace, slots: int, ray_start: float, store_start: float, rounds: list[dict]) -> None:
+def _round(args: argparse.Namespace, root: Path, r: int, trial_cpus: float, slots: int) -> dict:
+    """One sweep (seed r: the same trials for every trial_cpus) and its timings."""
+    cfg = validate({
+        "run_dir": str(root / f"run-{r}-{trial_cpus}"), "source_acts": str(root / "acts/source"),
+        "target_acts": str(root / "acts/target"), "num_samples": args.trials, "trial_cpus": trial_cpus,
+        "seed": r, "ray": {"num_cpus": args.cpus},
+        "space": {"kinds": ["autoencoder", "affine"], "hidden": [None, 64, 256], "lr": {"low": 1e-4, "high": 1e-2},
+                  "epochs": [5, 10], "batch_size": [128, 256], "layers": [{"source": 1, "target": 1}]},
+    }, SweepConfig)
+    clock = TrialClock()
+    t = time.time()
+    result = sweep.run(cfg, callbacks=[clock])
+    wall = time.time() - t
+    ideal = sum(clock.total.values()) / slots
+    span = max(clock.end.values()) - min(clock.start.values())
+    outside = [clock.end[k] - clock.start[k] - clock.total[k] for k in clock.total]
+    last_start = max(clock.start.values())
+    busy_tail = sum(max(0.0, clock.end[k] - max(clock.start[k], last_start)) for k in clock.end)
+    out = {"wall": wall, "span": span, "ideal": ideal, "sum": sum(clock.total.values()), "slots": slots,
+           "trials": len(clock.total), "epochs": sum(t["epochs_run"] or 0 for t in result["trials"]),
+           "before": min(clock.start.values()) - t, "pre_tune": clock.setup_at - t,
+           "after": t + wall - max(clock.end.values()),
+           "outside": sum(outside) / len(outside),
+           # slot-seconds nobody used inside the span; the tail part: after the last trial started,
+           # when fewer trials than slots are left (trial lengths, ASHA stops)
+           "idle": slots * span - sum(clock.end[k] - clock.start[k] for k in clock.end),
+           "tail": slots * (max(clock.end.values()) - last_start) - busy_tail}
+    print(f"  round {r}, trial_cpus {trial_cpus}: wall {wall:.1f} s, trials span {span:.1f} s, sum of trial times "
+          f"{out['sum']:.1f} s over {slots} slots = ideal {ideal:.1f} s; {out['epochs']} epochs run", flush=True)
+    return out
+
+
+def report(args: argparse.Namespace, trial_cpus: float, ray_start: float, store_start: float,
+           rounds: list[dict]) -> None:
     wall = median([r["wall"] / r["ideal"] for r in rounds])
     span = median([r["span"] / r["ideal"] for r in rounds])
+    slots = rounds[0]["slots"]
     print(f"\n{args.trials} trials (autoencoder/affine, widths, lr, 5-10 epochs, ASHA), {args.rows} rows x "
-          f"({args.d_src} -> {args.d_tgt}) float32, trial_cpus {args.trial_cpus} on {args.cpus} Ray CPUs = {slots} "
-          f"slots, 1 torch thread per trial; median of {args.repeat}")
+          f"({args.d_src} -> {args.d_tgt}) float32, trial_cpus {trial_cpus} on {args.cpus} Ray CPUs = {slots} "
+          f"slots, {sweep.trial_threads(trial_cpus)} torch thread(s) per trial; median of {args.repeat}; "
+          f"median wall {median([r['wall'] for r in rounds]):.1f} s")
     print(f"Machine: {machine()}")
     print(f"Not counted (once per machine / runs root): Ray start-up {ray_start:.1f} s, MLflow store creation "
           f"{store_start:.1f} s\n")

@@ -228,7 +228,9 @@ class SweepParams(Strict):
         None, validate_default=True, description="models and prompts for objective transfer_success")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it may be stopped")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials at each rung")
-    trial_cpus: float = Field(0.5, gt=0.0, le=256, description="CPUs per trial; fractions pack several trials per CPU")
+    trial_cpus: float = Field(1.0, gt=0.0, le=256, description=(
+        "CPUs per trial; a trial runs max(1, floor(trial_cpus)) torch threads, so fractions pack several "
+        "one-thread trials per CPU (oversubscribed: slower on a CPU-bound machine, see BENCHMARKS.md)"))
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples (same split for every trial)")
     registered_name: str | None = Field(None, description="model-registry name of the best mapper; None = asit-mapper-<kind>")
 

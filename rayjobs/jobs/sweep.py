@@ -181,9 +181,14 @@ def trial_data(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
     return pairs
 
 
+def trial_threads(trial_cpus: float) -> int:
+    """Torch threads of a trial: one per whole CPU it holds, at least one (a fraction still runs a thread)."""
+    return max(1, int(trial_cpus))
+
+
 def _trainable(cfg: SweepConfig, transfer: dict[str, Any] | None, pairs: dict[str, dict[str, Any]]) -> Any:
     # with_parameters puts `base` in the object store once: every trial maps the same arrays.
-    base = {"pairs": pairs, "seed": cfg.seed, "num_threads": 1, "transfer": transfer}
+    base = {"pairs": pairs, "seed": cfg.seed, "num_threads": trial_threads(cfg.trial_cpus), "transfer": transfer}
     gpu = 1 if transfer is not None and transfer["target"]["device"] == "cuda" else 0
     return tune.with_resources(tune.with_parameters(trial, base=base), {"cpu": cfg.trial_cpus, "gpu": gpu})
 

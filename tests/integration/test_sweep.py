@@ -91,6 +91,12 @@ def test_best_trial_follows_the_objective():
     assert best_trial(trials, "transfer_success") == 2  # the tie at 0.9 goes to the lower val_mse
 
 
+def test_a_trial_runs_one_torch_thread_per_whole_cpu():
+    from rayjobs.jobs.sweep import trial_threads
+
+    assert [trial_threads(c) for c in (0.25, 0.5, 1.0, 1.5, 2.0, 7.9)] == [1, 1, 1, 1, 2, 7]
+
+
 def test_trials_are_tunes_own_draws_most_expensive_first(acts, tmp_path):
     """Same configs as BasicVariantGenerator(random_state=seed) draws (the searcher the sweep used before),
     ordered by epochs x mapper parameters, largest first."""
