@@ -10,7 +10,8 @@ downloaded. Every path runs the same token batches (random ids, no padding), in 
   bare      forward up to the deepest captured block (a hook stops it; no LM head), keeps nothing;
   capture   rayjobs.interventions.capture: the same truncated forward, activations copied to the host;
   asit      capture + rows_from_batch + write_rows: what ExtractHost does per batch (Parquet, bf16 raw
-            bytes, NaN/overflow check, sha256, fsync, atomic rename), one process;
+            bytes, NaN/overflow check, sha256, fsync, atomic rename), in one thread, and overlapped as
+            ExtractHost runs it: batch i written on a second thread while batch i+1's forward runs;
   plain     hooks + .float().cpu().numpy() + np.save, as one writes it by hand;
   TransformerLens run_with_cache(stop_at_layer=...) and nnsight trace with .save()/.stop(), when importable.
 MFU = tokens/s x 2 x (parameters of the blocks that run) / peak, peak = --peak-tflops (H200 dense bf16
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,18 +89,41 @@ def asit_capture(model, layers: list[int]) -> Callable:
     return lambda ids, mask, i: capture(model, ids, mask, sites)
 
 
-def asit_write(model, layers: list[int], out: Path) -> Callable:
+def asit_write(model, layers: list[int], out: Path, forward: bool = True) -> Callable:
+    """capture + one Parquet shard per layer, in the calling thread. forward=False: the call takes the
+    captured activations as a fourth argument and only writes (asit_overlapped's writer)."""
     sites = [f"layers.{layer}.resid_post" for layer in layers]
     d = model.config.hidden_size
     metas = {s: ActivationMeta(model_id="bench-8b", site=s, layer=int(s.split(".")[1]), dtype="bfloat16", d_model=d,
                                tokenizer_hash="none") for s in sites}
 
-    def run(ids: torch.Tensor, mask: torch.Tensor, i: int) -> None:
-        acts = capture(model, ids, mask, sites)
+    def run(ids: torch.Tensor, mask: torch.Tensor, i: int, acts: dict | None = None) -> None:
+        if forward:
+            acts = capture(model, ids, mask, sites)
         ex = np.arange(i * len(ids), (i + 1) * len(ids))
         for site, hidden in acts.items():
             write_rows(out / site, shard_name(ex), rows_from_batch(hidden, mask, ids, ex), metas[site])
     return run
+
+
+def asit_overlapped(model, layers: list[int], out: Path) -> tuple[Callable, Callable[[], None]]:
+    """asit_write with ExtractHost's overlap: batch i's shards are written on a second thread while batch
+    i+1's forward runs, at most one batch waiting for the writer (ExtractHost's two calls and two locks).
+    Returns the per-batch call and `drain`, which waits for the last write (time_path calls it inside the clock)."""
+    write = asit_write(model, layers, out, forward=False)
+    sites = [f"layers.{layer}.resid_post" for layer in layers]
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: list[Future] = []
+
+    def drain() -> None:
+        while pending:
+            pending.pop().result()  # re-raises a failed write
+
+    def run(ids: torch.Tensor, mask: torch.Tensor, i: int) -> None:
+        acts = capture(model, ids, mask, sites)  # host copies: the next forward may reuse the GPU buffers
+        drain()  # the previous batch's write, overlapped with this forward
+        pending.append(pool.submit(write, ids, mask, i, acts))
+    return run, drain
 
 
 def plain(model, layers: list[int], out: Path) -> Callable:
@@ -163,12 +188,16 @@ def nnsight_trace(model, layers: list[int]) -> Callable:
     return run
 
 
-def time_path(run: Callable, batches: list[tuple[torch.Tensor, torch.Tensor]], device: str) -> float:
+def time_path(run: Callable | tuple[Callable, Callable[[], None]], batches: list[tuple[torch.Tensor, torch.Tensor]],
+              device: str) -> float:
+    run, drain = run if isinstance(run, tuple) else (run, lambda: None)
     run(*batches[0], 0)  # warm-up: kernels, allocator, file system
+    drain()
     sync(device)
     start = time.perf_counter()
     for i, (ids, mask) in enumerate(batches):
-        run(ids, mask, i)
+        run(ids, mask, i + 1)  # shard names differ from the warm-up's
+    drain()
     sync(device)
     return time.perf_counter() - start
 
@@ -201,7 +230,9 @@ def main() -> None:
         paths: dict[str, Callable[[], Callable]] = {
             "bare (truncated forward, keeps nothing)": lambda: bare(model, args.layers),
             "asit capture (to host)": lambda: asit_capture(model, args.layers),
-            "asit capture + Parquet write": lambda: asit_write(model, args.layers, Path(tmp) / "asit"),
+            "asit capture + Parquet write, one thread": lambda: asit_write(model, args.layers, Path(tmp) / "asit"),
+            "asit extract (write overlaps the next forward)": lambda: asit_overlapped(model, args.layers,
+                                                                                      Path(tmp) / "asit-overlap"),
             "plain HF hook + np.save": lambda: plain(model, args.layers, Path(tmp)),
         }
         if not args.skip_peers:
