@@ -54,7 +54,7 @@ def faults(work: Path) -> Path:
     os.environ[FAULTS_ENV] = str(directory)
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield directory
     ray.shutdown()
     if old is None:

@@ -25,7 +25,7 @@ LAYERS = [0, 2]  # 2: the last block, read with a hook (HF's hidden_states[-1] i
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -52,7 +52,7 @@ def server(tmp_path_factory):
     cfg = SwitchConfig(run_dir=str(root / "runs"), num_threads=1,
                        serve={"port": port, "max_prompt_tokens": 24, "max_new_tokens": 6, "max_prompts": 4,
                               "batch_size": 8, "batch_wait_s": 0.2, "blocking": False})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(app(cfg, SITE, str(root / "switch"), ModelRef(path=str(root / "ft"))), name=APP_NAME, route_prefix="/")

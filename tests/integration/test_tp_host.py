@@ -41,7 +41,7 @@ def mapper_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _ray(num_cpus: int, num_gpus: int = 0):
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
 
 
 def ask(host: Any, mapper_dir: str) -> dict[str, Any]:
