@@ -30,6 +30,7 @@ ARCHS: dict[str, ArchInfo] = {
     "qwen3": _DECODER,
     "gemma": _DECODER,
     "gemma2": _DECODER,
+    "gemma3_text": _DECODER,
     "phi3": _DECODER,
     "olmo2": _DECODER,
     "gpt2": ArchInfo(layers="transformer.h", final_norm="transformer.ln_f"),
