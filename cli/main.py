@@ -10,6 +10,7 @@ import typer
 import rayjobs
 from cli import compare, jobs, report_cmd, stages
 from cli import switch as switch_cli
+from cli import models as models_cli
 
 app = typer.Typer(
     name="asit",
@@ -26,6 +27,7 @@ jobs.register(app)
 compare.register(app)
 report_cmd.register(app)
 app.add_typer(switch_cli.app, name="switch")
+app.add_typer(models_cli.app, name="models")
 
 
 def _version(value: bool) -> None:
