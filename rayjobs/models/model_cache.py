@@ -76,10 +76,19 @@ def _convert_into(source: Source, sha256: str, cache: Path) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _log_card(card: dict[str, Any], src: Source, cache: Path) -> None:
+    """One MLflow run per conversion (a no-op when tracking is not configured). Cache hits log nothing:
+    the card is already in the entry, and importing mlflow would make a hit take seconds, not a blink."""
+    with tracking.stage_run("models-import", {"source": src.label, "cache_dir": str(cache)},
+                            tags={"asit.model_sha256": card["source"]["sha256"]}):
+        tracking.log_metrics({k: card[k] for k in ("parameters", "n_layers", "d_model", "convert_seconds")})
+        tracking.log_dict(card, "model_card.json")
+
+
 def import_model(source: str, cache_dir: str | os.PathLike[str] | None = None, *,
                  sha256: str | None = None) -> Imported:
-    """Import a GGUF path or short name into the cache (once per file content); logs the card to MLflow
-    when tracking is configured. `sha256` pins the expected checksum of a file given by path."""
+    """Import a GGUF path or short name into the cache (once per file content); a conversion logs the card
+    to MLflow when tracking is configured. `sha256` pins the expected checksum of a file given by path."""
     src = resolve_source(source, sha256)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
@@ -90,12 +99,9 @@ def import_model(source: str, cache_dir: str | os.PathLike[str] | None = None, *
     cached = card is not None and card["source"]["sha256"] == digest
     if not cached:
         card = _convert_into(src, digest, cache)
+        _log_card(card, src, cache)
     if src.package is not None:
         _link(cache, src.package.name, entry)
-    with tracking.stage_run("models-import", {"source": src.label, "cache_dir": str(cache)},
-                            tags={"asit.model_sha256": digest, "asit.cached": str(cached).lower()}):
-        tracking.log_metrics({"parameters": card["parameters"], "n_layers": card["n_layers"], "d_model": card["d_model"]})
-        tracking.log_dict(card, "model_card.json")
     return Imported(path=entry, card=card, cached=cached)
 
 
