@@ -24,30 +24,22 @@ from rayjobs.activations.manifest import MANIFEST_NAME
 from rayjobs.activations.resume import Journal, drop, inspect_directory, remove_temps
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
-from rayjobs.jobs.common import (
-    DONE, init_ray, load_done, mark_done, model_ref, progress, publish, setup_tracking, stage_dir, task_examples,
-)
-from rayjobs.jobs import preflight
+from rayjobs.jobs.common import model_ref, progress
 from rayjobs.jobs.hosts import ExtractHost
+from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
+from rayjobs.stages import DONE
+from rayjobs.tasks import examples_for
 
 log = logging.getLogger(__name__)
-# How many times to retry is not what is computed: changing it must not move the outputs.
-_HASHED = set(ExtractConfig.model_fields) - {"max_retries"}
 
 
 def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
-    examples = [e for e in task_examples(cfg) if cfg.split == "all" or e["split"] == cfg.split]
+    examples = [e for e in examples_for(cfg.task, cfg.seed) if cfg.split == "all" or e["split"] == cfg.split]
     examples = examples[: cfg.n_examples] if cfg.n_examples else examples
     if not examples:
         raise UserError(f"extract.split={cfg.split!r} selects no examples; check task.path / task.n_examples")
     return [{"id": e["id"], "text": e["prompt"] + (e["completion"] if cfg.with_completion else "")} for e in examples]
-
-
-def _check_layers(cfg: ExtractConfig, info: dict[str, Any]) -> None:
-    bad = [layer for layer in cfg.layers if not 0 <= layer < info["n_layers"]]
-    if bad:
-        raise UserError(f"extract.layers: {bad} out of range; {cfg.model.path} has layers 0..{info['n_layers'] - 1}")
 
 
 def plan_batches(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
@@ -60,21 +52,10 @@ def plan_batches(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, 
     return batches
 
 
-def run(cfg: ExtractConfig, repair: bool = False) -> dict[str, Any]:
-    """Extract, or return the committed result. repair: verify a committed output too (every shard's
-    footer, rows and sha256 against the manifest) and recompute the batches of the shards that fail."""
-    out = stage_dir(cfg, "extract", cfg.name, _HASHED)
-    if (done := load_done(out)) is None or repair:
-        done = _extract(cfg, out)
-    for site, layer in done["layers"].items():
-        publish(Path(cfg.run_dir) / "activations" / cfg.name / site, Path(layer["dir"]))
-    return done
-
-
-def _extract(cfg: ExtractConfig, out: Path) -> dict[str, Any]:
-    preflight.extract(cfg)  # one-line errors before Ray, MLflow or the stage directory exist
+def compute(cfg: ExtractConfig, out: Path, repair: bool = False) -> dict[str, Any]:
+    """Extract what is missing; with `repair`, verify a committed output too (every shard's footer, rows and
+    sha256 against the manifest) and recompute the batches of the shards that fail."""
     info = describe(cfg.model.path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    _check_layers(cfg, info)
     rows = _texts(cfg)
     batches = plan_batches(rows, cfg.batch_size)
     metas = {layer: _meta(cfg, info, layer) for layer in cfg.layers}
@@ -90,18 +71,15 @@ def _extract(cfg: ExtractConfig, out: Path) -> dict[str, Any]:
         log.warning("extract: dropping %s: %s", path, why)
     _uncommit(out, metas)
     drop(dropped)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run(f"extract-{cfg.name}", cfg, run_file=out / tracking.RUN_FILE):
-        shards = {layer: dict(v.kept) for layer, v in verdicts.items()}
-        _compute(cfg, out, todo, metas, shards)
-        layers = _commit(out, shards, metas, [b["name"] for b in batches])
-        result = {"name": cfg.name, "model": cfg.model.path, "dir": str(out), "layers": layers,
-                  "examples": len(rows), "d_model": info["d_model"], "batches": report}
-        tracking.log_metrics({"examples": len(rows), "rows": sum(v["rows"] for v in layers.values()),
-                              "batches_reused": report["reused"], "batches_computed": report["computed"]})
-        tracking.log_dict(result, "extract.json")
-    return mark_done(out, result)
+    shards = {layer: dict(v.kept) for layer, v in verdicts.items()}
+    _compute(cfg, out, todo, metas, shards)
+    layers = _commit(out, shards, metas, [b["name"] for b in batches])
+    result = {"name": cfg.name, "model": cfg.model.path, "dir": str(out), "layers": layers,
+              "examples": len(rows), "d_model": info["d_model"], "batches": report}
+    tracking.log_metrics({"examples": len(rows), "rows": sum(v["rows"] for v in layers.values()),
+                          "batches_reused": report["reused"], "batches_computed": report["computed"]})
+    tracking.log_dict(result, "extract.json")
+    return result
 
 
 def _uncommit(out: Path, metas: dict[int, ActivationMeta]) -> None:

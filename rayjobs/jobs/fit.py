@@ -12,8 +12,6 @@ import ray
 from rayjobs import tracking
 from rayjobs.activations import Activations, pair_activations, read_activations
 from rayjobs.config import FitConfig
-from rayjobs.jobs import preflight
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir
 from rayjobs.mapping import save_mapper, train_mapper
 
 
@@ -45,35 +43,22 @@ def _fit_one(kind: str, data: dict[str, Any], cfg: dict[str, Any], out_dir: str,
     return {"kind": kind, "dir": out_dir, "sha256": sha, "metrics": metrics}
 
 
-def run(cfg: FitConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "fit", "mappers")
-    if (done := load_done(out)) is None:
-        done = _fit(cfg, out)
-    for kind, path in done["mappers"].items():
-        publish(Path(cfg.run_dir) / "mappers" / kind, Path(path))
-    return done
-
-
-def _fit(cfg: FitConfig, out: Path) -> dict[str, Any]:
-    preflight.fit(cfg)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("fit", cfg, run_file=out / tracking.RUN_FILE):
-        src, tgt = read_activations(cfg.source_acts), read_activations(cfg.target_acts)
-        data = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
-        meta = {"source_model": src.meta.model_id, "source_site": src.meta.site,
-                "target_model": tgt.meta.model_id, "target_site": tgt.meta.site}
-        fresh(out)
-        data_ref = ray.put(data)
-        params = cfg.model_dump(include={"lr", "epochs", "batch_size", "seed", "hidden"})
-        runs = [_fit_one.remote(kind, data_ref, params, str(out / kind), meta) for kind in cfg.kinds]
-        fitted = {r["kind"]: r for r in ray.get(runs)}
-        for kind, r in fitted.items():
-            tracking.log_metrics({f"{kind}_val_{k}": v for k, v in r["metrics"]["val"].items()})
-            tracking.register_model(r["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}")
-        result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()},
-                  "val": {k: r["metrics"]["val"] for k, r in fitted.items()},
-                  "n_train_rows": int(len(data["x_train"])), "n_val_rows": int(len(data["x_val"])),
-                  "unpaired": int(data["unpaired"]), "source_site": src.meta.site, "target_site": tgt.meta.site}
-        tracking.log_dict(result, "fit.json")
-    return mark_done(out, result)
+def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
+    """Both mappers fitted side by side (one Ray task each), registered in MLflow."""
+    src, tgt = read_activations(cfg.source_acts), read_activations(cfg.target_acts)
+    data = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
+    meta = {"source_model": src.meta.model_id, "source_site": src.meta.site,
+            "target_model": tgt.meta.model_id, "target_site": tgt.meta.site}
+    data_ref = ray.put(data)
+    params = cfg.model_dump(include={"lr", "epochs", "batch_size", "seed", "hidden"})
+    runs = [_fit_one.remote(kind, data_ref, params, str(out / kind), meta) for kind in cfg.kinds]
+    fitted = {r["kind"]: r for r in ray.get(runs)}
+    for kind, r in fitted.items():
+        tracking.log_metrics({f"{kind}_val_{k}": v for k, v in r["metrics"]["val"].items()})
+        tracking.register_model(r["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}")
+    result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()},
+              "val": {k: r["metrics"]["val"] for k, r in fitted.items()},
+              "n_train_rows": int(len(data["x_train"])), "n_val_rows": int(len(data["x_val"])),
+              "unpaired": int(data["unpaired"]), "source_site": src.meta.site, "target_site": tgt.meta.site}
+    tracking.log_dict(result, "fit.json")
+    return result

@@ -11,23 +11,11 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import ModelPair, ModelRef
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, save_figure, setup_tracking, stage_dir
+from rayjobs.jobs.common import save_figure
+from rayjobs.preflight import refusal_data
 from rayjobs.refusal.config import RefusalConfig
 
-ORGANISM_FIELDS = {"data", "organisms", "seed"}
-EXPERIMENT_FIELDS = ORGANISM_FIELDS | {"models", "direction", "eval", "judge", "mapper"}
 RESULT_NAME = "refusal.json"
-
-
-def examples(cfg: RefusalConfig) -> list[dict]:
-    """The user's file when given, else generated from the seed."""
-    from rayjobs.refusal.data import make_examples
-    from rayjobs.refusal.io import load_examples
-
-    data = cfg.data
-    if data.path:
-        return load_examples(data.path)
-    return make_examples(data.n_per_category, data.seed if data.seed is not None else cfg.seed, data.test_frac)
 
 
 @ray.remote(num_cpus=1)
@@ -47,38 +35,37 @@ def _train(spec: dict[str, Any], rows: list[dict], tokenizer_dir: str, out_dir: 
     return card
 
 
-def organisms(cfg: RefusalConfig, rows: list[dict]) -> tuple[ModelPair, dict[str, Any] | None]:
-    """The configured models, or the refusal organism pair (hashed dir; retrained only when its inputs change)."""
-    if cfg.models is not None:
-        return cfg.models, None
-    out = stage_dir(cfg, "refusal", "organisms", fields=ORGANISM_FIELDS)
-    if (done := load_done(out)) is None:
-        done = _train_pair(cfg, rows, out)
-    for name in ("source", "target"):
-        publish(Path(cfg.run_dir) / "models" / name, out / name)
-    return ModelPair(source=ModelRef(path=str(out / "source")), target=ModelRef(path=str(out / "target"))), done
+def chain(cfg: RefusalConfig) -> dict[str, Any]:
+    """The organism pair (unless `models` gives one), then the experiment on it; each a stage of its own."""
+    from rayjobs.jobs import runner
+
+    cards = None
+    if cfg.models is None:
+        pair = runner.run("refusal-organisms", cfg)
+        cfg = cfg.model_copy(update={"models": ModelPair(**{n: ModelRef(path=pair[n]["path"]) for n in ("source", "target")})})
+        cards = {name: pair[name]["card"] for name in ("source", "target")}
+    return runner.run("refusal-experiment", cfg, cards=cards)
 
 
-def _train_pair(cfg: RefusalConfig, rows: list[dict], out: Path) -> dict[str, Any]:
+def train_organisms(cfg: RefusalConfig, out: Path) -> dict[str, Any]:
+    """A shared tokenizer and both refusal organisms, trained at once (one Ray task each)."""
     from rayjobs.organisms.tokenizer import train_tokenizer
     from rayjobs.refusal.organisms import CARD_NAME, tokenizer_texts
 
-    with tracking.stage_run("refusal-organisms", cfg.model_dump(include=ORGANISM_FIELDS)):
-        texts = tokenizer_texts(rows)
-        fresh(out)
-        train_tokenizer(texts, cfg.organisms.vocab_size).save_pretrained(out / "tokenizer")
-        specs = {"source": cfg.organisms.source, "target": cfg.organisms.target}
-        # Both organisms train at once, one CPU each; the job seed moves both to a new init and batch order.
-        refs = {name: _train.remote({**spec.model_dump(), "seed": spec.seed + 100 * cfg.seed,
-                                     "num_threads": cfg.num_threads}, rows, str(out / "tokenizer"), str(out / name),
-                                    cfg.organisms.freeze_attention)
-                for name, spec in specs.items()}
-        cards = {name: ray.get(ref) for name, ref in refs.items()}
-        for name, card in cards.items():
-            tracking.log_metrics({f"{name}_{k}": card[k] for k in
-                                  ("refusal_rate", "false_refusal_rate", "answer_accuracy", "train_seconds")})
-            tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
-    return mark_done(out, cards)
+    rows = refusal_data(cfg)
+    train_tokenizer(tokenizer_texts(rows), cfg.organisms.vocab_size).save_pretrained(out / "tokenizer")
+    specs = {"source": cfg.organisms.source, "target": cfg.organisms.target}
+    # Both organisms train at once, one CPU each; the job seed moves both to a new init and batch order.
+    refs = {name: _train.remote({**spec.model_dump(), "seed": spec.seed + 100 * cfg.seed,
+                                 "num_threads": cfg.num_threads}, rows, str(out / "tokenizer"), str(out / name),
+                                cfg.organisms.freeze_attention)
+            for name, spec in specs.items()}
+    cards = {name: ray.get(ref) for name, ref in refs.items()}
+    for name, card in cards.items():
+        tracking.log_metrics({f"{name}_{k}": card[k] for k in
+                              ("refusal_rate", "false_refusal_rate", "answer_accuracy", "train_seconds")})
+        tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
+    return {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
 
 
 @ray.remote(num_cpus=1)
@@ -124,22 +111,15 @@ def _save_tensors(tensors: dict[str, Any], out: Path, models: ModelPair, sites: 
     return {"mapper": str(out / "mapper"), "directions": str(out / "directions.safetensors")}
 
 
-def run(cfg: RefusalConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "refusal", "experiment", fields=EXPERIMENT_FIELDS)
-    if (done := load_done(out)) is not None:
-        return done
-    rows = examples(cfg)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.pipeline_run("refusal", cfg):
-        models, cards = organisms(cfg, rows)
-        with tracking.stage_run("refusal-experiment", cfg):
-            fresh(out)
-            raw = ray.get(_experiment.remote(cfg.model_dump(mode="json"), models.model_dump(mode="json"), rows, str(out)))
-            result = summarise(cfg, raw, cards)
-            result["plot"] = save_figure(_figure(result), out, "refusal_by_category.png")
-            _track(result, out)
-    return mark_done(out, result)
+def experiment(cfg: RefusalConfig, out: Path, cards: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Directions, mapper, ablation and addition per method in one Ray task holding both models."""
+    assert cfg.models is not None, "chain() gives the experiment its models"
+    raw = ray.get(_experiment.remote(cfg.model_dump(mode="json"), cfg.models.model_dump(mode="json"), refusal_data(cfg),
+                                     str(out)))
+    result = summarise(cfg, raw, cards)
+    result["plot"] = save_figure(_figure(result), out, "refusal_by_category.png")
+    _track(result, out)
+    return result
 
 
 def summarise(cfg: RefusalConfig, raw: dict[str, Any], cards: dict[str, Any] | None) -> dict[str, Any]:

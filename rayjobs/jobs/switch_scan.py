@@ -3,16 +3,17 @@ both models; plots, MLflow metrics, and the best switch registered as `asit-swit
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from rayjobs import tracking
-from rayjobs.jobs import switch_fit
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, save_figure, setup_tracking, stage_dir, task_examples
+from rayjobs.jobs import runner, switch_fit
+from rayjobs.jobs.common import save_figure
 from rayjobs.switch.config import SwitchConfig
+from rayjobs.tasks import examples_for
 
-SCAN_FIELDS = switch_fit.FIT_FIELDS | {"scan"}
 REGISTERED_NAME = "asit-switch"
 
 
@@ -38,20 +39,14 @@ def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> 
     return {**result, "model_params": parameter_count(finetuned)}
 
 
-def run(cfg: SwitchConfig) -> dict[str, Any]:
-    fitted = switch_fit.run(cfg)
-    out = stage_dir(cfg, "switch", "scan", fields=SCAN_FIELDS)
-    if (done := load_done(out)) is not None:
-        return done
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("switch-scan", cfg, run_file=out / tracking.RUN_FILE):
-        scan = ray.get(_scan.remote(cfg.model_dump(mode="json"), fitted, task_examples(cfg)))
-        fresh(out)
-        result = summarise(cfg, fitted, scan)
-        result["plot"] = _plot(scan, out)
-        _track(result, scan)
-    return mark_done(out, result)
+def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
+    """The fitted switches (the switch-fit stage, run first when needed) measured in one Ray task."""
+    fitted = runner.run("switch-fit", cfg)
+    scan = ray.get(_scan.remote(cfg.model_dump(mode="json"), fitted, examples_for(cfg.task, cfg.seed)))
+    result = summarise(cfg, fitted, scan)
+    result["plot"] = _plot(scan, out)
+    _track(result, scan)
+    return result
 
 
 def summarise(cfg: SwitchConfig, fitted: dict[str, Any], scan: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +65,7 @@ def summarise(cfg: SwitchConfig, fitted: dict[str, Any], scan: dict[str, Any]) -
             "param_fraction": fitted["mapper_params"][kind] / scan["model_params"]}
 
 
-def _plot(scan: dict[str, Any], out) -> str:
+def _plot(scan: dict[str, Any], out: Path) -> str:
     from rayjobs.switch.plots import switch_scan_figure
 
     return save_figure(switch_scan_figure(scan), out, "switch_scan.png")

@@ -14,14 +14,13 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, save_figure, setup_tracking, stage_dir, task_examples
+from rayjobs.interventions import parse_site
+from rayjobs.jobs.common import save_figure
 from rayjobs.jobs.hosts import _Hosted
 from rayjobs.mapping import load_mapper
-from rayjobs.models.loading import describe
+from rayjobs.tasks import examples_for
 from rayjobs.validation.config import ValidateConfig
-from rayjobs.interventions import parse_site
 from rayjobs.validation.evaluate import Pair, PromptSet, prompt_sets, run_conditions
-from rayjobs.validation.inputs import check_inputs, pinned
 from rayjobs.validation.judges import Judge, make_judge
 from rayjobs.validation.score import ood_table, samples, similarity_table
 
@@ -49,26 +48,16 @@ class ValidationHost:
         return result
 
 
-def run(cfg: ValidateConfig) -> dict[str, Any]:
-    cfg = pinned(cfg)
-    out = stage_dir(cfg, "validate", "validate")
-    if (done := load_done(out)) is not None:
-        return done
-    # Every user mistake surfaces here, before Ray starts or a model loads (a missing judge key included).
-    check_inputs(cfg, {name: describe(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
-                       for name, ref in (("source", cfg.source), ("target", cfg.target))})
-    sets = prompt_sets(task_examples(cfg), cfg.n_prompts)
+def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
+    """Every condition's completions from one ValidationHost, scored on the driver by the judge."""
+    sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
     judge = make_judge(cfg.judge)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("validate", cfg):
-        raw = _generate(cfg, sets)
-        fresh(out)
-        result = summarise(cfg, raw, sets, judge)
-        result["completions"] = _save_completions(raw["completions"], sets, out)
-        result["plot"] = _plot(result, out)
-        _track(result)
-    return mark_done(out, result)
+    raw = _generate(cfg, sets)
+    result = summarise(cfg, raw, sets, judge)
+    result["completions"] = _save_completions(raw["completions"], sets, out)
+    result["plot"] = _plot(result, out)
+    _track(result)
+    return result
 
 
 def _generate(cfg: ValidateConfig, sets: dict[str, PromptSet]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def test_local_ray_has_no_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     from rayjobs.config import RayConfig
-    from rayjobs.jobs.common import init_ray
+    from rayjobs.jobs.runner import init_ray
 
     calls: list[dict] = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -91,14 +91,13 @@ def test_switch_server_binds_loopback_unless_configured(monkeypatch: pytest.Monk
     assert load_config(ROOT / "configs/switch.yaml", [], SwitchConfig).serve.host == "127.0.0.1"
     started: list[dict] = []
     monkeypatch.setattr(switch_serve, "chosen_switch", lambda cfg: ("layers.0.resid_post", "m", ModelRef(path="p")))
-    monkeypatch.setattr(switch_serve, "init_ray", lambda cfg: None)
     monkeypatch.setattr(switch_serve, "app", lambda *a: None)
     monkeypatch.setattr(serve, "start", lambda **kw: started.append(kw["http_options"]))
     monkeypatch.setattr(serve, "run", lambda *a, **kw: None)
     for overrides, host in (([], "127.0.0.1"), (["serve.host=0.0.0.0"], "0.0.0.0")):
         path = tmp_path / "switch.yaml"
         path.write_text("serve: {blocking: false}\n")
-        switch_serve.run(load_config(path, overrides, SwitchConfig))
+        switch_serve.compute(load_config(path, overrides, SwitchConfig))  # what the runner calls once Ray is up
         assert started.pop()["host"] == host
 
 
