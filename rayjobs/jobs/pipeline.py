@@ -3,17 +3,14 @@ one parent MLflow run (the pipeline row of rayjobs.stages)."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from rayjobs import tracking
 from rayjobs.config import (
     ExtractConfig, FitConfig, LayersConfig, ModelPair, ModelRef, OrganismsConfig, PipelineConfig, TransferConfig,
 )
+from rayjobs.evaluation.summary import pipeline_summary, write_summary
 from rayjobs.jobs.runner import run as run_stage
-from rayjobs.tasks import get_task
 
 _SHARED = ("run_dir", "seed", "num_threads", "tracking", "ray")
 
@@ -54,47 +51,7 @@ def stages(cfg: PipelineConfig) -> dict[str, Any]:
     moved = run_stage("transfer", TransferConfig(**common, **cfg.transfer.model_dump(), source=models.source,
                                                  target=models.target, source_layer=chosen[0], target_layer=chosen[1],
                                                  mappers=fitted["mappers"], layer_mappers=layer_mappers))
-    return summarize(cfg, cards, sweep, fitted, moved)
-
-
-def summarize(cfg: PipelineConfig, cards: dict | None, sweep: dict, fitted: dict, moved: dict) -> dict[str, Any]:
-    best = moved["best"]
-    native = best["native"]["success"]
-    return {
-        "run_dir": cfg.run_dir,
-        "seed": cfg.seed,
-        "organisms": cards,
-        "layers": {n: {k: s[k] for k in ("chosen_layer", "n_layers", "trigger_rate", "best_success", "table")} for n, s in sweep.items()},
-        "mapper_val": fitted["val"],
-        "transfer": moved["table"],
-        "best": best,
-        "target_trigger_rate": 1 - best["none"]["success"],
-        "mapped_vs_native": {m: (v["success"] / native if native else 0.0) for m, v in best.items() if m.startswith("mapped-")},
-        "random_at_alpha_1": moved["table"]["random"].get("1.0"),
-        "cosine_to_native": moved["cosine_to_native"],
-        "plots": {"layers_source": sweep["source"]["plot"], "layers_target": sweep["target"]["plot"], "transfer": moved["plot"]},
-        **_task_figures(cfg, moved),
-    }
-
-
-def _task_figures(cfg: PipelineConfig, moved: dict) -> dict[str, Any]:
-    """Task-specific summary keys: outcome tables (corrupted) and the judge's precision/recall (code_vuln)."""
-    task = get_task(cfg.task.name)
-    out: dict[str, Any] = {"task": task.name}
-    if "outcomes" in moved:
-        out["outcomes"], out["best_outcome"] = moved["outcomes"], moved["best_outcome"]
-    if task.judge_report is not None:
-        out["judge"] = task.judge_report()
-    return out
-
-
-def write_summary(summary: dict[str, Any], run_dir: str) -> Path:
-    path = Path(run_dir) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return pipeline_summary(cfg, cards, sweep, fitted, moved)
 
 
 def chain(cfg: PipelineConfig) -> dict[str, Any]:

@@ -33,15 +33,15 @@ from rayjobs import tracking
 from rayjobs.activations import read_activations
 from rayjobs.config import SweepConfig, SweepSpace
 from rayjobs.errors import UserError
-from rayjobs.jobs.common import steering_prompts
-from rayjobs.jobs.fit import split_pairs
 from rayjobs.jobs.runner import fresh
 from rayjobs.jobs.sweep_trial import (  # noqa: F401  (VECTOR_FILE: where callers look for the best's vector)
-    METRIC, SPLITS, SUCCESS, TRIAL_TAG, VECTOR_FILE, pack, pair_key, trial,
+    METRIC, SUCCESS, TRIAL_TAG, VECTOR_FILE, pack, pair_key, trial,
 )
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.mapping import build_mapper
+from rayjobs.mapping.pairs import split_pairs
 from rayjobs.preflight import site_dir
+from rayjobs.steering.prompts import steering_prompts
 from rayjobs.tasks import examples_for, get_task
 
 TUNE_DIR = "tune"
@@ -137,9 +137,9 @@ def trial_data(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
     for layers in cfg.space.layers:
         src = read_activations(site_dir(cfg.source_acts, layers.source))
         tgt = read_activations(site_dir(cfg.target_acts, layers.target))
-        data = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
+        rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
         pairs[pair_key(layers.model_dump())] = {
-            **{k: pack(data[k]) for k in SPLITS},
+            **{k: pack(v) for k, v in rows.splits().items()},
             "meta": {"source_model": src.meta.model_id, "source_site": src.meta.site,
                      "target_model": tgt.meta.model_id, "target_site": tgt.meta.site}}
     return pairs

@@ -322,7 +322,8 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     from rayjobs.evaluation import TRIGGER_PAIR, success_rate
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs import runner
-    from rayjobs.jobs.common import steering_prompts
+    from rayjobs.jobs.sweep_trial import VECTOR_FILE
+    from rayjobs.steering.prompts import steering_prompts
     from rayjobs.tasks import examples_for
     from rayjobs.jobs.tp_host import close_host, make_host
     from rayjobs.config import ModelRef
@@ -341,7 +342,7 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     assert best["val"]["transfer_success"] == max(t["transfer_success"] for t in scored)
 
     best_dir = tmp_path / "run/mappers/sweep-best"
-    vector = load_file(str(best_dir / sweep.VECTOR_FILE))["vector"]
+    vector = load_file(str(best_dir / VECTOR_FILE))["vector"]
     pair = best["params"]["layers"]
     prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), 3, 6)
     src, tgt = make_host(ModelRef(**transfer["source"]), 1), make_host(ModelRef(path=str(model_pair["target"])), 1)

@@ -137,13 +137,13 @@ def from_pretrained_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ob
 
 def test_trust_remote_code_is_off_unless_a_config_says_so(llama_dir: Path, tmp_path: Path, from_pretrained_calls) -> None:
     from rayjobs.config import ExtractConfig
-    from rayjobs.jobs.hosts import _Hosted
+    from rayjobs.jobs.hosts import Loaded
 
     path = tmp_path / "extract.yaml"
     path.write_text(f"model: {{path: {llama_dir}}}\nname: source\nlayers: [0]\n")
     for overrides, expected in (([], False), (["model.trust_remote_code=true"], True)):
         ref = load_config(path, overrides, ExtractConfig).model
-        _Hosted(ref.model_dump(mode="json"), 1)  # what every ModelHost / ExtractHost does on start
+        Loaded(ref.model_dump(mode="json"), 1)  # what every ModelHost / ExtractHost does on start
         assert {c for c, _ in from_pretrained_calls} == {"AutoConfig", "AutoTokenizer", "AutoModelForCausalLM"}
         assert {flag for _, flag in from_pretrained_calls} == {expected}, from_pretrained_calls
         from_pretrained_calls.clear()

@@ -16,7 +16,7 @@ from rayjobs.interventions.hooks import apply
 from rayjobs.mapping import build_mapper, save_mapper
 from rayjobs.switch.evaluate import EvalPrompts, reduction, score
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
-from rayjobs.switch.scan import best_switch, swaps_to_match
+from rayjobs.switch.result import best_switch, swaps_to_match
 from rayjobs.switch.serving import AskRequest, Limits, RequestError, SwitchedModel, parse_request
 from tests.unit.tiny_models import build
 
