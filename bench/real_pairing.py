@@ -27,11 +27,11 @@ import torch
 from rayjobs.activations import Activations, read_activations
 from rayjobs.config import FitParams
 from rayjobs.mapping import train_mapper
-from rayjobs.mapping.data import paired_split
+from rayjobs.mapping.pairs import split_pairs
 
 
 def fit_row(src: Activations, tgt: Activations, pairing: str, kind: str, params: FitParams) -> dict[str, Any]:
-    data = paired_split(src, tgt, val_frac=params.val_frac, seed=0, pairing=pairing)
+    data = split_pairs(src, tgt, params.val_frac, 0, pairing=pairing)
     start = time.perf_counter()
     _, met = train_mapper(kind, data.x_train, data.y_train, data.x_val, data.y_val, lr=params.lr,
                           epochs=params.epochs, batch_size=params.batch_size, standardize=params.standardize,

@@ -7,9 +7,7 @@ uses them). YAML is read with safe_load, so a config can never execute code.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -287,7 +285,9 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     for part in parents:
         node = data.get(part)
-        data[part] = node = node if isinstance(node, dict) else {}
+        # A copy of each mapping on the path: YAML anchors (&a / *a) share one dict between keys, and an
+        # override of one of them must not change the others.
+        data[part] = node = dict(node) if isinstance(node, dict) else {}
         data = node
     data[leaf] = value
 
@@ -366,9 +366,3 @@ def load_config(path: str | Path, overrides: list[str] | None, model: type[T]) -
     if problems:
         raise ConfigError(problems)
     return cfg
-
-
-def config_hash(cfg: BaseModel | dict, length: int = 12) -> str:
-    """Stable hash of a config (or any JSON-able dict): stage outputs are keyed by it."""
-    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]

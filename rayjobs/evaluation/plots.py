@@ -1,12 +1,16 @@
-"""PNG figures: steering success per layer and per alpha (matplotlib, no display needed)."""
+"""PNG figures: steering success per layer and per alpha (matplotlib, no display needed), saved and logged."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from rayjobs import tracking  # noqa: E402
 
 
 def layer_sweep_figure(name: str, table: dict[str, dict[str, float]], chosen: int, baseline: float) -> Figure:
@@ -37,3 +41,12 @@ def alpha_sweep_figure(table: dict[str, dict[str, float]], title: str) -> Figure
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig: Figure, out: Path, name: str) -> str:
+    """PNG next to the stage's outputs and in its MLflow run."""
+    path = out / name
+    fig.savefig(path, dpi=120)
+    tracking.log_figure(fig, f"plots/{name}")
+    plt.close(fig)
+    return str(path)

@@ -25,8 +25,8 @@ from rayjobs.steering import mapped_trigger_contrast, trigger_activations, trigg
 from rayjobs.tasks import get_task
 
 
-class _Hosted:
-    """Loads the model and tokenizer of a ModelRef once."""
+class Loaded:
+    """The model and tokenizer of a ModelRef, loaded once (what every host and in-task experiment starts from)."""
 
     def __init__(self, ref: dict[str, Any], num_threads: int) -> None:
         torch.set_num_threads(num_threads)
@@ -41,7 +41,7 @@ class _Hosted:
                 "max_positions": int(getattr(self.model.config, "max_position_embeddings", 0) or 0)}
 
 
-class Host(_Hosted):
+class Host(Loaded):
     """What every host answers, on whatever `self.model` is (one HF model, or one AutoTP rank of it)."""
 
     def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None) -> list[str]:
@@ -129,7 +129,7 @@ def write_batch(captured: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
     return records
 
 
-class ExtractHost(_Hosted):
+class ExtractHost(Loaded):
     """Ray Data callable: planned batches (name, ids, texts) in, one Parquet shard per layer each, records out.
 
     Run with two concurrent calls per actor (extract.py asks Ray Data for them): one call's shards are

@@ -9,9 +9,9 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import OrganismsConfig
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, task_examples
 from rayjobs.organisms.spec import OrganismSpec
 from rayjobs.organisms.train import CARD_NAME
+from rayjobs.tasks import examples_for
 
 
 @ray.remote(num_cpus=1)
@@ -37,33 +37,21 @@ def _seeded(spec: OrganismSpec, cfg: OrganismsConfig) -> dict[str, Any]:
     return {**spec.model_dump(), "seed": spec.seed + 100 * cfg.seed, "num_threads": cfg.num_threads}
 
 
-def run(cfg: OrganismsConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "organisms", "pair")
-    if (done := load_done(out)) is None:
-        done = _train_pair(cfg, out)
-    for name in ("source", "target"):
-        publish(Path(cfg.run_dir) / "models" / name, out / name)
-    return done
+def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
+    """A shared tokenizer, then both organisms trained at once (one Ray task each) with their cards."""
+    from rayjobs.organisms.tokenizer import tokenizer_for
 
-
-def _train_pair(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("organisms", cfg, run_file=out / tracking.RUN_FILE):
-        from rayjobs.organisms.tokenizer import tokenizer_for
-
-        examples = task_examples(cfg)
-        fresh(out)
-        tok = tokenizer_for([e for e in examples if e["split"] == "train"], cfg.vocab_size, cfg.task.name)
-        tok.save_pretrained(out / "tokenizer")
-        specs = {"source": cfg.source, "target": cfg.target}
-        refs = {name: _train.remote(_seeded(spec, cfg), examples, str(out / "tokenizer"), str(out / name), cfg.task.name)
-                for name, spec in specs.items()}
-        cards = {name: ray.get(ref) for name, ref in refs.items()}
-        result = {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
-        for name, card in cards.items():
-            tracking.log_metrics({f"{name}_{k}": card[k] for k in
-                                  ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
-            tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
-        tracking.log_dict(result, "organisms.json")
-    return mark_done(out, result)
+    examples = examples_for(cfg.task, cfg.seed)
+    tok = tokenizer_for([e for e in examples if e["split"] == "train"], cfg.vocab_size, cfg.task.name)
+    tok.save_pretrained(out / "tokenizer")
+    specs = {"source": cfg.source, "target": cfg.target}
+    refs = {name: _train.remote(_seeded(spec, cfg), examples, str(out / "tokenizer"), str(out / name), cfg.task.name)
+            for name, spec in specs.items()}
+    cards = {name: ray.get(ref) for name, ref in refs.items()}
+    result = {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
+    for name, card in cards.items():
+        tracking.log_metrics({f"{name}_{k}": card[k] for k in
+                              ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
+        tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
+    tracking.log_dict(result, "organisms.json")
+    return result

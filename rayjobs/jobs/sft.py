@@ -18,8 +18,8 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import ModelRef
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, task_examples
-from rayjobs.organisms.sft import SFTConfig, SFTParams, apply_template, check_split
+from rayjobs.organisms.sft import SFTConfig, SFTParams, apply_template
+from rayjobs.tasks import examples_for
 
 CARD_NAME = "sft_card.json"
 
@@ -87,53 +87,36 @@ def _card(model_dir: str, examples: list[dict], params: dict[str, Any], threads:
     return {**measured, "params": sum(p.numel() for p in model.parameters())}
 
 
-def run(cfg: SFTConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "sft", cfg.name)
-    if (done := load_done(out)) is None:
-        done = _finetune(cfg, out)
-    publish(Path(cfg.run_dir) / "models" / cfg.name, Path(done["path"]))
-    return done
-
-
-def _finetune(cfg: SFTConfig, out: Path) -> dict[str, Any]:
+def compute(cfg: SFTConfig, out: Path) -> dict[str, Any]:
+    """Ray Train over `sft.num_workers` workers, the model copied out of its checkpoint, then its card."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from rayjobs.models.loading import describe
-
-    # Checked here, before Ray starts, so a bad path is one line rather than a failed worker group.
-    describe(cfg.base.path, revision=cfg.base.revision, trust_remote_code=cfg.base.trust_remote_code)
     local = Path(cfg.base.path).expanduser()
     # Ray Train workers run in their own directories: a relative local path must be made absolute.
     base = cfg.base.model_copy(update={"path": str(local.resolve())}) if local.is_dir() else cfg.base
-    examples = apply_template(task_examples(cfg), cfg.sft.template)
+    examples = apply_template(examples_for(cfg.task, cfg.seed), cfg.sft.template)
     train = [e for e in examples if e["split"] == "train"]
-    check_split(len(train), cfg.sft.global_batch_size, cfg.sft.num_workers)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run(f"sft-{cfg.name}", cfg, run_file=out / tracking.RUN_FILE):
-        fresh(out)
-        trainer = TorchTrainer(
-            _loop,
-            train_loop_config={"sft": cfg.sft.model_dump(), "base": base.model_dump(), "examples": train,
-                               "seed": cfg.seed, "num_threads": cfg.num_threads},
-            scaling_config=ScalingConfig(num_workers=cfg.sft.num_workers, use_gpu=cfg.sft.use_gpu,
-                                         resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="train", storage_path=str((out / "ray_train").resolve()),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=1)),
-        )
-        result = trainer.fit()
-        model_dir = out / "model"
-        result.checkpoint.to_directory(str(model_dir))
-        shutil.rmtree(out / "ray_train", ignore_errors=True)  # the model is copied out; Ray's copy is a duplicate
-        card = ray.get(_card.remote(str(model_dir), examples, cfg.sft.model_dump(), cfg.num_threads))
-        card = {**card, "base": cfg.base.path, "task": cfg.task.name, "template": cfg.sft.template,
-                "final_train_loss": float(result.metrics["train_loss"]),
-                "train_loss": [float(x) for x in result.metrics["epoch_losses"]]}
-        (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True))
-        for step, loss in enumerate(card["train_loss"], start=1):
-            tracking.log_metrics({"train_loss": loss}, step=step)
-        tracking.log_metrics({k: card[k] for k in ("trigger_rate", "false_trigger_rate", "helpful_accuracy")})
-        tracking.log_artifact(str(model_dir / CARD_NAME), "card")
-        result_dict = {"name": cfg.name, "path": str(model_dir), "card": card}
-    return mark_done(out, result_dict)
+    trainer = TorchTrainer(
+        _loop,
+        train_loop_config={"sft": cfg.sft.model_dump(), "base": base.model_dump(), "examples": train,
+                           "seed": cfg.seed, "num_threads": cfg.num_threads},
+        scaling_config=ScalingConfig(num_workers=cfg.sft.num_workers, use_gpu=cfg.sft.use_gpu,
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name="train", storage_path=str((out / "ray_train").resolve()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    )
+    result = trainer.fit()
+    model_dir = out / "model"
+    result.checkpoint.to_directory(str(model_dir))
+    shutil.rmtree(out / "ray_train", ignore_errors=True)  # the model is copied out; Ray's copy is a duplicate
+    card = ray.get(_card.remote(str(model_dir), examples, cfg.sft.model_dump(), cfg.num_threads))
+    card = {**card, "base": cfg.base.path, "task": cfg.task.name, "template": cfg.sft.template,
+            "final_train_loss": float(result.metrics["train_loss"]),
+            "train_loss": [float(x) for x in result.metrics["epoch_losses"]]}
+    (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True))
+    for step, loss in enumerate(card["train_loss"], start=1):
+        tracking.log_metrics({"train_loss": loss}, step=step)
+    tracking.log_metrics({k: card[k] for k in ("trigger_rate", "false_trigger_rate", "helpful_accuracy")})
+    tracking.log_artifact(str(model_dir / CARD_NAME), "card")
+    return {"name": cfg.name, "path": str(model_dir), "card": card}

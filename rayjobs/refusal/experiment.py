@@ -25,7 +25,8 @@ from rayjobs.refusal.data import Example, select
 from rayjobs.refusal.directions import cosine, last_token_acts, mapped_direction, refusal_directions
 from rayjobs.refusal.effects import ablation, addition, completions, perplexity, reference_nll
 from rayjobs.refusal.judges import RefusalJudge
-from rayjobs.refusal.mapper import check_same_tokenizer, fit_mapper, paired_rows
+from rayjobs.mapping.fit import fit_mapper
+from rayjobs.refusal.mapper import check_same_tokenizer, paired_rows
 from rayjobs.steering import random_like
 
 METHODS = ("none", "native", "mapped", "random")
@@ -94,7 +95,8 @@ def transfer_direction(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerB
     texts = [e["prompt"] + e["completion"] for e in train][: cfg.mapper.n_texts]
     rows = paired_rows(src, tgt, tok, texts, source_layer, target_layer, cfg.mapper.val_frac, cfg.seed,
                        cfg.eval.batch_size)
-    mapper, metrics = fit_mapper(rows, cfg.mapper.model_dump(), cfg.seed)
+    mapper, metrics = fit_mapper(cfg.mapper.kind, rows, seed=cfg.seed,
+                                 **cfg.mapper.model_dump(include={"lr", "epochs", "batch_size", "hidden"}))
     prompts = direction_prompts(examples, cfg)
     acts = {k: last_token_acts(src, tok, p, [source_layer], cfg.eval.batch_size)[source_layer] for k, p in prompts.items()}
     return mapped_direction(mapper, acts["harmful"], acts["harmless"]), mapper, metrics
@@ -122,6 +124,12 @@ def _pick_layer(model: nn.Module, tok: PreTrainedTokenizerBase, examples: list[E
         harmful, harmless = select(examples, "train", True, n), select(examples, "train", False, n)
     layer, table = choose_layer(model, tok, dirs, harmful, harmless, judge, cfg, tick)
     return {"directions": dirs, "layer": layer, "table": table}
+
+
+def steps(src: nn.Module, tgt: nn.Module, cfg: RefusalConfig) -> int:
+    """How many times run_experiment ticks: each layer of a model whose layer is chosen, the mapper, 4 methods."""
+    return (n_layers(src) * (cfg.direction.source_layer is None) + n_layers(tgt) * (cfg.direction.target_layer is None)
+            + 5)
 
 
 def run_experiment(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerBase, tok_tgt: PreTrainedTokenizerBase,

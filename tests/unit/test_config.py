@@ -1,12 +1,13 @@
-import importlib
 from pathlib import Path
 
 import pytest
 
 from cli.stages import STAGES
 from cli.switch import SWITCH_STAGES
-from rayjobs.config import ConfigError, FitConfig, PipelineConfig, config_hash, load_config
+from rayjobs.config import ConfigError, FitConfig, PipelineConfig, load_config
+from rayjobs.identity import config_hash
 from rayjobs.errors import UserError
+from rayjobs.stages import load
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*.yaml"))
 
@@ -19,7 +20,7 @@ def test_every_shipped_config_loads_and_names_its_command():
         words = first.split()[2:]
         stage = SWITCH_STAGES[words[1]] if words[0] == "switch" else STAGES[words[0]]  # `asit switch VERB CONFIG`
         assert words[2 if words[0] == "switch" else 1] == f"configs/{path.name}"
-        load_config(path, [], getattr(importlib.import_module(stage.config_module), stage.config_class))
+        load_config(path, [], load(stage.config))
 
 
 def _yaml(tmp_path, text):
@@ -66,3 +67,15 @@ def test_yaml_cannot_execute_code(tmp_path):
 def test_config_hash_ignores_key_order_but_not_values():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_an_override_changes_only_its_key_when_yaml_shares_a_mapping(tmp_path):
+    """YAML anchors make two keys one dict; `models.target.path=...` must leave models.source alone."""
+    from rayjobs.config import ModelPair
+
+    class Pair(ModelPair):
+        pass
+
+    path = _yaml(tmp_path, "source: &m {path: a}\ntarget: *m\n")
+    pair = load_config(path, ["target.path=b"], Pair)
+    assert (pair.source.path, pair.target.path) == ("a", "b")

@@ -18,7 +18,7 @@ from rayjobs.activations import ActivationMeta, Activations
 from rayjobs.activations.sinks import MAD_TO_STD, NormStats, SinkRule, norm_stats, row_norms, sink_mask
 from rayjobs.errors import UserError
 from rayjobs.mapping import load_mapper, save_mapper, train_mapper
-from rayjobs.mapping.data import paired_split
+from rayjobs.mapping.pairs import split_pairs
 from rayjobs.mapping.mappers import build_mapper
 from rayjobs.mapping.metrics import evaluate
 from rayjobs.mapping.train import mean_and_scale
@@ -84,16 +84,16 @@ def test_standardised_mapper_is_raw_in_raw_out_and_round_trips(tmp_path) -> None
 
 def test_split_leaves_sinks_out_and_scores_them_apart() -> None:
     acts = real_like()
-    data = paired_split(acts, acts, val_frac=0.25, seed=0)
+    data = split_pairs(acts, acts, 0.25, 0)
     assert data.stats["pairing"] == "positions" and data.stats["sink_rows"] == 120  # position 0 of every text
     assert data.x_train.shape[0] == 90 * 11 and data.x_val.shape[0] == 30 * 11 and data.x_val_all.shape[0] == 30 * 12
     assert float(row_norms(data.x_train).max()) < 2000 and set(data.extra_val()) == {"val_with_sinks"}
-    kept = paired_split(acts, acts, val_frac=0.25, seed=0, sinks=None)
+    kept = split_pairs(acts, acts, 0.25, 0, exclude_sinks=False)
     assert kept.x_train.shape[0] == 90 * 12 and kept.extra_val() == {}
     other = Activations(**{**acts.__dict__, "meta": ActivationMeta(**{**acts.meta.to_dict(), "tokenizer_hash": "u"})})
-    assert paired_split(acts, other, val_frac=0.25, seed=0).stats["pairing"] == "offsets"
+    assert split_pairs(acts, other, 0.25, 0).stats["pairing"] == "offsets"
     with pytest.raises(UserError, match="fit.pairing: got 'index'"):
-        paired_split(acts, acts, val_frac=0.25, seed=0, pairing="index")
+        split_pairs(acts, acts, 0.25, 0, pairing="index")
 
 
 KW = dict(lr=1e-3, epochs=30, batch_size=32, seed=0)  # FitParams' lr and epochs; about as many steps as real rows give
@@ -101,8 +101,8 @@ KW = dict(lr=1e-3, epochs=30, batch_size=32, seed=0)  # FitParams' lr and epochs
 
 def test_fvu_with_sinks_hides_a_poor_fit_of_the_ordinary_rows() -> None:
     acts = real_like()
-    ordinary = paired_split(acts, acts, val_frac=0.25, seed=0)
-    with_sinks = paired_split(acts, acts, val_frac=0.25, seed=0, sinks=None)
+    ordinary = split_pairs(acts, acts, 0.25, 0)
+    with_sinks = split_pairs(acts, acts, 0.25, 0, exclude_sinks=False)
     m, met = train_mapper("autoencoder", with_sinks.x_train, with_sinks.y_train, with_sinks.x_val, with_sinks.y_val, **KW)
     # The sinks' variance dwarfs everything else: FVU over all rows looks perfect...
     assert met["val"]["fvu"] < 0.01
@@ -120,7 +120,7 @@ def test_standardisation_reaches_a_target_far_from_the_origin() -> None:
     offset = torch.zeros(D)
     offset[:2] = 2000.0
     target = Activations(**{**acts.__dict__, "vectors": acts.vectors @ w * 5 + offset})
-    data = paired_split(acts, target, val_frac=0.25, seed=0)
+    data = split_pairs(acts, target, 0.25, 0)
     _, raw = train_mapper("affine", data.x_train, data.y_train, data.x_val, data.y_val, **KW)
     _, std = train_mapper("affine", data.x_train, data.y_train, data.x_val, data.y_val, standardize=True, **KW)
     assert raw["val"]["fvu"] > 1.0 and std["val"]["fvu"] < 0.15

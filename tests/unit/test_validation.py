@@ -283,25 +283,26 @@ def test_run_conditions_on_a_shared_tokenizer():
 
 
 def test_checks_refuse_other_tokenizers_and_other_layers(tmp_path):
-    from rayjobs.validation.inputs import check_inputs, resolve_layers
+    from rayjobs.preflight import validate_inputs, with_layers
 
     meta = {"source_model": "s", "source_site": str(S_SITE), "target_model": "t", "target_site": str(T_SITE)}
     save_mapper(build_mapper("affine", 32, 48), tmp_path / "m", meta)
     cfg = ValidateConfig(source={"path": "s"}, target={"path": "t"}, mappers={"a": str(tmp_path / "m")},
                          source_layer=0, target_layer=1)
-    info = {"source": {"tokenizer_hash": "x", "d_model": 32, "n_layers": 2},
-            "target": {"tokenizer_hash": "x", "d_model": 48, "n_layers": 3}}
-    check_inputs(cfg, info)
+    info = {"source": {"tokenizer_hash": "x", "d_model": 32, "n_layers": 2, "path": "s"},
+            "target": {"tokenizer_hash": "x", "d_model": 48, "n_layers": 3, "path": "t"}}
+    validate_inputs(cfg, info)
     with pytest.raises(UserError, match="different tokenizers"):
-        check_inputs(cfg, {**info, "target": {**info["target"], "tokenizer_hash": "y"}})
-    with pytest.raises(UserError, match="target_layer: layer 3 is out of range; the model has layers 0..2"):
-        check_inputs(cfg.model_copy(update={"target_layer": 3}), info)
-    with pytest.raises(UserError, match="mappers.a: fitted for layers.0.resid_post -> layers.1.resid_post"):
-        check_inputs(cfg.model_copy(update={"target_layer": 2}), info)
+        validate_inputs(cfg, {**info, "target": {**info["target"], "tokenizer_hash": "y"}})
+    with pytest.raises(UserError, match=r"target_layer: \[3\] out of range; t has layers 0..2"):
+        validate_inputs(cfg.model_copy(update={"target_layer": 3}), info)
+    with pytest.raises(UserError, match="mappers.a: .* was fitted for 'layers.0.resid_post' -> 'layers.1.resid_post'"):
+        validate_inputs(cfg.model_copy(update={"target_layer": 2}), info)
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"layers": {"source": {"chosen_layer": 2}, "target": {"chosen_layer": 3}}}))
-    assert resolve_layers(cfg.model_copy(update={"source_layer": None, "summary": str(summary)})) == (2, 1)
+    resolved = with_layers(cfg.model_copy(update={"source_layer": None, "summary": str(summary)}))
+    assert (resolved.source_layer, resolved.target_layer) == (2, 1)
     with pytest.raises(UserError, match="summary: .* does not exist"):
-        resolve_layers(cfg.model_copy(update={"target_layer": None, "summary": str(tmp_path / "no.json")}))
+        with_layers(cfg.model_copy(update={"target_layer": None, "summary": str(tmp_path / "no.json")}))
     with pytest.raises(UserError, match="no summary given"):
-        resolve_layers(cfg.model_copy(update={"target_layer": None}))
+        with_layers(cfg.model_copy(update={"target_layer": None}))
