@@ -106,8 +106,9 @@ class FitParams(Strict):
     batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples for val metrics")
     hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
-    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): without these an identity
-    # pair on SmolLM2-135M fitted to FVU 0.49 (autoencoder) and 1.06 (affine).
+    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): the first position's norm is
+    # 15-150x the others', so with it in, MSE and FVU are mostly about that one row; and targets far from the
+    # origin (Gemma 3 dimensions averaging ~5,500) are out of reach of raw-unit AdamW steps.
     pairing: Literal["auto", "offsets", "positions"] = Field(
         "auto", description="which source row pairs with a target row: offsets = the token ending at the same "
         "character (works across tokenizers); positions = the same index (the paper's); auto = positions when "
@@ -118,6 +119,8 @@ class FitParams(Strict):
                                    "(1.4826 x MAD) of its side's norms; null = position 0 only")
     standardize: bool = Field(True, description="per-dimension standardisation of inputs and targets inside the "
                               "mapper (saved with it; callers see raw activations)")
+    positional_baseline: bool = Field(True, description="with offset pairing (different tokenizers), also fit on "
+                                   "positional pairs, the paper's baseline, and report its val metrics beside")
 
 
 class FitConfig(JobBase, FitParams):
@@ -242,6 +245,8 @@ class SweepParams(Strict):
         "CPUs per trial; a trial runs max(1, floor(trial_cpus)) torch threads, so fractions pack several "
         "one-thread trials per CPU (oversubscribed: slower on a CPU-bound machine, see BENCHMARKS.md)"))
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples (same split for every trial)")
+    pairing: Literal["auto", "offsets", "positions"] = Field(
+        "auto", description="as fit.pairing: offsets across tokenizers, positions (the paper's baseline), auto")
     registered_name: str | None = Field(None, description="model-registry name of the best mapper; None = asit-mapper-<kind>")
 
     @field_validator("transfer")
