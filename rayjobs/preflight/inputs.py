@@ -77,7 +77,7 @@ def same_tokenizer(infos: dict[str, Info], why: str) -> None:
                         "so use models that share one")
 
 
-def pairable(infos: dict[str, Info], pairing: str, field: str = "fit.pairing") -> None:
+def pairable(infos: dict[str, Info], pairing: str, field: str | None = "fit.pairing") -> None:
     """Two models whose activations a mapper can pair: one tokenizer (by position), or fast tokenizers (by
     character offsets); `pairing` positions pairs by index whatever the tokenizers (the paper's baseline)."""
     (a, x), (b, y) = infos.items()
@@ -85,9 +85,10 @@ def pairable(infos: dict[str, Info], pairing: str, field: str = "fit.pairing") -
         return
     for name, info in infos.items():
         if not getattr(info["tokenizer"], "is_fast", False):
+            alternative = f", or set {field}=positions (the paper's baseline)" if field else ""
             raise UserError(f"{name}: {info['path']} has a slow tokenizer, and {a}/{b} have different tokenizers, "
                             "whose rows pair by character offsets (a fast tokenizer's offset mapping); save a fast "
-                            f"tokenizer (tokenizer.json) there, or set {field}=positions (the paper's baseline)")
+                            f"tokenizer (tokenizer.json) there{alternative}")
 
 
 def trigger_alignment(infos: dict[str, Info], prompt: str, trigger: str, field: str) -> None:

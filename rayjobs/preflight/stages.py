@@ -187,8 +187,9 @@ def with_layers(cfg: Any) -> Any:
 
 def validate_inputs(cfg: Any, infos: dict[str, Info]) -> None:
     """One tokenizer for both models, layers they have, and mappers between exactly these widths and sites."""
-    same_tokenizer({"source": infos["source"], "target": infos["target"]},
-                   "replacement generation feeds the same tokens to both")
+    # Different tokenizers: teacher-forced scores on positions aligned by character offsets (fast tokenizers);
+    # replacement generation itself stays same-tokenizer only (rayjobs.validation.aligned).
+    pairable({"source": infos["source"], "target": infos["target"]}, "offsets", None)
     layers([cfg.source_layer], infos["source"], "source_layer")
     layers([cfg.target_layer], infos["target"], "target_layer")
     mappers(cfg.mappers, infos["source"]["d_model"], infos["target"]["d_model"], (cfg.source_layer, cfg.target_layer))
