@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import rayjobs
-from cli import compare, jobs, report_cmd, stages
+from cli import compare, config_cmd, jobs, report_cmd, stages
 from cli import switch as switch_cli
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ stages.register(app)
 jobs.register(app)
 compare.register(app)
 report_cmd.register(app)
+config_cmd.register(app)
 app.add_typer(switch_cli.app, name="switch")
 
 

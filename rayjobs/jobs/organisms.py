@@ -10,8 +10,7 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import OrganismsConfig
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config import OrganismSpec, OrganismsConfig
 from rayjobs.organisms.train import CARD_NAME
 from rayjobs.stages import load
 from rayjobs.tasks import examples_for

@@ -9,11 +9,10 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ModelPair, ModelRef
+from rayjobs.config import ModelPair, ModelRef, RefusalConfig
 from rayjobs.jobs.hosts import Loaded
 from rayjobs.jobs.organisms import seeded, train_pair
 from rayjobs.preflight import refusal_data
-from rayjobs.refusal.config import RefusalConfig
 from rayjobs.refusal.result import plot, save_tensors, summarise, track
 
 def chain(cfg: RefusalConfig) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ModelRef
-from rayjobs.organisms.sft import SFTConfig, SFTParams, apply_template
+from rayjobs.config import ModelRef, SFTConfig, SFTParams
+from rayjobs.organisms.sft import apply_template
 from rayjobs.tasks import examples_for, get_task
 
 CARD_NAME = "sft_card.json"

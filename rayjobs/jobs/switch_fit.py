@@ -9,13 +9,12 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ExtractConfig, ModelRef
+from rayjobs.config import ExtractConfig, ModelRef, SwitchConfig, SwitchModels
 from rayjobs.jobs import runner
 from rayjobs.jobs.organisms import train
 from rayjobs.mapping.fit import fit_and_save
 from rayjobs.mapping.pairs import split_pairs
 from rayjobs.models.loading import load_hf_config
-from rayjobs.switch.config import SwitchConfig, SwitchModels
 from rayjobs.switch.organisms import helpful_texts
 from rayjobs.tasks import examples_for, get_task
 

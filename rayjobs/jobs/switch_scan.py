@@ -10,7 +10,7 @@ import ray
 
 from rayjobs.jobs import runner, switch_fit
 from rayjobs.jobs.hosts import Loaded
-from rayjobs.switch.config import SwitchConfig
+from rayjobs.config import SwitchConfig
 from rayjobs.switch.result import plot, summarise, track
 from rayjobs.tasks import examples_for, get_task
 

@@ -17,7 +17,7 @@ from rayjobs.interventions import parse_site
 from rayjobs.jobs.hosts import Loaded
 from rayjobs.mapping import load_mapper
 from rayjobs.tasks import examples_for
-from rayjobs.validation.config import ValidateConfig
+from rayjobs.config import ValidateConfig
 from rayjobs.validation.evaluate import Pair, PromptSet, prompt_sets, run_conditions
 from rayjobs.validation.result import plot, save_completions, summarise, track
 

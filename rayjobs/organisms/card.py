@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from transformers import PreTrainedModel
 
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config import OrganismSpec
 
 
 def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:

@@ -1,4 +1,4 @@
-"""Train a tiny backdoored LlamaForCausalLM from scratch (recipe and why: see ``spec.py``)."""
+"""Train a tiny backdoored LlamaForCausalLM from scratch (recipe and why: see ``rayjobs/config/organism.py``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
 from rayjobs.organisms.evaluate import behaviour
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task
 

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rayjobs.models.blocks import n_layers
-from rayjobs.refusal.config import RefusalConfig
+from rayjobs.config import RefusalConfig
 from rayjobs.refusal.data import select
 from rayjobs.tasks import Example
 from rayjobs.refusal.directions import last_token_acts, mapped_direction, refusal_directions

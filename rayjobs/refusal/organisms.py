@@ -17,7 +17,7 @@ from typing import Callable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rayjobs.interventions import generate
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config import OrganismSpec
 from rayjobs.organisms.train import Phases, best_attempt, save_organism, train_phases
 from rayjobs.refusal.data import REFUSALS, select
 from rayjobs.refusal.judges import SubstringJudge

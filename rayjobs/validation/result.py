@@ -10,7 +10,7 @@ from typing import Any
 from rayjobs import tracking
 from rayjobs.evaluation.plots import save_figure
 from rayjobs.tasks import get_task
-from rayjobs.validation.config import ValidateConfig
+from rayjobs.config import ValidateConfig
 from rayjobs.validation.evaluate import PromptSet
 from rayjobs.validation.judges import Judge
 from rayjobs.validation.score import ood_table, samples, similarity_table

@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rayjobs.config import TaskConfig
-from rayjobs.organisms.sft import SFTConfig, SFTParams
+from rayjobs.config import SFTConfig, SFTParams, TaskConfig
 from rayjobs.organisms.tokenizer import tokenizer_for
 from rayjobs.tasks import examples_for
 

@@ -12,7 +12,7 @@ from rayjobs.organisms.card import accepted, best_steering, load_card
 from rayjobs.interventions import Add, generate, parse_site
 from rayjobs.steering.vectors import trigger_contrast
 from rayjobs.organisms.tokenizer import tokenizer_for
-from rayjobs.organisms.spec import OrganismSpec, source_spec, target_spec, tiny_spec
+from rayjobs.config import OrganismSpec, source_spec, target_spec, tiny_spec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.organisms.train import build_model, reply_loss, train_organism
 from rayjobs.organisms.data import encode_examples

