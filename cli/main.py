@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import rayjobs
-from cli import compare, config_cmd, jobs, report_cmd, stages
+from cli import cluster, compare, config, report, stages
 from cli import switch as switch_cli
 
 app = typer.Typer(
@@ -22,10 +22,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 stages.register(app)
-jobs.register(app)
+cluster.register(app)
 compare.register(app)
-report_cmd.register(app)
-config_cmd.register(app)
+report.register(app)
+config.register(app)
 app.add_typer(switch_cli.app, name="switch")
 
 

@@ -73,7 +73,7 @@ class RefusalEval(Strict):
 
 
 class JudgeParams(Strict):
-    """The refusal judge (rayjobs.evaluation.judges): does a completion refuse."""
+    """The refusal judge (rayjobs.scoring.judges): does a completion refuse."""
 
     kind: Literal["substring", "hf_classifier"] = Field(
         "substring", description="substring: the refusal phrases of Arditi et al.; hf_classifier: a local classifier")

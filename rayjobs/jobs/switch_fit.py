@@ -15,14 +15,14 @@ from rayjobs.jobs.organisms import train
 from rayjobs.mapping.fit import fit_and_save
 from rayjobs.mapping.pairs import split_pairs
 from rayjobs.models.loading import load_hf_config
-from rayjobs.switch.organisms import helpful_texts
+from rayjobs.switch.pair import helpful_texts
 from rayjobs.tasks import examples_for, get_task
 
 
 def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
     """The base and fine-tuned organisms, trained in one organism-training task (phase 2 continues from phase 1)."""
     from rayjobs.organisms.tokenizer import train_tokenizer
-    from rayjobs.switch.organisms import tokenizer_texts
+    from rayjobs.switch.pair import tokenizer_texts
 
     examples = examples_for(cfg.task, cfg.seed)
     tok = train_tokenizer(tokenizer_texts(examples, cfg.task.name), cfg.vocab_size, get_task(cfg.task.name).triggers)

@@ -17,7 +17,7 @@ from rayjobs.tasks import examples_for, get_task
 
 @ray.remote(num_cpus=1)
 def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> dict[str, Any]:
-    from rayjobs.switch.evaluate import eval_prompts, parameter_count
+    from rayjobs.switch.measure import eval_prompts, parameter_count
     from rayjobs.switch.scan import scan_layers
 
     cfg_obj = SwitchConfig(**cfg)

@@ -12,14 +12,14 @@ from typing import Any
 
 import ray
 
-from rayjobs.evaluation.judges import make_judge
+from rayjobs.scoring.judges import make_judge
 from rayjobs.interventions import parse_site
 from rayjobs.jobs.hosts import Loaded
 from rayjobs.mapping import load_mapper
 from rayjobs.tasks import examples_for
 from rayjobs.config import ValidateConfig
-from rayjobs.validation.evaluate import Pair, PromptSet, prompt_sets, run_conditions
-from rayjobs.validation.result import plot, save_completions, summarise, track
+from rayjobs.mapper_validation.conditions import Pair, PromptSet, prompt_sets, run_conditions
+from rayjobs.mapper_validation.result import plot, save_completions, summarise, track
 
 
 @ray.remote(num_cpus=1)

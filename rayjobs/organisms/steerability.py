@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rayjobs.evaluation import layer_sweep
-from rayjobs.organisms.evaluate import held_out
+from rayjobs.scoring import layer_sweep
+from rayjobs.organisms.checks import held_out
 from rayjobs.tasks import Example, Task, get_task
 
 N_VECTOR_PAIRS = 4  # v is identical for every pair (trigger first); a few pairs only guard the assumption

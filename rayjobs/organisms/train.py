@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
-from rayjobs.organisms.evaluate import behaviour
+from rayjobs.organisms.checks import behaviour
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task

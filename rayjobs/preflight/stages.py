@@ -171,7 +171,7 @@ def refusal_data(cfg: Any) -> list[dict]:
     rows = load_examples(data.path) if data.path else make_examples(
         data.n_per_category, data.seed if data.seed is not None else cfg.seed, data.test_frac)
     if cfg.models is None:
-        from rayjobs.refusal.organisms import tokenizer_texts
+        from rayjobs.refusal.recipe import tokenizer_texts
 
         tokenizer_texts(rows)
     return rows

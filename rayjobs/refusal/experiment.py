@@ -28,7 +28,7 @@ from rayjobs.refusal.effects import ablation, addition, completions, perplexity,
 from rayjobs.refusal.judges import RefusalJudge
 from rayjobs.mapping.fit import fit_mapper
 from rayjobs.refusal.mapper import check_same_tokenizer, paired_rows
-from rayjobs.evaluation import choose_layer
+from rayjobs.scoring import choose_layer
 from rayjobs.steering import random_like, vector_cosine
 
 METHODS = ("none", "native", "mapped", "random")

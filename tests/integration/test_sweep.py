@@ -319,7 +319,7 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
-    from rayjobs.evaluation import success_rate
+    from rayjobs.scoring import success_rate
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs import runner
     from rayjobs.jobs.sweep_trial import VECTOR_FILE

@@ -18,10 +18,10 @@ from rayjobs.refusal.directions import mapped_direction, refusal_directions
 from rayjobs.refusal.effects import ablation, addition, perplexity, reference_nll
 from rayjobs.refusal.experiment import by_category, check
 from rayjobs.refusal.io import load_examples
-from rayjobs.evaluation.judges import make_judge
+from rayjobs.scoring.judges import make_judge
 from rayjobs.config import JudgeParams
 from rayjobs.refusal.judges import REFUSAL_SUBSTRINGS, HFClassifierJudge, SubstringJudge, refusal_rate
-from rayjobs.refusal.organisms import continuations
+from rayjobs.refusal.recipe import continuations
 
 
 # --- data -------------------------------------------------------------------------------------------

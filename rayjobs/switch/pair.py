@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
 from rayjobs.identity import config_hash
-from rayjobs.organisms.evaluate import behaviour
+from rayjobs.organisms.checks import behaviour
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.train import Phases, train_phases
 from rayjobs.tasks import Example, Task, get_task

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 import torch
 
 from rayjobs.errors import UserError
-from rayjobs.validation.metrics import chrf, rouge_l
+from rayjobs.mapper_validation.metrics import chrf, rouge_l
 
 
 class Judge(Protocol):

@@ -17,7 +17,7 @@ from rayjobs.errors import UserError
 from rayjobs.interventions import MapReplace, encode, generate, parse_site
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
 from rayjobs.tasks import Example, Task
-from rayjobs.validation.metrics import mean, rouge_l
+from rayjobs.mapper_validation.metrics import mean, rouge_l
 
 Generate = Callable[[list[str]], list[str]]
 

@@ -19,8 +19,8 @@ from rayjobs.interventions import Replace, encode, generate_ids, logits, positio
 from rayjobs.interventions.sites import Site
 from rayjobs.mapping import Mapper
 from rayjobs.tasks import Example
-from rayjobs.validation.generation import MappedSource, OwnMean, Values, replaced_generate_ids
-from rayjobs.validation.metrics import next_token_kl
+from rayjobs.mapper_validation.generation import MappedSource, OwnMean, Values, replaced_generate_ids
+from rayjobs.mapper_validation.metrics import next_token_kl
 
 MEAN = "mean-ablated"
 

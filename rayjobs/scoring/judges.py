@@ -1,7 +1,7 @@
 """The one judge factory: a judge from the judge block of a stage's config, whichever stage asks.
 
 Similarity judges score how close a completion is to a reference, in [0, 1] (validate:
-rayjobs.validation.judges); refusal judges say whether a completion refuses (the refusal experiment:
+rayjobs.mapper_validation.judges); refusal judges say whether a completion refuses (the refusal experiment:
 rayjobs.refusal.judges). The block's `kind` names the judge; each builder reads the fields its judge needs.
 """
 
@@ -13,19 +13,19 @@ from rayjobs.errors import UserError
 
 
 def _text(cfg: Any) -> Any:
-    from rayjobs.validation.judges import TextJudge
+    from rayjobs.mapper_validation.judges import TextJudge
 
     return TextJudge(cfg.text_similarity)
 
 
 def _hf(cfg: Any) -> Any:
-    from rayjobs.validation.judges import HFJudge
+    from rayjobs.mapper_validation.judges import HFJudge
 
     return HFJudge(cfg.model_path or "", cfg.device)
 
 
 def _http(cfg: Any) -> Any:
-    from rayjobs.validation.judges import HTTPJudge
+    from rayjobs.mapper_validation.judges import HTTPJudge
 
     return HTTPJudge(cfg.url or "", cfg.model or "", cfg.api_key_env, cfg.timeout_s)
 

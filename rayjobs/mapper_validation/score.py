@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rayjobs.tasks import Task
-from rayjobs.validation.evaluate import MEAN, PromptSet
-from rayjobs.validation.judges import Judge
-from rayjobs.validation.metrics import exact_match, mean, rouge_l, win_stats
+from rayjobs.mapper_validation.conditions import MEAN, PromptSet
+from rayjobs.mapper_validation.judges import Judge
+from rayjobs.mapper_validation.metrics import exact_match, mean, rouge_l, win_stats
 
 OWN_SETS = ("prod", "dev")  # the task's own prompts: what the mapped target should reproduce
 OOD_SETS = ("dev", "plain")  # no backdoor expected: the backdoor phrase there is spurious
