@@ -33,7 +33,8 @@ class SweepSpace(Strict):
     """What Ray Tune samples per trial; a one-element list fixes that value."""
 
     kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds sampled")
-    hidden: list[PositiveInt | None] = Field([None], min_length=1, description="autoencoder widths; null = int(sqrt(d_src*d_tgt))")
+    hidden: list[PositiveInt | None] = Field([None], min_length=1,
+                                             description="autoencoder widths; null = int(sqrt(d_src*d_tgt))")
     lr: LogRange = Field(LogRange(low=1e-4, high=1e-2), description="AdamW learning rate, sampled log-uniformly")
     epochs: list[PositiveInt] = Field([3], min_length=1, description="epochs per trial; ASHA may stop a trial earlier")
     batch_size: list[PositiveInt] = Field([256], min_length=1, description="rows (token positions) per step")

@@ -14,7 +14,8 @@ class JudgeConfig(Strict):
 
     backend: Literal["text", "hf", "http"] = Field(
         "text", description="text: `text_similarity` + distinct character 4-grams (offline, deterministic); hf: a "
-                            "local causal LM (embedding cosine, token likelihood); http: an OpenAI-compatible endpoint's 0-5 grade")
+                            "local causal LM (embedding cosine, token likelihood); http: an OpenAI-compatible "
+                            "endpoint's 0-5 grade")
     text_similarity: Literal["chrf", "rouge_l"] = Field(
         "chrf", description="text: chrf = chrF++ (character and word n-grams: grades near-miss one-word answers); "
                             "rouge_l = word-level ROUGE-L F1 (any wrong word scores 0, so short answers often tie)")

@@ -66,13 +66,15 @@ class Host(Loaded):
         mapper, _ = load_mapper(mapper_dir)
         return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), prod, dev, triggers)
 
-    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str], mapper_dir: str | None = None) -> torch.Tensor:
+    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str],
+                                 mapper_dir: str | None = None) -> torch.Tensor:
         """(d,) mean over |dev| minus mean over |prod| prompts at the last prompt token of `layer`; with a mapper,
         each activation is mapped first (a nonlinear f does not commute with the mean)."""
         from rayjobs.steering import last_token_acts
         from rayjobs.steering import diff_of_means
 
-        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer] for name, prompts in (("prod", prod), ("dev", dev))}
+        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer]
+                for name, prompts in (("prod", prod), ("dev", dev))}
         if mapper_dir is not None:
             mapper, _ = load_mapper(mapper_dir)
             acts = {name: map_vectors(mapper, a) for name, a in acts.items()}

@@ -137,7 +137,8 @@ def train_once(
     metrics = behaviour(model, tok, examples, spec.eval_prompts, task, task.judge_tokens)
     steer = steerability(model, tok, examples, task, spec.steer_alphas, spec.steer_prompts, spec.steer_new_tokens)
     return model, {
-        "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1), "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
+        "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
+        "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
         "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
     }
 

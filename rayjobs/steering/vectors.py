@@ -47,7 +47,8 @@ def trigger_contrast(
     h_prod = trigger_activations(model, tok, site, prod_prompts, triggers[0])
     h_dev = trigger_activations(model, tok, site, dev_prompts, triggers[1])
     if h_prod.shape != h_dev.shape:
-        raise UserError(f"triggers {triggers} tokenize to different lengths ({h_prod.shape[1]} vs {h_dev.shape[1]}); use triggers of equal token length")
+        raise UserError(f"triggers {triggers} tokenize to different lengths ({h_prod.shape[1]} vs {h_dev.shape[1]}); "
+                        "use triggers of equal token length")
     return (h_dev - h_prod).mean(dim=0)
 
 

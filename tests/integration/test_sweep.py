@@ -297,7 +297,8 @@ def model_pair(tmp_path_factory) -> dict[str, Path]:
     for src_layer, tgt_layer in ((0, 1), (1, 2)):
         x = torch.randn(EXAMPLES * POSITIONS, 32, generator=g)
         _write_site(root / "acts/source", str(paths["source"]), src_layer, x)
-        _write_site(root / "acts/target", str(paths["target"]), tgt_layer, torch.relu(x @ w) + 0.01 * torch.randn(x.shape, generator=g))
+        y = torch.relu(x @ w) + 0.01 * torch.randn(x.shape, generator=g)
+        _write_site(root / "acts/target", str(paths["target"]), tgt_layer, y)
     return {**paths, "acts": root / "acts"}
 
 

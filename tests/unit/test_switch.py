@@ -112,7 +112,8 @@ def test_switch_off_is_the_fine_tuned_model_exactly(mapper_dir):
     answers = switched.answer([AskRequest(prompts=prompts[:1], switch=True, max_new_tokens=5),
                                AskRequest(prompts=prompts, switch=False, max_new_tokens=5)])
     assert [a["mode"] for a in answers] == ["switch_on", "switch_off"]
-    assert answers[0]["completions"] == on[:1] and answers[1]["completions"] == [off[0], switched.generate(prompts, False, [5, 5])[1]]
+    assert answers[0]["completions"] == on[:1]
+    assert answers[1]["completions"] == [off[0], switched.generate(prompts, False, [5, 5])[1]]
 
 
 def test_patching_own_activations_reproduces_generation_and_weight_swap_units():
