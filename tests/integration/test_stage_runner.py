@@ -25,15 +25,6 @@ runner = CliRunner()
 D = 8
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _extraction(root: Path, name: str, n_examples: int) -> Path:
     """What `asit extract` leaves for one layer: a committed activation directory inside a hashed stage dir."""
     from rayjobs.activations import ActivationMeta, ActivationWriter

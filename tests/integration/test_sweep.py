@@ -47,13 +47,6 @@ def acts(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _config(acts: Path, run_dir: Path, **extra) -> SweepConfig:
     return validate({
         "run_dir": str(run_dir), "source_acts": str(acts / "source"), "target_acts": str(acts / "target"),
