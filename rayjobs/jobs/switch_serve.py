@@ -1,7 +1,8 @@
 """switch serve: a Ray Serve application hosting the fine-tuned model with its switch.
 
 POST / with {"prompts": [...], "switch": true|false, "max_new_tokens": n}; concurrent requests are
-batched (@serve.batch) and each answer says which mode produced it. GET / describes the server.
+batched (@serve.batch) and each answer says which mode produced it. GET / describes the server,
+GET /openapi.json is its OpenAPI description and GET /docs a page for people; other paths are 404.
 Binds 127.0.0.1 unless `serve.host` says otherwise.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
 from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.errors import UserError
@@ -42,10 +43,18 @@ class SwitchServer:
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
 
     async def __call__(self, request: Request) -> JSONResponse:
-        from rayjobs.switch.serving import RequestError, parse_request
+        from rayjobs.switch.serving import RequestError, docs_page, openapi, parse_request
 
+        path = request.url.path.rstrip("/") or "/"
         if request.method == "GET":
-            return JSONResponse(self.info)
+            pages = {"/": lambda: JSONResponse(self.info), "/openapi.json": lambda: JSONResponse(openapi(self.limits)),
+                     "/docs": lambda: HTMLResponse(docs_page(openapi(self.limits)))}
+            if path not in pages:
+                return JSONResponse({"error": f"no page {path}; GET / (info), /docs or /openapi.json, POST / (ask)"},
+                                    status_code=404)
+            return pages[path]()
+        if path != "/":
+            return JSONResponse({"error": f"POST to /, not {path}"}, status_code=404)
         if request.method != "POST":
             return JSONResponse({"error": f"method {request.method} not allowed; POST a JSON request"}, status_code=405)
         try:

