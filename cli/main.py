@@ -10,6 +10,7 @@ import typer
 import rayjobs
 from cli import cluster, compare, config, report, stages
 from cli import switch as switch_cli
+from cli import models as models_cli
 
 app = typer.Typer(
     name="asit",
@@ -27,6 +28,7 @@ compare.register(app)
 report.register(app)
 config.register(app)
 app.add_typer(switch_cli.app, name="switch")
+app.add_typer(models_cli.app, name="models")
 
 
 def _version(value: bool) -> None:

@@ -93,6 +93,18 @@ class MapperParams(Strict):
     batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples for val metrics")
     hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
+    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): without these an identity
+    # pair on SmolLM2-135M fitted to FVU 0.49 (autoencoder) and 1.06 (affine).
+    pairing: Literal["auto", "offsets", "positions"] = Field(
+        "auto", description="which source row pairs with a target row: offsets = the token ending at the same "
+        "character (works across tokenizers); positions = the same index (the paper's); auto = positions when "
+        "the tokenizers are equal, else offsets")
+    exclude_sinks: bool = Field(True, description="leave attention-sink rows (position 0, norm outliers) out of "
+                                "training and val metrics; val_with_sinks scores them too")
+    sink_mad: float | None = Field(10.0, gt=0.0, description="norm outlier: above median + sink_mad robust SDs "
+                                   "(1.4826 x MAD) of its side's norms; null = position 0 only")
+    standardize: bool = Field(True, description="per-dimension standardisation of inputs and targets inside the "
+                              "mapper (saved with it; callers see raw activations)")
 
 
 class SteerParams(Strict):

@@ -109,8 +109,9 @@ def extract_batch(model: torch.nn.Module, tok: Any, ids: list[int], texts: list[
 
 def capture_batch(model: torch.nn.Module, tok: Any, texts: list[str], metas: dict[int, ActivationMeta],
                   max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Tokenize and run the truncated forward: ({site: hidden [batch, pos, d]}, the tokenizer's encoding)."""
-    enc = tok(list(texts), return_tensors="pt", padding=True)
+    """Tokenize and run the truncated forward: ({site: hidden [batch, pos, d]}, the tokenizer's encoding, with
+    each token's character span under "offset_mapping" when the tokenizer is a fast one)."""
+    enc = tok(list(texts), return_tensors="pt", padding=True, return_offsets_mapping=bool(getattr(tok, "is_fast", False)))
     if enc["input_ids"].shape[1] > max_length:
         raise UserError(f"extract.max_length={max_length} is shorter than a text of {enc['input_ids'].shape[1]} "
                         "tokens; raise extract.max_length or shorten the texts")
@@ -124,7 +125,8 @@ def write_batch(captured: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
     example_ids = np.asarray(ids, dtype=np.int64)
     records = []
     for layer, meta in metas.items():
-        rows = rows_from_batch(acts[meta.site], enc["attention_mask"], enc["input_ids"], example_ids)
+        rows = rows_from_batch(acts[meta.site], enc["attention_mask"], enc["input_ids"], example_ids,
+                               enc.get("offset_mapping"))
         records.append({"layer": layer, **write_rows(out_dirs[layer], name, rows, meta).to_dict()})
     return records
 

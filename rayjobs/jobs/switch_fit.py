@@ -59,8 +59,8 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
 
     torch.set_num_threads(1)
     rows = split_pairs(read_activations(src_dir, site=site), read_activations(tgt_dir, site=site),
-                       params["val_frac"], params["seed"])
-    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed")}
+                       params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
+    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize")}
     meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch"}
     return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
 

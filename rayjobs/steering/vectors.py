@@ -26,8 +26,12 @@ def trigger_activations(
     """(n_prompts, k, d): the residual stream at the trigger's k tokens of each prompt."""
     enc = encode(tok, prompts, trigger)
     acts = capture(model, enc["input_ids"], enc["attention_mask"], [site])[site]
-    k = int(enc["trigger_mask"][0].sum())
-    return acts[enc["trigger_mask"]].view(len(prompts), k, acts.shape[-1])
+    counts = enc["trigger_mask"].sum(dim=1)
+    if bool((counts != counts[0]).any()):
+        odd = int((counts != counts[0]).nonzero()[0, 0])
+        raise UserError(f"trigger {trigger!r} covers {int(counts[0])} tokens in prompt 0 but {int(counts[odd])} in prompt "
+                        f"{odd} (it merges with its neighbours there); separate it, e.g. with a space or a colon")
+    return acts[enc["trigger_mask"]].view(len(prompts), int(counts[0]), acts.shape[-1])
 
 
 def _check_pairs(prod_prompts: Sequence[str], dev_prompts: Sequence[str]) -> None:

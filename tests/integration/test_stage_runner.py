@@ -64,7 +64,7 @@ def test_fit_follows_a_stable_link_to_new_activations(tmp_path: Path, local_ray,
     config = tmp_path / "fit.yaml"
     config.write_text(yaml.safe_dump({"run_dir": str(run), "source_acts": str(links["source"]),
                                       "target_acts": str(links["target"]), "kinds": ["affine"], "epochs": 1,
-                                      "val_frac": 0.2, "num_threads": 1}))
+                                      "val_frac": 0.2, "num_threads": 1, "exclude_sinks": False}))  # count every row
     for side in links:
         _link(links[side], old[side])
     first = _fit(config)
