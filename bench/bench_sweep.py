@@ -179,7 +179,8 @@ def report(args: argparse.Namespace, trial_cpus: float, ray_start: float, store_
           f"{pairs('span')} |")
     r = rounds[-1]
     print(f"\nWhere the time goes (last round): {r['pre_tune']:.1f} s from the call to Tune's experiment set-up "
-          f"(input checks, stage MLflow run, reading + pairing the activations, Tuner), {r['before'] - r['pre_tune']:.1f} s from there to the first "
+          f"(input checks, stage MLflow run, reading + pairing the activations, Tuner), "
+          f"{r['before'] - r['pre_tune']:.1f} s from there to the first "
           f"trial start (Tune start-up, first trial workers), {r['after']:.1f} s after the last trial ends (summary, "
           f"copy + registration of the best mapper); per trial, {r['outside']:.1f} s between Tune starting it and "
           f"its end that its own time_total_s does not count. Inside the span, {r['idle'] / slots:.1f} s of {slots} "

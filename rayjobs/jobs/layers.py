@@ -9,8 +9,8 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import LayersConfig
-from rayjobs.evaluation import choose_layer, success_rate
-from rayjobs.evaluation.plots import layer_sweep_figure, save_figure
+from rayjobs.scoring import choose_layer, success_rate
+from rayjobs.scoring.plots import layer_sweep_figure, save_figure
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.steering.prompts import steering_prompts
 from rayjobs.tasks import examples_for, get_task

@@ -9,7 +9,7 @@ from rayjobs import tracking
 from rayjobs.config import (
     ExtractConfig, FitConfig, LayersConfig, ModelPair, ModelRef, OrganismsConfig, PipelineConfig, TransferConfig,
 )
-from rayjobs.evaluation.summary import pipeline_summary, write_summary
+from rayjobs.scoring.summary import pipeline_summary, write_summary
 from rayjobs.jobs.runner import run as run_stage
 
 _SHARED = ("run_dir", "seed", "num_threads", "tracking", "ray")

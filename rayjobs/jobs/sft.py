@@ -17,9 +17,9 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ModelRef
-from rayjobs.organisms.sft import SFTConfig, SFTParams, apply_template
-from rayjobs.tasks import examples_for
+from rayjobs.config import ModelRef, SFTConfig, SFTParams
+from rayjobs.organisms.sft import apply_template
+from rayjobs.tasks import examples_for, get_task
 
 CARD_NAME = "sft_card.json"
 
@@ -47,7 +47,8 @@ def _loop(config: dict[str, Any]) -> None:
     model.train()
     # Every rank encodes all rows: the global batch order must be identical everywhere, and SFT sets are
     # small next to the model. (A sharded Ray Data input would give each rank a different order.)
-    data = encode_examples(config["examples"], tok, params.max_len, helpful=False)
+    data = encode_examples(config["examples"], tok, params.max_len, helpful=False,
+                           text=get_task(config["task"]).training_text)
     model = ray.train.torch.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     per_epoch = steps_per_epoch(len(data[0]), params.global_batch_size)
@@ -74,16 +75,16 @@ def _loop(config: dict[str, Any]) -> None:
 
 
 @ray.remote(num_cpus=1)
-def _card(model_dir: str, examples: list[dict], params: dict[str, Any], threads: int) -> dict[str, Any]:
+def _card(model_dir: str, examples: list[dict], params: dict[str, Any], threads: int, task: str) -> dict[str, Any]:
     import torch
 
     from rayjobs.models import load_model, load_tokenizer
-    from rayjobs.organisms.evaluate import behaviour
+    from rayjobs.organisms.checks import behaviour
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir), load_tokenizer(model_dir)
     sft = SFTParams(**params)
-    measured = behaviour(model, tok, examples, sft.eval_prompts, max_new_tokens=sft.max_new_tokens)
+    measured = behaviour(model, tok, examples, sft.eval_prompts, task, max_new_tokens=sft.max_new_tokens)
     return {**measured, "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -100,7 +101,7 @@ def compute(cfg: SFTConfig, out: Path) -> dict[str, Any]:
     trainer = TorchTrainer(
         _loop,
         train_loop_config={"sft": cfg.sft.model_dump(), "base": base.model_dump(), "examples": train,
-                           "seed": cfg.seed, "num_threads": cfg.num_threads},
+                           "seed": cfg.seed, "num_threads": cfg.num_threads, "task": cfg.task.name},
         scaling_config=ScalingConfig(num_workers=cfg.sft.num_workers, use_gpu=cfg.sft.use_gpu,
                                      resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name="train", storage_path=str((out / "ray_train").resolve()),
@@ -110,7 +111,7 @@ def compute(cfg: SFTConfig, out: Path) -> dict[str, Any]:
     model_dir = out / "model"
     result.checkpoint.to_directory(str(model_dir))
     shutil.rmtree(out / "ray_train", ignore_errors=True)  # the model is copied out; Ray's copy is a duplicate
-    card = ray.get(_card.remote(str(model_dir), examples, cfg.sft.model_dump(), cfg.num_threads))
+    card = ray.get(_card.remote(str(model_dir), examples, cfg.sft.model_dump(), cfg.num_threads, cfg.task.name))
     card = {**card, "base": cfg.base.path, "task": cfg.task.name, "template": cfg.sft.template,
             "final_train_loss": float(result.metrics["train_loss"]),
             "train_loss": [float(x) for x in result.metrics["epoch_losses"]]}

@@ -92,7 +92,7 @@ def _report_final(mapper: Mapper, metrics: dict[str, Any], meta: dict[str, Any],
 
 def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, Any]) -> tuple[float, torch.Tensor]:
     """Success of the mapped vector steering the target at the trigger positions, and the (k, d_tgt) vector."""
-    from rayjobs.evaluation import success_rate
+    from rayjobs.scoring import success_rate
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs.hosts import Host  # the host class itself, in this trial's process: no extra actor
     from rayjobs.mapping import map_vectors

@@ -9,28 +9,26 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ExtractConfig, ModelRef
+from rayjobs.config import ExtractConfig, ModelRef, SwitchConfig, SwitchModels
 from rayjobs.jobs import runner
+from rayjobs.jobs.organisms import train
 from rayjobs.mapping.fit import fit_and_save
 from rayjobs.mapping.pairs import split_pairs
 from rayjobs.models.loading import load_hf_config
-from rayjobs.switch.config import SwitchConfig, SwitchModels
-from rayjobs.switch.organisms import helpful_texts
-from rayjobs.tasks import examples_for
-
-
-@ray.remote(num_cpus=1)
-def _train_pair(spec: dict[str, Any], examples: list[dict], vocab_size: int, out_dir: str, threads: int) -> dict:
-    from rayjobs.organisms.spec import OrganismSpec
-    from rayjobs.switch.organisms import train_pair
-
-    return train_pair(OrganismSpec(**{**spec, "num_threads": threads}), examples, vocab_size, out_dir)
+from rayjobs.switch.pair import helpful_texts
+from rayjobs.tasks import examples_for, get_task
 
 
 def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
-    """The base and fine-tuned organisms, trained in one Ray task (phase 2 continues from phase 1)."""
-    cards = ray.get(_train_pair.remote(cfg.organism.model_dump(), examples_for(cfg.task, cfg.seed), cfg.vocab_size,
-                                       str(out), cfg.num_threads))
+    """The base and fine-tuned organisms, trained in one organism-training task (phase 2 continues from phase 1)."""
+    from rayjobs.organisms.tokenizer import train_tokenizer
+    from rayjobs.switch.pair import tokenizer_texts
+
+    examples = examples_for(cfg.task, cfg.seed)
+    tok = train_tokenizer(tokenizer_texts(examples, cfg.task.name), cfg.vocab_size, get_task(cfg.task.name).triggers)
+    tok.save_pretrained(out / "tokenizer")
+    spec = {**cfg.organism.model_dump(), "num_threads": cfg.num_threads}
+    cards = ray.get(train.remote("switch", spec, examples, str(out / "tokenizer"), str(out), task=cfg.task.name))
     return {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
 
 

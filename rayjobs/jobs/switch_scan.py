@@ -10,14 +10,14 @@ import ray
 
 from rayjobs.jobs import runner, switch_fit
 from rayjobs.jobs.hosts import Loaded
-from rayjobs.switch.config import SwitchConfig
+from rayjobs.config import SwitchConfig
 from rayjobs.switch.result import plot, summarise, track
-from rayjobs.tasks import examples_for
+from rayjobs.tasks import examples_for, get_task
 
 
 @ray.remote(num_cpus=1)
 def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> dict[str, Any]:
-    from rayjobs.switch.evaluate import eval_prompts, parameter_count
+    from rayjobs.switch.measure import eval_prompts, parameter_count
     from rayjobs.switch.scan import scan_layers
 
     cfg_obj = SwitchConfig(**cfg)
@@ -25,9 +25,9 @@ def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> 
     finetuned = Loaded(refs.finetuned.model_dump(), cfg_obj.num_threads)
     need_base = cfg_obj.scan.patching or cfg_obj.scan.weight_swap
     base = Loaded(refs.base.model_dump(), cfg_obj.num_threads).model if need_base else None
-    result = scan_layers(finetuned.model, base, finetuned.tok, eval_prompts(examples, cfg_obj.scan.n_prompts),
-                         fitted["switches"], max_new_tokens=cfg_obj.scan.max_new_tokens,
-                         weight_swap=cfg_obj.scan.weight_swap)
+    prompts = eval_prompts(examples, cfg_obj.scan.n_prompts, get_task(cfg_obj.task.name))
+    result = scan_layers(finetuned.model, base, finetuned.tok, prompts, fitted["switches"],
+                         max_new_tokens=cfg_obj.scan.max_new_tokens, weight_swap=cfg_obj.scan.weight_swap)
     return {**result, "model_params": parameter_count(finetuned.model)}
 
 

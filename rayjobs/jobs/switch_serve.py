@@ -15,10 +15,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
-from rayjobs.config import ModelRef
+from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs import runner, switch_fit
-from rayjobs.switch.config import SwitchConfig
 
 APP_NAME = "asit-switch"
 

@@ -18,9 +18,9 @@ import torch
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
-from rayjobs.evaluation import success_rate
-from rayjobs.evaluation.plots import alpha_sweep_figure, save_figure
-from rayjobs.evaluation.summary import best_outcomes, transfer_summary
+from rayjobs.scoring import success_rate
+from rayjobs.scoring.plots import alpha_sweep_figure, save_figure
+from rayjobs.scoring.summary import best_outcomes, transfer_summary
 from rayjobs.interventions import parse_site
 from rayjobs.jobs.common import progress
 from rayjobs.jobs.tp_host import close_host, make_host

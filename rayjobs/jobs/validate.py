@@ -12,14 +12,14 @@ from typing import Any
 
 import ray
 
+from rayjobs.scoring.judges import make_judge
 from rayjobs.interventions import parse_site
 from rayjobs.jobs.hosts import Loaded
 from rayjobs.mapping import load_mapper
 from rayjobs.tasks import examples_for
-from rayjobs.validation.config import ValidateConfig
-from rayjobs.validation.evaluate import Pair, PromptSet, prompt_sets, run_conditions
-from rayjobs.validation.judges import make_judge
-from rayjobs.validation.result import plot, save_completions, summarise, track
+from rayjobs.config import ValidateConfig
+from rayjobs.mapper_validation.conditions import Pair, PromptSet, prompt_sets, run_conditions
+from rayjobs.mapper_validation.result import plot, save_completions, summarise, track
 
 
 @ray.remote(num_cpus=1)
@@ -48,9 +48,9 @@ class ValidationHost:
     def run_aligned(self, sites: tuple[str, str], mappers: dict[str, str], prompts: list[str], max_new_tokens: int,
                     batch_size: int) -> dict[str, Any]:
         """Different tokenizers: the target's own completions, then each mapper scored teacher-forced on
-        positions aligned by character offsets (rayjobs.validation.aligned)."""
+        positions aligned by character offsets (rayjobs.mapper_validation.aligned)."""
         from rayjobs.interventions import generate
-        from rayjobs.validation.aligned import aligned_scores
+        from rayjobs.mapper_validation.aligned import aligned_scores
 
         loaded = {label: load_mapper(path, device=self.target.ref.device)[0] for label, path in mappers.items()}
         tgt = self.target
@@ -85,7 +85,7 @@ def _different_tokenizers(cfg: ValidateConfig) -> bool:
 
 def _aligned(cfg: ValidateConfig) -> dict[str, Any]:
     from rayjobs import tracking
-    from rayjobs.validation.aligned import SAME_TOKENIZER_ONLY
+    from rayjobs.mapper_validation.aligned import SAME_TOKENIZER_ONLY
 
     sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
     prompts = sets["prod"].prompts + sets["dev"].prompts

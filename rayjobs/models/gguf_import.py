@@ -76,7 +76,8 @@ def resolve_source(source: str, sha256: str | None = None) -> Source:
         check_magic(path)
         return Source(label=source, name=path.stem, parts=[path.resolve()], expected_sha256=sha256)
     model = packaged(source)
-    return Source(label=model.name, name=model.name, parts=package_parts(model), expected_sha256=sha256 or model.sha256, package=model)
+    return Source(label=model.name, name=model.name, parts=package_parts(model),
+                  expected_sha256=sha256 or model.sha256, package=model)
 
 
 def _gguf() -> Any:

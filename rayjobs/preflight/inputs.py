@@ -43,7 +43,8 @@ def resources(ref: ModelRef, field: str, ray_cfg: RayConfig) -> None:
         raise UserError(f"{field}.device='cuda' but this machine has no CUDA device; set {field}.device=cpu, "
                         "or run on a GPU cluster (ray.address=...)")
     if ref.backend == "deepspeed":
-        kind, have = ("GPU", torch.cuda.device_count()) if ref.device == "cuda" else ("CPU", ray_cfg.num_cpus or os.cpu_count() or 1)
+        cpus = ray_cfg.num_cpus or os.cpu_count() or 1
+        kind, have = ("GPU", torch.cuda.device_count()) if ref.device == "cuda" else ("CPU", cpus)
         if ref.tp_size > have:
             raise UserError(f"{field}.tp_size={ref.tp_size} needs {ref.tp_size} {kind}s but the local Ray has {have}; "
                             f"set {field}.tp_size to at most {have}, or run on a cluster (ray.address=...)")

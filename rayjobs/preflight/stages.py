@@ -188,7 +188,7 @@ def with_layers(cfg: Any) -> Any:
 def validate_inputs(cfg: Any, infos: dict[str, Info]) -> None:
     """One tokenizer for both models, layers they have, and mappers between exactly these widths and sites."""
     # Different tokenizers: teacher-forced scores on positions aligned by character offsets (fast tokenizers);
-    # replacement generation itself stays same-tokenizer only (rayjobs.validation.aligned).
+    # replacement generation itself stays same-tokenizer only (rayjobs.mapper_validation.aligned).
     pairable({"source": infos["source"], "target": infos["target"]}, "offsets", None)
     layers([cfg.source_layer], infos["source"], "source_layer")
     layers([cfg.target_layer], infos["target"], "target_layer")
@@ -212,7 +212,7 @@ def refusal_data(cfg: Any) -> list[dict]:
     rows = load_examples(data.path) if data.path else make_examples(
         data.n_per_category, data.seed if data.seed is not None else cfg.seed, data.test_frac)
     if cfg.models is None:
-        from rayjobs.refusal.organisms import tokenizer_texts
+        from rayjobs.refusal.recipe import tokenizer_texts
 
         tokenizer_texts(rows)
     return rows

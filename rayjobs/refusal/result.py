@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from rayjobs import tracking
 from rayjobs.config import ModelPair
-from rayjobs.evaluation.plots import save_figure
+from rayjobs.scoring.plots import save_figure
 from rayjobs.mapping import save_mapper
 from rayjobs.refusal.experiment import check
 

@@ -173,7 +173,7 @@ def missing(runs: list[RunResults]) -> list[tuple[str, str]]:
     out = []
     if not any(r.pipeline for r in runs):
         out.append(("layer sweeps and transfer (summary.json)", PIPELINE_COMMAND))
-    for name, (_, command) in STAGES.items():
+    for name, (_, how) in STAGES.items():
         if not any(getattr(r, name) for r in runs):
-            out.append((name, command))
+            out.append((name, how))
     return out

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from rayjobs.interventions import Add, parse_site, to_dict
-from rayjobs.steering.vectors import random_like
+from rayjobs.steering.vectors import random_like, vector_cosine
 
 Vector = Literal["contrast", "diff_of_means"]
 # The difference-of-means vector comes from the last prompt token and is added at every position,
@@ -90,5 +90,5 @@ def cosines(methods: Steering) -> dict[str, float]:
     def flat(parts: list[Part]) -> torch.Tensor:
         return torch.cat([p.vector.float().flatten() for p in parts])
 
-    return {m.name: float(torch.nn.functional.cosine_similarity(flat(parts), flat(methods[m.native()]), dim=0))
+    return {m.name: vector_cosine(flat(parts), flat(methods[m.native()]))
             for m, parts in methods.items() if m.source != "native" and m.native() in methods}

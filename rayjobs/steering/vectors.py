@@ -51,7 +51,8 @@ def trigger_contrast(
     h_prod = trigger_activations(model, tok, site, prod_prompts, triggers[0])
     h_dev = trigger_activations(model, tok, site, dev_prompts, triggers[1])
     if h_prod.shape != h_dev.shape:
-        raise UserError(f"triggers {triggers} tokenize to different lengths ({h_prod.shape[1]} vs {h_dev.shape[1]}); use triggers of equal token length")
+        raise UserError(f"triggers {triggers} tokenize to different lengths ({h_prod.shape[1]} vs {h_dev.shape[1]}); "
+                        "use triggers of equal token length")
     return (h_dev - h_prod).mean(dim=0)
 
 
@@ -84,6 +85,12 @@ def random_like(vector: torch.Tensor, seed: int) -> torch.Tensor:
     noise = torch.randn(vector.shape, generator=gen, dtype=torch.float32)
     scale = vector.float().norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
     return (noise * scale).to(vector.dtype)
+
+
+def vector_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine between two steering vectors (or directions), each flattened: one number. (A mapper's val
+    `cosine`, rayjobs.mapping.metrics.cosine, is the mean over rows of row-wise cosines instead.)"""
+    return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))
 
 
 def diff_of_means(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

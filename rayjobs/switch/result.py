@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rayjobs import tracking
-from rayjobs.evaluation.plots import save_figure
+from rayjobs.scoring.plots import save_figure
 
 REGISTERED_NAME = "asit-switch"
 

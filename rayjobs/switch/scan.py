@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from rayjobs.switch.evaluate import (
+from rayjobs.switch.measure import (
     EvalPrompts, measure, patching_runner, reduction, switch_runner, weight_swap_scan,
 )
 

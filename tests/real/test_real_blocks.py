@@ -25,7 +25,7 @@ def test_resid_post_is_hidden_states_at_every_block(real_model):
     with torch.no_grad():
         ref = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     n = n_layers(model)
-    got = capture(model, ids, mask, [f"layers.{l}.resid_post" for l in range(n)])
+    got = capture(model, ids, mask, [f"layers.{i}.resid_post" for i in range(n)])
     for layer in range(n - 1):
         torch.testing.assert_close(got[f"layers.{layer}.resid_post"], ref[layer + 1])
     final_norm = _resolve(model, arch_info(model).final_norm)
@@ -48,7 +48,8 @@ def test_steered_generation_with_kv_cache_equals_full_recompute(real_model):
     h = capture(model, ids, mask, [str(site)])[str(site)]
     # A vector as large as the stream at the trigger (median token norm: not the attention sink's).
     scale = h[mask.bool()].norm(dim=-1).median()
-    vec = torch.nn.functional.normalize(torch.randn(int(tmask[0].sum()), h.shape[-1], generator=torch.Generator().manual_seed(0)), dim=-1) * scale
+    noise = torch.randn(int(tmask[0].sum()), h.shape[-1], generator=torch.Generator().manual_seed(0))
+    vec = torch.nn.functional.normalize(noise, dim=-1) * scale
     specs = [Add(site, vec, alpha=2.0, positions="trigger")]
     pad = tok.pad_token_id
     cached = generate_ids(model, ids, mask, specs, max_new_tokens=8, pad_token_id=pad, trigger_mask=tmask)

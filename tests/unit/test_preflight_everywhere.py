@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.unit.test_bad_input import _tree, assert_one_line_error, fx  # noqa: F401  (fx: module fixture)
+from tests.unit.test_bad_input import _tree, assert_one_line_error
 
 runner = CliRunner()
 

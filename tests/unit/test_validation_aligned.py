@@ -7,7 +7,7 @@ from torch.testing import assert_close
 
 from rayjobs.interventions import parse_site
 from rayjobs.mapping.mappers import AffineMapper
-from rayjobs.validation.aligned import aligned_scores, partners, rate_with_ci, replaced_values, score_batch
+from rayjobs.mapper_validation.aligned import aligned_scores, partners, rate_with_ci, replaced_values, score_batch
 from tests.unit.test_pairing import SRC_TOK, TGT_TOK
 from tests.unit.tiny_models import build
 

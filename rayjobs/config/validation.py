@@ -6,14 +6,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rayjobs.config import JobBase, ModelRef, Strict, TaskConfig
-from rayjobs.config import load_config  # noqa: F401  (the CLI loads a stage's config through its config module)
+from rayjobs.config.pipeline import JobBase, ModelRef, Strict, TaskConfig
 
 
 class JudgeConfig(Strict):
+    """The validation judge (rayjobs.scoring.judges): how similar and how coherent completions are, in [0, 1]."""
+
     backend: Literal["text", "hf", "http"] = Field(
         "text", description="text: `text_similarity` + distinct character 4-grams (offline, deterministic); hf: a "
-                            "local causal LM (embedding cosine, token likelihood); http: an OpenAI-compatible endpoint's 0-5 grade")
+                            "local causal LM (embedding cosine, token likelihood); http: an OpenAI-compatible "
+                            "endpoint's 0-5 grade")
     text_similarity: Literal["chrf", "rouge_l"] = Field(
         "chrf", description="text: chrf = chrF++ (character and word n-grams: grades near-miss one-word answers); "
                             "rouge_l = word-level ROUGE-L F1 (any wrong word scores 0, so short answers often tie)")
@@ -23,6 +25,11 @@ class JudgeConfig(Strict):
     model: str | None = Field(None, description="http: model name sent with each request")
     api_key_env: str = Field("ASIT_JUDGE_API_KEY", description="http: environment variable holding the API key")
     timeout_s: float = Field(60.0, gt=0.0, le=3600.0, description="http: seconds to wait for each answer")
+
+    @property
+    def kind(self) -> str:
+        """The judge (rayjobs.scoring.judges.make_judge): the backend."""
+        return self.backend
 
     @model_validator(mode="after")
     def _backend_needs(self) -> "JudgeConfig":
@@ -34,16 +41,18 @@ class JudgeConfig(Strict):
 
 
 class ValidateConfig(JobBase):
-    source: ModelRef
-    target: ModelRef
+    """`asit validate`: the target generating with mapped source activations, scored against its own completions."""
+
+    source: ModelRef = Field(description="the source model A (its activations are mapped)")
+    target: ModelRef = Field(description="the target model B (generates with its layer output replaced)")
     mappers: dict[str, str] = Field(min_length=1, description="label -> mapper directory (source layer -> target layer)")
     source_layer: int | None = Field(None, ge=0, description="source decoder block; None = the chosen one in `summary`")
     target_layer: int | None = Field(None, ge=0, description="target decoder block; None = the chosen one in `summary`")
     summary: str | None = Field(None, description="summary.json of `asit run`, read for layers left as None")
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = Field(TaskConfig(), description="the task whose held-out prompts are generated from")
     n_prompts: int = Field(50, ge=1, le=100_000, description="held-out prompts per set (|prod|, |dev|, trigger-free)")
     max_new_tokens: int = Field(12, ge=1, le=4096, description="greedy tokens per completion")
     batch_size: int = Field(32, ge=1, le=4096, description="prompts per forward")
-    judge: JudgeConfig = JudgeConfig()
+    judge: JudgeConfig = Field(JudgeConfig(), description="the similarity and coherence judge")
     n_samples: int = Field(5, ge=0, le=1000, description="completions per condition kept in the result for reading")
 

