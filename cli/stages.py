@@ -14,7 +14,6 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from cli.errors import user_errors
-from rayjobs.errors import UserError
 from rayjobs.stages import Stage, load, verbs
 
 STAGES: dict[str, Stage] = verbs()  # the top-level verbs, in the registry's order
@@ -32,8 +31,6 @@ def run_stage(verb: str, config: Path, overrides: list[str], table: Mapping[str,
 
     `table` is looked up at call time (default STAGES), so sub-apps share this and tests can swap rows."""
     stage = (STAGES if table is None else table)[verb]
-    if not config.is_file():
-        raise UserError(f"config file not found: {config} (pass a YAML file, e.g. configs/demo.yaml)")
     from rayjobs.config import load_config
 
     cfg = load_config(config, overrides, load(stage.config))

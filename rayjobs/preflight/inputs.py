@@ -6,7 +6,9 @@ UserError naming the config field, the bad value and the fix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,21 @@ def judge(cfg: Any, ray_cfg: RayConfig) -> None:
     elif cfg.backend == "http" and not os.environ.get(cfg.api_key_env):
         raise UserError(f"judge.api_key_env: the environment variable {cfg.api_key_env} is not set; "
                         f"export {cfg.api_key_env}=<the endpoint's API key> or name another variable")
+
+
+def writable_dir(path: str | Path, field: str = "run_dir") -> None:
+    """`path` is a directory, or can become one: its nearest existing ancestor is a directory where a probe
+    directory can be made (and is removed at once). Permission bits alone cannot tell (root ignores them, and
+    /proc or /sys refuse new entries whatever they say), so the probe asks the filesystem itself."""
+    target = Path(path).expanduser().absolute()
+    ancestor = next(p for p in (target, *target.parents) if p.exists() or p.is_symlink())
+    if not ancestor.is_dir():
+        what = "is not a directory" if ancestor == target else f"cannot hold directories: {ancestor} is not a directory"
+        raise UserError(f"{field}={str(path)!r} {what}; pick a directory path, e.g. {field}=runs/demo")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".asit-probe-", dir=ancestor))
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        hint = " (read-only filesystem)" if e.errno == errno.EROFS else ""
+        raise UserError(f"{field}={str(path)!r}: cannot create directories under {ancestor} ({reason}){hint}; "
+                        f"pick a writable location, e.g. {field}=runs/demo") from None

@@ -241,6 +241,15 @@ CASES: dict[str, Case] = {
     "config-lr-out-of-range": Case("run", ("fit.lr=-1",), ("fit.lr", "greater than 0", "-1", "pass fit.lr=VALUE")),
     "config-batch-out-of-range": Case("extract", ("batch_size=0",), ("batch_size", "greater than or equal to 1", "(got 0)", "pass batch_size=VALUE")),
     "config-malformed-override": Case("fit", ("lr",), ("override 'lr' is malformed", "key.sub=value")),
+    # issue 16 items 4-5: each was a traceback or an unhelpful line
+    "config-override-not-yaml": Case("transfer", ("alphas=[1,2",), ("override 'alphas=[1,2'", "line 1, column", "expected ',' or ']'", "quote a value")),
+    "config-override-python-tag": Case("fit", ("lr=!!python/object/apply:os.system ['touch {marker}']",), ('override "lr=', "python/object/apply:os.system", "remove the tag")),
+    "config-seed-unbounded": Case("run", ("seed=99999999999999999999999999",), ("seed:", "less than or equal to 2147483647", "pass seed=VALUE")),
+    "config-run-dir-under-proc": Case("fit", ("run_dir=/proc/asit/runs",), ("run_dir='/proc/asit/runs'", "cannot create directories under /proc", "writable location")),
+    "config-run-dir-under-a-file": Case("fit", ("run_dir={nofield}/runs",), ("run_dir=", "cannot hold directories", "is not a directory")),
+    "config-alpha-nan": Case("transfer", ("alphas=[1, .nan]",), ("alphas.1", "NaN and infinity are not allowed", "(got nan)")),
+    "config-unknown-key-suggests": Case("run", ("modle.source.path=x",), ("modle: unknown key", "did you mean 'models'?")),
+    "config-is-a-directory": Case("", (), ("config file", "is a directory", "pass a YAML file"), args=("fit", "{inputs}")),
     # models
     "model-missing-dir": Case("layers", ("model.path={missing}",), ("model:", "{missing}", "not a directory", "save_pretrained directory")),
     "model-not-a-model-dir": Case("layers", ("model.path={empty}",), ("model:", "{empty}", "no config.json", "save_pretrained directory")),
