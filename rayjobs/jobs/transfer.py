@@ -17,6 +17,7 @@ import torch
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
+from rayjobs.finite import require_finite
 from rayjobs.scoring import success_rate
 from rayjobs.scoring.plots import alpha_sweep_figure, save_figure
 from rayjobs.scoring.summary import best_outcomes, transfer_summary
@@ -69,6 +70,8 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     held_out = [e["prompt"] for e in examples]
     src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
     methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair))
+    require_finite(flat_vectors(methods), "transfer: steering vectors",
+                   "a mapper or a model produced NaN/Inf; refit the mapper (asit fit) or check the models")
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
     none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}

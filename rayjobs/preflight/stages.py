@@ -62,12 +62,13 @@ def transfer(cfg: TransferConfig) -> None:
 
 
 def fit(cfg: FitConfig) -> None:
-    """Both activation directories are committed and complete (manifest present, shards as listed)."""
-    from rayjobs.activations.manifest import check_files, read_manifest
+    """Both activation directories are committed and intact: manifest present, shards as listed, each one's
+    footer, rows, bytes and sha256 as recorded, and no NaN/Inf row (read a shard at a time, nothing kept)."""
+    from rayjobs.activations import verify_activations
 
     for field in ("source_acts", "target_acts"):
         with named(field):
-            check_files(getattr(cfg, field), read_manifest(getattr(cfg, field)))
+            verify_activations(getattr(cfg, field))
 
 
 def pipeline(cfg: PipelineConfig) -> None:
@@ -94,6 +95,7 @@ def sft(cfg: Any) -> None:
 
 def sweep(cfg: SweepConfig) -> None:
     """Every layer pair's activations are committed (and for transfer_success, the models fit)."""
+    from rayjobs.activations import verify_activations
     from rayjobs.activations.manifest import MANIFEST_NAME
 
     for pair in cfg.space.layers:
@@ -102,6 +104,8 @@ def sweep(cfg: SweepConfig) -> None:
                 raise UserError(
                     f"space.layers: no committed {side} activations at {site_dir(root, layer)} (layer {layer}); "
                     f"run `asit extract` with layer {layer} first, or fix {side}_acts / space.layers")
+            with named(f"{side}_acts"):
+                verify_activations(site_dir(root, layer))
     if cfg.objective == "transfer_success":
         _sweep_transfer(cfg)
 

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
 from tests.unit import tiny_models
+from tests.unit.poison import poison
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -145,6 +147,15 @@ def _mappers(d: Path) -> dict[str, str]:
     (d / "garbage/mapper.safetensors").write_bytes(garbage)
     info = json.loads((d / "garbage/mapper.json").read_text())
     (d / "garbage/mapper.json").write_text(json.dumps({**info, "sha256": hashlib.sha256(garbage).hexdigest()}))
+    # A NaN mapper with a matching sha256: what fit wrote and published before issue 16.
+    save_mapper(AffineMapper(32, 32), d / "nanmapper", meta)
+    state = safetensors.torch.load((d / "nanmapper/mapper.safetensors").read_bytes())
+    state["linear.weight"][0, 0] = float("nan")
+    nan_blob = safetensors.torch.save(state, metadata={"format": "pt"})
+    (d / "nanmapper/mapper.safetensors").write_bytes(nan_blob)
+    info = json.loads((d / "nanmapper/mapper.json").read_text())
+    (d / "nanmapper/mapper.json").write_text(json.dumps({**info, "sha256": hashlib.sha256(nan_blob).hexdigest()}))
+    out["nanmapper"] = str(d / "nanmapper")
     (d / "pickled").mkdir()
     (d / "pickled/mapper.pt").write_bytes(b"\x80\x04\x95 pickled weights")  # never opened
     out.update(pickled=str(d / "pickled"), nomapper=str(d / "no-such-mapper"))
@@ -164,6 +175,14 @@ def _activations(d: Path) -> dict[str, str]:
         out[f"acts_{name}"] = str(d / name)
     (d / "uncommitted").mkdir()
     out["uncommitted"] = str(d / "uncommitted")
+    for name, consistent in (("nan_inplace", False), ("nan_consistent", True)):  # issue 16: both passed fit
+        shutil.copytree(d / "src", d / name)
+        poison(d / name, rows=2, update_manifest=consistent)
+        out[name] = str(d / name)
+    shutil.copytree(d / "src", d / "torn")  # footer cut off: found at 24 s, after Ray started (issue 16 item 2)
+    shard = next((d / "torn").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    out["torn"] = str(d / "torn")
     return out
 
 
@@ -269,6 +288,7 @@ CASES: dict[str, Case] = {
     "mapper-checksum-mismatch": Case("transfer", ("mappers.affine={tampered}",), ("mappers.affine:", "checksum mismatch", "{tampered}/mapper.safetensors", "re-run the fit stage")),
     "mapper-unreadable-weights": Case("transfer", ("mappers.affine={garbage}",), ("mappers.affine:", "{garbage}/mapper.safetensors", "not a readable safetensors", "re-run fit")),
     "mapper-pickle-refused": Case("transfer", ("mappers.affine={pickled}",), ("mappers.affine:", "{pickled}/mapper.pt", "pickle", "re-run the fit stage")),
+    "mapper-nan-weights": Case("transfer", ("mappers.affine={nanmapper}",), ("mappers.affine:", "{nanmapper}/mapper.safetensors", "NaN/Inf in linear.weight (1 of 1024 values)", "re-run the fit stage")),
     "mapper-missing": Case("transfer", ("mappers.affine={nomapper}",), ("mappers.affine:", "{nomapper}", "no mapper.json", "run the fit stage")),
     # data
     "data-empty-prompt-set": Case("layers", ("task.path={emptydata}",), ("{emptydata}", "no examples", "add rows with fields question, trigger, answer")),
@@ -283,6 +303,9 @@ CASES: dict[str, Case] = {
     "data-text-longer-than-max-length": Case("extract", ("max_length=8",), ("max_length=8", "longest text is", "raise max_length")),
     # activations
     "activations-missing-manifest": Case("fit", ("source_acts={uncommitted}",), ("source_acts:", "{uncommitted}/_manifest.json", "never committed", "--repair")),
+    "activations-nan-in-place": Case("fit", ("source_acts={nan_inplace}",), ("source_acts:", "{nan_inplace}/part-", "sha256 differs from _manifest.json", "--repair")),
+    "activations-nan-self-consistent": Case("fit", ("source_acts={nan_consistent}",), ("source_acts:", "{nan_consistent}/part-", "column 'vector' holds NaN/Inf in 2 of", "re-run the extract stage")),
+    "activations-torn-shard": Case("fit", ("target_acts={torn}",), ("target_acts:", "{torn}/part-", "torn or corrupt shard", "--repair")),
     "activations-missing-dir": Case("fit", ("target_acts={inputs}/no-such-acts",), ("target_acts:", "no-such-acts/_manifest.json", "never committed", "--repair")),
     # resources
     "resources-tp-size-over-devices": Case("layers", ("model.backend=deepspeed", "model.tp_size=512"), ("model.tp_size=512", "local Ray has", "set model.tp_size to at most")),
@@ -431,3 +454,24 @@ def test_bad_activations_are_refused_at_write_time(poison, dtype, needles, poiso
     stages = [d for d in (work / "runs/demo/extract").glob("source-*") if d.name != "source-0123456789ab"]
     written = [p.name for d in stages for p in d.rglob("*")]
     assert not [n for n in written if n.endswith(".parquet") or n in ("_manifest.json", "_done.json")], written
+
+
+@pytest.mark.parametrize("variant", ["nan_inplace", "nan_consistent"])
+def test_nan_activations_publish_nothing_from_fit_to_transfer(variant: str, fx, work: Path) -> None:
+    """Issue 16 item 1, the whole path: NaN-poisoned source activations (written in place, or with the manifest
+    updated) went through `asit fit` with exit 0 and NaN mappers replaced the published ones, and `asit transfer`
+    then reported 100% success. Now fit stops before Ray (one line, nothing written) and the `mappers/*` links
+    still point at the last good mappers; the NaN mapper the old fit published is refused by transfer as well."""
+    from rayjobs.jobs.runner import publish
+
+    links = work / "runs/demo/mappers"
+    for kind in ("affine", "autoencoder"):  # what the last good fit published
+        publish(links / kind, Path(fx["mapper"]))
+    before, pointing = _tree(work), {k: os.readlink(links / k) for k in ("affine", "autoencoder")}
+    fit = runner.invoke(app, ["fit", str(work / "fit.yaml"), f"source_acts={fx[variant]}"])
+    assert_one_line_error(fit, "source_acts:", fx[variant])
+    transfer = runner.invoke(app, ["transfer", str(work / "transfer.yaml"), f"mappers.affine={fx['nanmapper']}"])
+    assert_one_line_error(transfer, "mappers.affine:", "NaN/Inf")
+    assert {k: os.readlink(links / k) for k in ("affine", "autoencoder")} == pointing
+    assert _tree(work) == before, "a refused fit or transfer wrote, changed or removed files"
+    assert not (work / "mlflow.db").exists() and not (work / "runs/demo/fit").exists()
