@@ -271,6 +271,7 @@ CASES: dict[str, Case] = {
     "config-is-a-directory": Case("", (), ("config file", "is a directory", "pass a YAML file"), args=("fit", "{inputs}")),
     # models
     "model-missing-dir": Case("layers", ("model.path={missing}",), ("model:", "{missing}", "not a directory", "save_pretrained directory")),
+    "model-local-path-missing": Case("layers", ("model.path=runs/demo/models/sourcx",), ("model path 'runs/demo/models/sourcx'", "'runs/demo/models' does not exist", "save_pretrained directory")),
     "model-not-a-model-dir": Case("layers", ("model.path={empty}",), ("model:", "{empty}", "no config.json", "save_pretrained directory")),
     "model-not-causal-lm": Case("layers", ("model.path={vit}",), ("model:", "{vit}", "(vit) is not a causal LM", "*ForCausalLM")),
     "model-unsupported-arch": Case("layers", ("model.path={opt}",), ("model:", "'opt' is not supported", "supported: gemma", "ARCHS")),
