@@ -7,13 +7,14 @@ runner (rayjobs.jobs.runner). The config class and the runner are imported when 
 """
 
 import json
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from cli.errors import user_errors
+from cli.errors import interrupts, user_errors
 from rayjobs.stages import Stage, load, verbs
 
 STAGES: dict[str, Stage] = verbs()  # the top-level verbs, in the registry's order
@@ -63,7 +64,8 @@ RepairOpt = Annotated[bool, typer.Option(
 
 def _execute(verb: str, stage: Stage, table: Mapping[str, Stage] | None, config: Path, overrides: list[str],
              **job_kwargs: Any) -> None:
-    with user_errors():
+    again = ["asit", *(stage.verb or (verb,)), str(config), *overrides] + (["--resume"] if stage.resumable else [])
+    with interrupts(shlex.join(again)), user_errors():
         result = run_stage(verb, config, overrides, table, **job_kwargs)
         if stage.printer:
             load(stage.printer)(result)
