@@ -132,11 +132,8 @@ def steering(params: SteerParams, rows: list[dict], info: Info, field: str, task
     splits, triggers of equal token length, and prompts that fit the context with the generated tokens."""
     from rayjobs.tasks import get_task
 
-    trigger_pair, path = get_task(task.name).trigger_pair, task.path
-    prod = {s: sum(1 for e in rows if e["trigger"] == "prod" and e["split"] == s) for s in ("train", "test")}
-    if not prod["train"] or not prod["test"]:
-        raise UserError(f"task.path={path!r}: |prod| prompts in train/test = {prod['train']}/{prod['test']}; steering "
-                        f"needs both (vector pairs from train, held-out prompts from test); add them, or {_TASK_FIX}")
+    trigger_pair = get_task(task.name).trigger_pair
+    prod_prompts(rows, task, "steering needs both (vector pairs from train, held-out prompts from test)")
     tok = info["tokenizer"]
     lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in trigger_pair]
     contrast = "contrast" in getattr(params, "vectors", ["contrast"])  # diff_of_means does not pair trigger tokens
@@ -148,6 +145,14 @@ def steering(params: SteerParams, rows: list[dict], info: Info, field: str, task
     fits_context(info, longest + params.max_new_tokens, field,
                  f"the longest |prod| prompt ({longest} tokens) plus max_new_tokens={params.max_new_tokens}",
                  "shorten the prompts or lower max_new_tokens")
+
+
+def prod_prompts(rows: list[dict], task: TaskConfig, why: str) -> None:
+    """The task has |prod| (backdoor-trigger) prompts in both splits; `why` says who needs them."""
+    prod = {s: sum(1 for e in rows if e["trigger"] == "prod" and e["split"] == s) for s in ("train", "test")}
+    if not prod["train"] or not prod["test"]:
+        raise UserError(f"task.path={task.path!r}: |prod| prompts in train/test = {prod['train']}/{prod['test']}; "
+                        f"{why}; add them, or {_TASK_FIX}")
 
 
 def fits_context(info: Info, n_tokens: int, field: str, what: str, fix: str) -> None:

