@@ -50,6 +50,7 @@ def run(stage: Stage | str, cfg: Any, **kwargs: Any) -> Any:
 def _start(stage: Stage, cfg: JobBase, out: Path | None = None, **kwargs: Any) -> None:
     """The checks (one-line errors, nothing written yet), then Ray and tracking."""
     writable_dir(cfg.run_dir)
+    tracking.check_store(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.run_dir).parent)
     if stage.check is not None:
         load(stage.check)(cfg)
     if stage.before is not None:

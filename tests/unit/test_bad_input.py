@@ -482,3 +482,24 @@ def test_nan_activations_publish_nothing_from_fit_to_transfer(variant: str, fx, 
     assert {k: os.readlink(links / k) for k in ("affine", "autoencoder")} == pointing
     assert _tree(work) == before, "a refused fit or transfer wrote, changed or removed files"
     assert not (work / "mlflow.db").exists() and not (work / "runs/demo/fit").exists()
+
+
+def test_a_moved_mlflow_store_is_named_before_anything_runs(fx, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 item 10: MLflow keeps an experiment's artifact location as an absolute path, so a copied `runs/`
+    kept writing artifacts into the original tree. Now the copy is refused before Ray starts, in one line."""
+    import shutil as sh
+
+    from rayjobs import tracking
+
+    tracking.configure(None, "asit", work / "runs")
+    with tracking.stage_run("organisms", {}):
+        pass
+    tracking.reset()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it; a new CLI has none
+    sh.copytree(work / "runs", work / "copy/runs")
+    before = _tree(work)
+    result = runner.invoke(app, ["fit", str(work / "fit.yaml"), f"run_dir={work / 'copy/runs/demo'}"])
+    assert_one_line_error(result, f"MLflow store {work / 'copy/runs/mlflow.db'}", "keeps its artifacts in "
+                          f"{(work / 'runs/mlartifacts/asit').as_uri()}", "moved or copied", "tracking.experiment=")
+    assert _tree(work) == before
+    tracking.check_store(None, "asit", work / "runs")  # the original is fine
