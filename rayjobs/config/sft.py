@@ -18,7 +18,7 @@ class SFTParams(Strict):
     epochs: int = Field(1, ge=1, le=1000, description="passes over the training split")
     global_batch_size: int = Field(16, ge=1, le=65536, description="examples per step, split over the workers")
     max_len: int = Field(256, ge=8, le=65536, description="tokens per training text (longer are cut)")
-    grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
+    grad_clip: float = Field(1.0, gt=0.0, le=1e6, description="max global gradient norm")
     template: str = Field(PROMPT_SLOT, description="instruction template around each prompt, with one {prompt}; "
                                                     "e.g. '### Instruction:\\n{prompt}\\n### Response:\\n'")
     num_workers: int = Field(1, ge=1, le=1024, description="Ray Train data-parallel workers")

@@ -155,12 +155,17 @@ class ExtractHost(Loaded):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         records = []
-        for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
-            with self._forward:
-                captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
-            with self._write:
-                records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
-        return {key: [r[key] for r in records] for key in ("layer", "name", "rows", "bytes", "sha256")}
+        try:
+            for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
+                with self._forward:
+                    captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
+                with self._write:
+                    records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
+        except UserError as e:
+            # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
+            # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
+            records = [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
+        return {key: [r.get(key, "") for r in records] for key in ("layer", "name", "rows", "bytes", "sha256", "error")}
 
 
 @ray.remote(num_cpus=1)

@@ -18,6 +18,7 @@ import torch
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
+from rayjobs.finite import require_finite
 from rayjobs.scoring import success_rate
 from rayjobs.scoring.plots import alpha_sweep_figure, save_figure
 from rayjobs.scoring.summary import best_outcomes, transfer_summary
@@ -80,6 +81,8 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
     methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair), trigger_aligner(
         model_spans(cfg.source, cfg.target, prod[0], task.trigger_pair[0])))
+    require_finite(flat_vectors(methods), "transfer: steering vectors",
+                   "a mapper or a model produced NaN/Inf; refit the mapper (asit fit) or check the models")
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
     none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
