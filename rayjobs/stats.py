@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -111,3 +111,9 @@ def ratio_interval(num: Sequence[bool], den: Sequence[bool], n_boot: int = 4000,
     tail = (1 - level) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail], method="inverted_cdf") if ratios.size else (np.nan, np.nan)
     return Ratio(float(x.mean() / y.mean()), float(low), float(high), int(x.size), n_boot)
+
+
+def rates(counts: Mapping[str, int]) -> dict[str, Rate]:
+    """A Rate per category of a partition (e.g. Task.clean_counts), n = the sum of the counts."""
+    n = sum(counts.values())
+    return {name: rate(k, n) for name, k in counts.items()}

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 from rayjobs.errors import UserError
-from rayjobs.stats import rate, rate_of, ratio_interval, wilson
+from rayjobs.stats import rate, rate_of, rates, ratio_interval, wilson
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson score).
 NEWCOMBE = [((81, 263), (0.2553, 0.3662)), ((15, 148), (0.0624, 0.1605)), ((0, 20), (0.0, 0.1611)),
@@ -77,3 +77,9 @@ def test_ratio_is_none_without_denominator_and_unbounded_when_it_is_rare() -> No
     assert ratio_interval([1, 0, 1], [1, 1, 0], seed=5) == ratio_interval([1, 0, 1], [1, 1, 0], seed=5)
     with pytest.raises(UserError, match="equal-length"):
         ratio_interval([True], [True, False])
+
+
+def test_rates_of_a_partition_share_its_total() -> None:
+    got = rates({"backdoor": 2, "degenerate": 0, "clean": 7, "wrong": 1})
+    assert {k: (r.k, r.n) for k, r in got.items()} == {"backdoor": (2, 10), "degenerate": (0, 10), "clean": (7, 10), "wrong": (1, 10)}
+    assert got["clean"] == rate(7, 10)
