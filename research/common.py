@@ -82,3 +82,29 @@ def run_condition(model, tok, task: Task, examples: list[Example], specs, max_ne
                   trigger: str | None = None) -> tuple[dict, list[str]]:
     comps = generate(model, tok, [e["prompt"] for e in examples], specs, max_new_tokens=max_new_tokens, trigger=trigger)
     return score(task, comps, examples), comps
+
+
+class StepAdd:
+    """Research hook: add vectors[j] to block `layer`'s output on the j-th forward call of a cached
+    generation (0 = the prompt's prefill, at its last position only; j >= 1 = the j-th generated token)."""
+
+    def __init__(self, model, layer: int, vectors: dict[int, torch.Tensor], alpha: float = 1.0) -> None:
+        from rayjobs.models.blocks import get_blocks
+
+        self.block, self.vectors, self.alpha, self.calls = get_blocks(model)[layer], vectors, alpha, 0
+
+    def __call__(self, module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        v = self.vectors.get(self.calls)
+        self.calls += 1
+        if v is not None:
+            hidden = hidden.clone()
+            hidden[:, -1] += self.alpha * v.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    def __enter__(self):
+        self.handle = self.block.register_forward_hook(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
