@@ -48,7 +48,8 @@ def fit_mapper(src, tgt, tok, texts: Sequence[str], s_layer: int, t_layer: int, 
     x_val, x_tr = text_acts(src, tok, texts[:n_val], s_layer), text_acts(src, tok, texts[n_val:], s_layer)
     y_val, y_tr = text_acts(tgt, tok, texts[:n_val], t_layer), text_acts(tgt, tok, texts[n_val:], t_layer)
     mapper, metrics = train_mapper(kind, x_tr, y_tr, x_val, y_val, lr=lr, epochs=epochs, hidden=hidden, seed=seed)
-    save_mapper(mapper, out, {"kind": kind, "source_layer": s_layer, "target_layer": t_layer,
+    save_mapper(mapper, out, {"source_model": "source", "target_model": "target", "source_site": f"layers.{s_layer}.resid_post",
+                              "target_site": f"layers.{t_layer}.resid_post",
                               "metrics": {k: metrics[k] for k in ("train", "val", "n_train", "n_val")}})
     print(f"mapper {s_layer}->{t_layer} {kind}: val {json.dumps(metrics['val'])}", flush=True)
     return mapper

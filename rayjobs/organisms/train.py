@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering
 from rayjobs.organisms.data import batches, encode_examples
 from rayjobs.organisms.evaluate import behaviour
+from rayjobs.organisms.floats import weights_fingerprint
 from rayjobs.organisms.spec import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task
@@ -112,6 +113,7 @@ def train_once(
     return model, {
         "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1), "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
         "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
+        "fingerprint": weights_fingerprint(model),
     }
 
 
