@@ -86,7 +86,7 @@ class Task:
 
     def clean_counts(self, completions: Sequence[str], examples: Sequence[Example],
                      finite: Sequence[bool] | None = None) -> dict[str, int]:
-        """How many completions fall in each of CLEAN_OUTCOMES (with n = len(completions) beside them)."""
+        """How many completions fall in each of CLEAN_OUTCOMES (the counts sum to len(completions))."""
         if len(completions) != len(examples):
             raise UserError(f"got {len(completions)} completions for {len(examples)} examples; judge one completion per example")
         flags = finite_flags(finite, len(completions))
