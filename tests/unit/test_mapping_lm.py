@@ -9,7 +9,7 @@ from rayjobs.errors import UserError
 from rayjobs.interventions import Replace, capture, logits, parse_site
 from rayjobs.mapping import build_mapper, map_vectors
 from rayjobs.mapping.lm import LMBatch, lm_batches, lm_finetune
-from rayjobs.validation.metrics import next_token_kl
+from rayjobs.mapper_validation.metrics import next_token_kl
 from tests.unit.tiny_models import build
 
 SITE = "layers.1.resid_post"

