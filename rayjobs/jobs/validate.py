@@ -45,8 +45,27 @@ class ValidationHost:
         return result
 
 
+    def run_aligned(self, sites: tuple[str, str], mappers: dict[str, str], prompts: list[str], max_new_tokens: int,
+                    batch_size: int) -> dict[str, Any]:
+        """Different tokenizers: the target's own completions, then each mapper scored teacher-forced on
+        positions aligned by character offsets (rayjobs.mapper_validation.aligned)."""
+        from rayjobs.interventions import generate
+        from rayjobs.mapper_validation.aligned import aligned_scores
+
+        loaded = {label: load_mapper(path, device=self.target.ref.device)[0] for label, path in mappers.items()}
+        tgt = self.target
+        own = [c for i in range(0, len(prompts), batch_size)
+               for c in generate(tgt.model, tgt.tok, prompts[i : i + batch_size], max_new_tokens=max_new_tokens)]
+        texts = [p + c for p, c in zip(prompts, own)]
+        return aligned_scores(self.source.model, tgt.model, self.source.tok, tgt.tok,
+                              (parse_site(sites[0]), parse_site(sites[1])), loaded, texts, batch_size)
+
+
 def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
-    """Every condition's completions from one ValidationHost, scored on the driver by the judge."""
+    """Every condition's completions from one ValidationHost, scored on the driver by the judge; across
+    tokenizers, the teacher-forced scores on aligned positions instead (what stays same-tokenizer only is named)."""
+    if _different_tokenizers(cfg):
+        return _aligned(cfg)
     sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
     judge = make_judge(cfg.judge)
     raw = _generate(cfg, sets)
@@ -54,6 +73,35 @@ def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
     result["completions"] = save_completions(raw["completions"], sets, out)
     result["plot"] = plot(result, out)
     track(result)
+    return result
+
+
+def _different_tokenizers(cfg: ValidateConfig) -> bool:
+    from rayjobs.models.loading import load_tokenizer, tokenizer_hash
+
+    toks = [load_tokenizer(r.path, revision=r.revision, trust_remote_code=r.trust_remote_code) for r in (cfg.source, cfg.target)]
+    return tokenizer_hash(toks[0]) != tokenizer_hash(toks[1])
+
+
+def _aligned(cfg: ValidateConfig) -> dict[str, Any]:
+    from rayjobs import tracking
+    from rayjobs.mapper_validation.aligned import SAME_TOKENIZER_ONLY
+
+    sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
+    prompts = sets["prod"].prompts + sets["dev"].prompts
+    host = ValidationHost.options(num_gpus=1 if "cuda" in (cfg.source.device, cfg.target.device) else 0).remote(
+        cfg.source.model_dump(mode="json"), cfg.target.model_dump(mode="json"), cfg.num_threads)
+    sites = (f"layers.{cfg.source_layer}.resid_post", f"layers.{cfg.target_layer}.resid_post")
+    try:
+        scores = ray.get(host.run_aligned.remote(sites, cfg.mappers, prompts, cfg.max_new_tokens, cfg.batch_size))
+    finally:
+        ray.kill(host)
+    result = {"mode": "aligned (different tokenizers)", "aligned": scores, "skipped": SAME_TOKENIZER_ONLY,
+              "sites": {"source": sites[0], "target": sites[1]}, "n_prompts": {"prod": len(sets["prod"].prompts),
+                                                                              "dev": len(sets["dev"].prompts)}}
+    for label, row in scores.items():
+        tracking.log_metrics({f"mapped-{label}_aligned_{k}": v for k, v in row.items() if isinstance(v, float)})
+    tracking.log_dict(result, "validate.json")
     return result
 
 
