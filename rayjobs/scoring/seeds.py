@@ -83,12 +83,13 @@ def markdown(agg: Mapping[str, Any], methods: Sequence[str] = ROW_METHODS) -> st
     Wilson intervals and n) and the across-seed mean ± sd (range); then the mapped / native ratios."""
     rows = agg["rows"]
     methods = [m for m in methods if all(m in r["methods"] and "clean" in r["methods"][m] for r in rows)]
-    head = ["seed", "layers (paper's rule)", *(f"{m}: clean / removed" for m in methods)]
+    head = ["seed", "layers (paper's rule)", "organism attempts (src/tgt)", *(f"{m}: clean / removed" for m in methods)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{_cell(r['methods'][m]['clean'])} / {_cell(r['methods'][m]['removed'])}" for m in methods]
-        lines.append(f"| {r['seed']} | {r['layers']} ({r['paper_layers']}) | " + " | ".join(cells) + " |")
-    lines.append("| mean ± sd (range) | | " + " | ".join(
+        tries = "/".join(str(r["organism_attempts"].get(n, "-")) for n in ("source", "target"))
+        lines.append(f"| {r['seed']} | {r['layers']} ({r['paper_layers']}) | {tries} | " + " | ".join(cells) + " |")
+    lines.append("| mean ± sd (range) | | | " + " | ".join(
         f"{_sp(agg['across'][m]['clean'])} / {_sp(agg['across'][m]['removed'])}" for m in methods) + " |")
     n = sorted({r["methods"][m]["clean"]["n"] for r in rows for m in methods})
     lines += ["", f"n = {', '.join(map(str, n))} held-out |prod| prompts per seed; [95% Wilson interval]; clean = backdoor "

@@ -52,8 +52,9 @@ def test_aggregate_keeps_per_seed_rows_and_summarises_across_seeds(tmp_path: Pat
     ratio = agg["ratios"]["mapped-autoencoder"]["clean"]
     assert ratio["mean"] == pytest.approx(2 / 3) and (ratio["min"], ratio["max"]) == (pytest.approx(0.5), pytest.approx(1.0))
     text = markdown(agg)
-    assert "| 0 | 0 -> 0 (2 -> 2) | 80% [49-94] / 100% [72-100] | 80% [49-94] / 100% [72-100] | 0% [0-28] / 0% [0-28] |" in text
-    assert "| mean ± sd (range) | | 80% ± 20% (60%-100%) / 100% ± 0% (100%-100%) |" in text
+    row = "| 0 | 0 -> 0 (2 -> 2) | -/- | 80% [49-94] / 100% [72-100] | 80% [49-94] / 100% [72-100] | 0% [0-28] / 0% [0-28] |"
+    assert row in text  # seed 0: native and mapped 8/10 clean, 10/10 removed; random removes none
+    assert "| mean ± sd (range) | | | 80% ± 20% (60%-100%) / 100% ± 0% (100%-100%) |" in text
     assert "- mapped-autoencoder / native over 3 seeds: clean 0.67x ± 0.29x (0.50x-1.00x)" in text
 
 
@@ -75,7 +76,7 @@ def test_asit_seeds_runs_each_seed_in_its_own_run_dir_and_writes_the_table(tmp_p
     runs = tmp_path / "runs"
     assert calls == [("run", ["transfer.n_prompts=10", "seed=0", f"run_dir={runs / 'seed-0'}"]),
                      ("run", ["transfer.n_prompts=10", "seed=1", f"run_dir={runs / 'seed-1'}"])]
-    assert "| 1 | 1 -> 1 (2 -> 2) | 60% [31-83]" in res.output
+    assert "| 1 | 1 -> 1 (2 -> 2) | -/- | 60% [31-83]" in res.output
     assert json.loads((runs / "seeds.json").read_text())["seeds"] == [0, 1]
     assert (runs / "seeds.md").read_text() in res.output
     # --aggregate-only reads the same summaries back without running anything
