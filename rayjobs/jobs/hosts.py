@@ -17,7 +17,7 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.scoring import layer_sweep
+from rayjobs.scoring import layer_generations, layer_sweep
 from rayjobs.interventions import capture, encode, from_dict, generate, parse_site
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
@@ -88,6 +88,12 @@ class Host(Loaded):
         impl = get_task(task)
         return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair)
+
+    def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
+                          max_new_tokens: int, task: str) -> dict[str, dict[str, list[str]]]:
+        """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
+        return layer_generations(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
+                                 get_task(task).trigger_pair)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True) -> list[dict[str, Any]]:
