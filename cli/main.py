@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
 import rayjobs
+from rayjobs import console
 from cli import cluster, compare, config, report, stages
 from cli import switch as switch_cli
 from cli import models as models_cli
@@ -39,17 +39,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging, and the libraries' own output (Ray, Ray Data, transformers bars).")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Activation-Space Intervention Transfer: map activations between models, transfer steering."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    console.configure(verbose)  # before any verb imports Ray or transformers
 
 
 if __name__ == "__main__":

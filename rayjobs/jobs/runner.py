@@ -22,8 +22,9 @@ from typing import Any
 
 import ray
 
-from rayjobs import tracking
+from rayjobs import console, tracking
 from rayjobs.config import JobBase, RayConfig
+from rayjobs.jobs.common import quiet_ray, quiet_ray_init
 from rayjobs.stages import DONE, STAGES, Stage, load
 
 
@@ -42,6 +43,8 @@ def run(stage: Stage | str, cfg: Any, **kwargs: Any) -> Any:
     done = load_done(out)
     if done is None or kwargs.get("repair"):
         done = _compute(stage, cfg, out, **kwargs)
+    else:
+        console.say(f"{stage.name}: done before with the same inputs, reusing {out}")
     publish_all(stage, cfg, done)
     return done
 
@@ -130,9 +133,11 @@ def init_ray(cfg: RayConfig) -> None:
     # None: None would join whatever cluster a `ray start` on this machine last recorded in /tmp/ray.
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, **quiet_ray_init())
     else:
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True,
+                 **quiet_ray_init())
+    quiet_ray()
 
 
 def setup_tracking(cfg: JobBase) -> None:
