@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import rayjobs
+from cli.help import Group
 from rayjobs import console
 from cli import cluster, compare, config, report, stages
 from cli import switch as switch_cli
@@ -21,6 +22,7 @@ app = typer.Typer(
     # hold tensors or tokens) dumped to the terminal.
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Group,
 )
 stages.register(app)
 cluster.register(app)
