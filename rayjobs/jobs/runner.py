@@ -82,14 +82,25 @@ def _unrecorded(stage: Stage, cfg: JobBase, **kwargs: Any) -> Any:
 
 @contextlib.contextmanager
 def tracked(stage: Stage, cfg: Any, run_file: Path | None = None) -> Iterator[str | None]:
-    """The stage's MLflow run (a pipeline's parent run), tagged with the stage hash; SIGTERM ends it KILLED."""
-    name = stage.run_name.format(**dict(cfg), stage=stage.name)
+    """The stage's MLflow run (a pipeline's parent run), named by its row's run_name (`run`: the run_dir's name),
+    described and tagged with the stage hash; SIGTERM ends it KILLED."""
+    name = stage.run_name.format(**dict(cfg), stage=stage.name, run=Path(cfg.run_dir).name)
+    chash = stage.hash(cfg)
+    note = describe(stage, cfg, chash)
     if stage.kind == "pipeline":
-        context = tracking.pipeline_run(name, cfg, config_hash=stage.hash(cfg))
+        context = tracking.pipeline_run(name, cfg, config_hash=chash, description=note,
+                                        tags={tracking.TAG_STAGE: stage.name})
     else:
-        context = tracking.stage_run(name, cfg, config_hash=stage.hash(cfg), run_file=run_file)
+        context = tracking.stage_run(name, cfg, config_hash=chash, run_file=run_file, description=note)
     with context as run_id, terminations():
         yield run_id
+
+
+def describe(stage: Stage, cfg: Any, chash: str) -> str:
+    """The run's description in MLflow: what the stage does, and which run_dir, seed and config it ran."""
+    words = f"`asit {' '.join(stage.verb)}`: " if stage.verb else ""
+    children = " Each stage is a child run; summary.json and plots are artifacts." if stage.kind == "pipeline" else ""
+    return f"{words}{stage.help} run_dir {cfg.run_dir}, seed {cfg.seed}, config hash {chash}.{children}"
 
 
 _sigterms = 0  # SIGTERMs our handler has seen in this process; `terminations` compares before and after
