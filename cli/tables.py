@@ -1,5 +1,6 @@
-"""The terminal tables printed after `asit run` (the pipeline summary) and `asit refusal` (rich); summary.json and
-refusal.json carry the same figures for scripts."""
+"""The terminal tables printed after `asit run` (the pipeline summary), `asit fit` (held-out scores per mapper and
+pairing, on stderr) and `asit refusal` (rich); summary.json, the fit result and refusal.json carry the same
+figures for scripts."""
 
 from __future__ import annotations
 
@@ -114,3 +115,30 @@ def print_refusal(result: dict[str, Any]) -> None:
                   f"{_pct(drop['native']['all'])}, mapped {_pct(drop['mapped']['all'])}, random "
                   f"{_pct(drop['random']['all'])}; mapped/native {ratio_text}")
     console.print(f"results: {result['plot'].rsplit('/', 1)[0]}/refusal.json; plot: {result['plot']}")
+
+
+# --- fit -------------------------------------------------------------------------------------------------
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, dict[str, Any]]]:
+    """(kind, pairing, val, val_with_sinks, pairing stats), the fitted pairing first, then the baseline's."""
+    parts = [result] + ([result["baseline"]] if "baseline" in result else [])
+    return [(kind, part["pairing"]["pairing"], val, part.get("val_with_sinks", {}).get(kind), part["pairing"])
+            for part in parts for kind, val in part["val"].items()]
+
+
+def print_fit(result: dict[str, Any]) -> None:
+    """One line per (kind, pairing): FVU and cosine without the attention-sink rows, then with them."""
+    from cli.stages import print_result
+
+    if not isinstance(result, dict) or not {"val", "pairing", "source_site"} <= result.keys():
+        return print_result(result)  # not a fit result (a test's stand-in stage)
+    table = Table(title=f"fit {result['source_site']} -> {result['target_site']}: held-out rows")
+    for column in ("kind", "pairing", "FVU", "cosine", "FVU with sinks", "cosine with sinks", "unpaired target rows"):
+        table.add_column(column, justify="left" if column in ("kind", "pairing") else "right")
+    for kind, pairing, val, sinks, stats in _rows(result):
+        with_sinks = ("-", "-") if sinks is None else (f"{sinks['fvu']:.3f}", f"{sinks['cosine']:.3f}")
+        table.add_row(kind, pairing, f"{val['fvu']:.3f}", f"{val['cosine']:.3f}", *with_sinks,
+                      f"{stats['unpaired_target']} ({stats['unpaired_share']:.1%})")
+    Console(stderr=True).print(table)
+    print_result(result)

@@ -133,7 +133,8 @@ _ROWS = (
           verb=("fit",), example="configs/fit.yaml", folder="fit", dir_name="mappers",
           # Registering is what happens to the result, not what is computed.
           not_hashed=frozenset({"registry"}),
-          inputs=("source_acts", "target_acts"), check=f"{_PREFLIGHT}:fit", links=_mapper_links),
+          inputs=("source_acts", "target_acts"), check=f"{_PREFLIGHT}:fit", links=_mapper_links,
+          printer="cli.tables:print_fit"),
     Stage("layers", f"{_CONFIG}:LayersConfig", "rayjobs.jobs.layers:compute",
           "Sweep layers for steerability and choose the (source, target) layer pair.", verb=("layers",),
           example="configs/layers.yaml", folder="layers", run_name="layers-{name}", inputs=("model.path", "task.path"),

@@ -93,8 +93,9 @@ class MapperParams(Strict):
     batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples for val metrics")
     hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
-    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): without these an identity
-    # pair on SmolLM2-135M fitted to FVU 0.49 (autoencoder) and 1.06 (affine).
+    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): the first position's norm is
+    # 15-150x the others', so with it in, MSE and FVU are mostly about that one row; and targets far from the
+    # origin (Gemma 3 dimensions averaging ~5,500) are out of reach of raw-unit AdamW steps.
     pairing: Literal["auto", "offsets", "positions"] = Field(
         "auto", description="which source row pairs with a target row: offsets = the token ending at the same "
         "character (works across tokenizers); positions = the same index (the paper's); auto = positions when "
@@ -145,6 +146,8 @@ class FitParams(MapperParams):
     kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds fitted, one each")
     registry: bool = Field(False, description="register the mappers in MLflow's model registry (asit-mapper-<kind>, "
                                               "alias = the run_dir's name); off: smoke runs never become a version")
+    positional_baseline: bool = Field(True, description="with offset pairing (different tokenizers), also fit on "
+                                      "positional pairs, the paper's baseline, and report its val metrics beside")
 
 
 class FitConfig(JobBase, FitParams):

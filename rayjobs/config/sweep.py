@@ -78,6 +78,8 @@ class SweepParams(Strict):
         "CPUs per trial; a trial runs max(1, floor(trial_cpus)) torch threads, so fractions pack several "
         "one-thread trials per CPU (oversubscribed: slower on a CPU-bound machine, see BENCHMARKS.md)"))
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples (same split for every trial)")
+    pairing: Literal["auto", "offsets", "positions"] = Field(
+        "auto", description="as fit.pairing: offsets across tokenizers, positions (the paper's baseline), auto")
     registered_name: str | None = Field(None, description="model-registry name of the best mapper; None = asit-mapper-<kind>")
 
     @field_validator("transfer")

@@ -1,7 +1,8 @@
 """ModelHost: a Ray actor that owns one model and runs captures, steering vectors and generations.
 
 Specs travel as plain dicts (`rayjobs.interventions.to_dict`) and come back as text or tensors.
-`ExtractHost` is the same host as a Ray Data callable class: loaded once per actor, fed batches.
+`ExtractHost` is the same host as a Ray Data callable class: loaded once per actor, fed batches. `ValidationHost`
+holds a source and a target together for validate.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
 from rayjobs.scoring import layer_sweep
-from rayjobs.interventions import capture, encode, from_dict, generate
+from rayjobs.interventions import capture, encode, from_dict, generate, parse_site
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
+from rayjobs.mapper_validation.aligned import score_own_completions
+from rayjobs.mapper_validation.conditions import Pair, PromptSet, run_conditions
 from rayjobs.models import d_model, load_model, load_tokenizer, n_layers, tokenizer_hash
 from rayjobs.steering import mapped_trigger_contrast, trigger_activations, trigger_contrast
 from rayjobs.tasks import get_task
@@ -158,3 +161,34 @@ class ExtractHost(Loaded):
             with self._write:
                 records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
         return {key: [r[key] for r in records] for key in ("layer", "name", "rows", "bytes", "sha256")}
+
+
+@ray.remote(num_cpus=1)
+class ValidationHost:
+    """validate's actor: the source and target models (loaded as a ModelHost loads one) and the mappers between them:
+    lockstep replacement generation, or across tokenizers teacher-forced scores on aligned positions."""
+
+    def __init__(self, source: dict[str, Any], target: dict[str, Any], num_threads: int) -> None:
+        self.source, self.target = Loaded(source, num_threads), Loaded(target, num_threads)
+
+    def run(self, sites: tuple[str, str], mappers: dict[str, str], sets: dict[str, Any], max_new_tokens: int,
+            batch_size: int) -> dict[str, Any]:
+        from ray.experimental.tqdm_ray import tqdm
+
+        pair = Pair(self.source.model, self.target.model, self.target.tok, *map(parse_site, sites), self._load(mappers))
+        by_name = {name: PromptSet(**s) for name, s in sets.items()}
+        bar = tqdm(total=len(by_name) * len(pair.conditions) + 1, desc="validate")
+        try:
+            return run_conditions(pair, by_name, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar.update)
+        finally:
+            bar.close()
+
+    def run_aligned(self, sites: tuple[str, str], mappers: dict[str, str], prompts: list[str], max_new_tokens: int,
+                    batch_size: int) -> dict[str, Any]:
+        """Different tokenizers: rayjobs.mapper_validation.aligned.score_own_completions on this actor's models."""
+        src, tgt = self.source, self.target
+        return score_own_completions(src.model, tgt.model, src.tok, tgt.tok, (parse_site(sites[0]), parse_site(sites[1])),
+                                     self._load(mappers), prompts, max_new_tokens, batch_size)
+
+    def _load(self, mappers: dict[str, str]) -> dict[str, Any]:
+        return {label: load_mapper(path, device=self.target.ref.device)[0] for label, path in mappers.items()}

