@@ -44,6 +44,11 @@ def live() -> bool:
     return os.environ.get(LIVE_ENV) == "1"
 
 
+def worker_runtime_env(is_verbose: bool | None = None, is_live: bool | None = None) -> dict[str, object]:
+    """A Ray runtime_env that makes workers show what this process shows (env vars, quiet loggers)."""
+    return {"env_vars": worker_env(is_verbose, is_live), "worker_process_setup_hook": "rayjobs.console.quiet_process"}
+
+
 def worker_env(is_verbose: bool | None = None, is_live: bool | None = None) -> dict[str, str]:
     """The environment that makes a process (a Ray worker, a submitted job) show what this one shows."""
     is_verbose = verbose() if is_verbose is None else is_verbose
@@ -71,12 +76,33 @@ def configure(is_verbose: bool, stream: TextIO | None = None) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
+# Warnings that are news to nobody: Ray's "token authentication is enabled" at every local start, DeepSpeed's
+# "Setting accelerator to CPU" when transformers imports it on a CPU machine (DeepSpeed sets its logger's level
+# itself on import, so a filter, which survives that, keeps it at ERROR).
+ERRORS_ONLY = ("ray._private.authentication", "DeepSpeed")
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def quiet_loggers() -> None:
-    """Library loggers at WARNING unless --verbose (libraries that configure themselves call this again)."""
+    """Library loggers at WARNING (ERRORS_ONLY at ERROR) unless --verbose; libraries that configure their loggers
+    themselves (Ray on import) call this again."""
     if verbose():
         return
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ERRORS_ONLY:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        if _errors_only not in logger.filters:
+            logger.addFilter(_errors_only)
+
+
+def quiet_process() -> None:
+    """The same in a Ray worker (the runtime_env's worker_process_setup_hook): what the driver decided, as env."""
+    quiet_loggers()
 
 
 def say(message: str, stream: TextIO | None = None) -> None:

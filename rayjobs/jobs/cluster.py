@@ -101,7 +101,8 @@ def job_request(config: Path, overrides: list[str], address: str, tracking_uri: 
     plain progress lines, quiet libraries unless `verbose`)."""
     cfg = load_config(config, overrides, PipelineConfig)
     args = list(overrides)
-    env = {"MLFLOW_DISABLE_TELEMETRY": "true", **console.worker_env(is_verbose=verbose, is_live=False)}
+    quiet = console.worker_runtime_env(is_verbose=verbose, is_live=False)
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", **quiet["env_vars"]}
     run_dir = Path(cfg.run_dir)
     if _is_local(address) and not run_dir.is_absolute():
         run_dir = run_dir.resolve()
@@ -118,7 +119,8 @@ def job_request(config: Path, overrides: list[str], address: str, tracking_uri: 
     metadata = {"job_name": f"{config.stem} seed={cfg.seed}", "asit_config": _repo_relative(config),
                 "asit_config_hash": chash, "asit_run_dir": str(run_dir), "asit_overrides": " ".join(overrides)}
     return {"entrypoint": entrypoint, "submission_id": submission_id(config, chash), "metadata": metadata,
-            "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env}}
+            "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env,
+                            "worker_process_setup_hook": quiet["worker_process_setup_hook"]}}
 
 
 def submit(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,

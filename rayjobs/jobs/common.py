@@ -13,17 +13,19 @@ T = TypeVar("T")
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray Jobs in a submitted job's driver
 
 
-def progress(items: list[T], description: str) -> Iterable[T]:
-    """A progress bar on the driver's terminal for long loops; in a log, a few plain lines."""
+def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
+    """A progress bar on the driver's terminal for long loops; in a log, a few plain lines. `total` for iterables
+    without a length (a stream of results)."""
+    total = len(items) if total is None else total  # type: ignore[arg-type]
     if not console.live():
-        return _milestones(items, description)
+        return _milestones(items, description, total)
     from rich.progress import track
 
-    return track(items, description=description, transient=False)
+    return track(items, description=description, total=total, transient=False)
 
 
-def _milestones(items: list[T], description: str) -> Iterable[T]:
-    lines = console.Milestones(len(items), description)
+def _milestones(items: Iterable[T], description: str, total: int) -> Iterable[T]:
+    lines = console.Milestones(total, description)
     for item in items:
         yield item
         lines.update()
@@ -63,7 +65,7 @@ def quiet_ray_init() -> dict[str, Any]:
     already says it (`asit submit` puts it there) and Ray refuses a second value for the same variable."""
     options: dict[str, Any] = {} if console.verbose() else {"logging_level": logging.WARNING}
     if JOB_CONFIG_ENV not in os.environ:
-        options["runtime_env"] = {"env_vars": console.worker_env()}
+        options["runtime_env"] = console.worker_runtime_env()
     return options
 
 

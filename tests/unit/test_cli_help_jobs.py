@@ -59,6 +59,7 @@ def test_submission_ids_read_as_config_hash_and_time() -> None:
     assert request["metadata"]["asit_config_hash"] in request["submission_id"]
     env = request["runtime_env"]["env_vars"]  # a job's log is no terminal: plain progress lines, no colour codes
     assert env["ASIT_LIVE_BARS"] == "0" and env["RAY_COLOR_PREFIX"] == "0" and env["ASIT_VERBOSE"] == "0"
+    assert request["runtime_env"]["worker_process_setup_hook"] == "rayjobs.console.quiet_process"
     loud = job_request(ROOT / "configs/tiny.yaml", [], "http://10.0.0.5:8265", verbose=True)
     assert " --verbose run " in loud["entrypoint"] and loud["runtime_env"]["env_vars"]["ASIT_VERBOSE"] == "1"
 

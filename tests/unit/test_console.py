@@ -145,3 +145,27 @@ def test_the_last_failed_attempt_announces_no_retry() -> None:
     best_attempt(spec, lambda seed: (torch.nn.Linear(1, 1), _measured(0.0, 0.0)), lambda m: False, lambda m: (0,),
                  "organism", on_retry=said.append)
     assert said == []
+
+
+def test_deepspeed_and_ray_auth_warnings_stay_out_even_after_the_library_resets_its_level(clean_env) -> None:
+    console.configure(False, io.StringIO())
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = logging.getLogger("DeepSpeed")
+    logger.addHandler(handler)
+    try:
+        logger.setLevel(logging.WARNING)  # what DeepSpeed does on import
+        logger.warning("Setting accelerator to CPU.")
+        logging.getLogger("ray._private.authentication.authentication_token_setup").warning("Token auth enabled")
+        logger.error("a real error")
+    finally:
+        logger.removeHandler(handler)
+        logger.removeFilter(console._errors_only)
+    assert [r.getMessage() for r in seen] == ["a real error"]
+
+
+def test_workers_get_the_same_quiet_setup() -> None:
+    env = console.worker_runtime_env(is_verbose=False, is_live=False)
+    assert env["worker_process_setup_hook"] == "rayjobs.console.quiet_process"
+    assert env["env_vars"] == console.worker_env(False, False)
