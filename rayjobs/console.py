@@ -27,7 +27,9 @@ LIVE_ENV = "ASIT_LIVE_BARS"  # "1": the driver writes to a terminal, draw live b
 # Loggers whose INFO lines are the libraries talking to themselves (Ray's start-up and Ray Data's executor,
 # Ray Serve's per-request access lines, MLflow's store migrations, httpx requests): warnings still pass.
 CHATTY_LOGGERS = ("ray", "ray.data", "ray.serve", "ray.tune", "ray.train", "mlflow", "alembic", "httpx",
-                  "urllib3", "filelock", "transformers", "huggingface_hub", "torch.distributed", "deepspeed")
+                  "urllib3", "filelock", "transformers", "huggingface_hub", "torch.distributed", "deepspeed",
+                  # the Jobs SDK sets INFO on its own logger ("Uploading package ...", "WebSocket closed")
+                  "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
 
 # Set for the whole process tree unless --verbose: transformers' "Loading weights" / "Writing model shards"
 # bars and its info/warning chatter; Ray's worker-line prefixes without colour codes when not on a terminal.
@@ -76,10 +78,12 @@ def configure(is_verbose: bool, stream: TextIO | None = None) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
-# Warnings that are news to nobody: Ray's "token authentication is enabled" at every local start, DeepSpeed's
+# Warnings that are news to nobody: Ray's "token authentication is enabled" at every local start, its note that
+# `asit submit`'s excludes are now its defaults, DeepSpeed's
 # "Setting accelerator to CPU" when transformers imports it on a CPU machine (DeepSpeed sets its logger's level
 # itself on import, so a filter, which survives that, keeps it at ERROR).
-ERRORS_ONLY = ("ray._private.authentication", "DeepSpeed")
+ERRORS_ONLY = ("ray._private.authentication", "DeepSpeed",
+               "ray._private.runtime_env.working_dir")  # ".git / .venv are now ignored by default" at each submit
 
 
 def _errors_only(record: logging.LogRecord) -> bool:
@@ -147,16 +151,22 @@ def progress_line(desc: str, n: int, total: int, seconds: float) -> str:
 
 
 class Milestones:
-    """Progress as a few plain lines (at 0, 25, 50, 75 and 100%), for a log where a live bar is noise."""
+    """Progress as a few plain lines, for a log where a live bar is noise: the start, 25, 50 and 75% (each only
+    when `min_gap` seconds passed since the last line: a fast loop gets two lines) and the end."""
 
     def __init__(self, total: int, desc: str, write: Callable[[str], None] = say,
-                 clock: Callable[[], float] = time.monotonic, parts: int = 4) -> None:
+                 clock: Callable[[], float] = time.monotonic, parts: int = 4, min_gap: float = 5.0) -> None:
         self.total, self.desc, self.write, self.clock, self.parts = total, desc, write, clock, parts
-        self.n, self.t0, self.next = 0, clock(), 1
+        self.n, self.t0, self.next, self.min_gap = 0, clock(), 1, min_gap
+        self.last = self.t0
         write(progress_line(desc, 0, total, 0.0))
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        reached = False
         while self.next <= self.parts and self.n * self.parts >= self.next * self.total:
-            self.next += 1
-            self.write(progress_line(self.desc, min(self.n, self.total), self.total, self.clock() - self.t0))
+            self.next, reached = self.next + 1, True
+        now = self.clock()
+        if reached and (self.n >= self.total or now - self.last >= self.min_gap):
+            self.last = now
+            self.write(progress_line(self.desc, min(self.n, self.total), self.total, now - self.t0))

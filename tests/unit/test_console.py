@@ -54,11 +54,23 @@ def test_milestones_print_five_lines_for_any_number_of_updates() -> None:
     assert out[-1] == "train target: 900/900 (100%) in 1m30s"
 
 
-def test_milestones_of_big_steps_never_skip_or_repeat_a_quarter() -> None:
+def test_milestones_of_a_fast_loop_are_its_start_and_end() -> None:
     out = []
-    bar = console.Milestones(3, "extract", write=out.append)
-    bar.update(3)
-    assert [line.split(" in ")[0] for line in out] == ["extract: 0/3 (0%)"] + ["extract: 3/3 (100%)"] * 4
+    bar = console.Milestones(4, "transfer", write=out.append)
+    for _ in range(4):
+        bar.update()
+    assert [line.split(" in ")[0] for line in out] == ["transfer: 0/4 (0%)", "transfer: 4/4 (100%)"]
+
+
+def test_milestones_of_big_steps_print_one_line_per_update() -> None:
+    out, clock = [], Clock()
+    bar = console.Milestones(3, "extract", write=out.append, clock=clock)
+    clock.t += 10
+    bar.update(2)
+    clock.t += 10
+    bar.update(1)
+    assert out == ["extract: 0/3 (0%) in 0.0 s", "extract: 2/3 (67%) in 10.0 s, about 5.0 s left",
+                   "extract: 3/3 (100%) in 20.0 s"]
 
 
 @pytest.mark.parametrize("seconds, text", [(0.04, "0.0 s"), (59.94, "59.9 s"), (60, "1m00s"), (3725, "1h02m")])
