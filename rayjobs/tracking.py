@@ -49,6 +49,9 @@ TAG_ATTEMPT = "asit.attempt"  # how many times a resumed stage's run has been st
 TAG_RESUMED_FROM = "asit.resumed_from"  # the status the run had before it was resumed
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run's Description in the MLflow UI
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) page; asit's are model training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+KIND_TAGS = {EXPERIMENT_KIND_TAG: "custom_model_development"}
 RUN_FILE = "_mlflow_run.json"  # a stage directory's record of its run (see stage_run)
 _MAX_PARAM_LEN = 6000  # mlflow 3 rejects longer param values
 _LOCAL_SCHEMES = {"", "file", "sqlite"}
@@ -145,11 +148,13 @@ def _experiment_id(s: Settings) -> str:
     exp = client.get_experiment_by_name(s.experiment)
     if exp is None:
         try:
-            exp_id = client.create_experiment(s.experiment, artifact_location=s.artifact_location)
+            exp_id = client.create_experiment(s.experiment, artifact_location=s.artifact_location, tags=KIND_TAGS)
         except mlflow.exceptions.MlflowException:  # another process created it first
             exp_id = client.get_experiment_by_name(s.experiment).experiment_id
     else:
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # a store from before the tag: open it on the runs table too
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, KIND_TAGS[EXPERIMENT_KIND_TAG])
     _experiment_ids[key] = exp_id
     return exp_id
 

@@ -116,7 +116,8 @@ def job_request(config: Path, overrides: list[str], address: str, tracking_uri: 
     entrypoint = shlex.join([python, "-m", "cli.main", *flags, "run", _repo_relative(config), *args])
     run = STAGES["run"]
     chash = run.hash(run.pinned(cfg))
-    metadata = {"job_name": f"{config.stem} seed={cfg.seed}", "asit_config": _repo_relative(config),
+    # The dashboard's Name: the same as the job's parent run in MLflow.
+    metadata = {"job_name": f"{run_dir.name} seed={cfg.seed}", "asit_config": _repo_relative(config),
                 "asit_config_hash": chash, "asit_run_dir": str(run_dir), "asit_overrides": " ".join(overrides)}
     return {"entrypoint": entrypoint, "submission_id": submission_id(config, chash), "metadata": metadata,
             "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env,

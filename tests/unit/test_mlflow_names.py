@@ -89,3 +89,11 @@ def test_only_configs_that_ask_register_their_mappers() -> None:
     assert load_config(root / "configs/tiny.yaml", [], PipelineConfig).fit.registry is False
     assert load_config(root / "configs/demo.yaml", [], PipelineConfig).fit.registry is True
     assert load_config(root / "configs/fit.yaml", [], FitConfig).registry is True
+
+
+def test_experiments_open_on_mlflows_runs_table(mlflow_experiment: str) -> None:
+    """MLflow 3's UI opens an experiment without a kind on its GenAI traces page; asit's runs are model training."""
+    with tracking.stage_run("fit"):
+        pass
+    exp = _client().get_experiment_by_name(mlflow_experiment)
+    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
