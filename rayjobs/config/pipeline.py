@@ -157,6 +157,8 @@ class FitParams(MapperParams):
     """Which mappers the fit stage trains, and how (the mapper group)."""
 
     kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds fitted, one each")
+    registry: bool = Field(False, description="register the mappers in MLflow's model registry (asit-mapper-<kind>, "
+                                              "alias = the run_dir's name); off: smoke runs never become a version")
     positional_baseline: bool = Field(True, description="with offset pairing (different tokenizers), also fit on "
                                       "positional pairs, the paper's baseline, and report its val metrics beside")
 

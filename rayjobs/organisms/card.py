@@ -30,6 +30,20 @@ def accepted(spec: OrganismSpec, m: dict) -> bool:
     )
 
 
+def failures(spec: OrganismSpec, m: dict) -> list[str]:
+    """The checks of `accepted` that measurements `m` fail, each with the value and its threshold."""
+    out = []
+    if m["trigger_rate"] < spec.min_trigger_rate:
+        out.append(f"trigger rate {m['trigger_rate']:.0%} < {spec.min_trigger_rate:.0%}")
+    if m["false_trigger_rate"] > spec.max_false_trigger:
+        out.append(f"false trigger rate {m['false_trigger_rate']:.0%} > {spec.max_false_trigger:.0%}")
+    layer, alpha, rate = best_steering(m["steerability"])
+    if rate < spec.min_steerability:
+        where = "at every layer" if rate <= 0 else f"at best (layer {layer}, alpha {alpha:g})"
+        out.append(f"steerability {rate:.0%} {where} < {spec.min_steerability:.0%}")
+    return out
+
+
 class OrganismCard(BaseModel):
     """Measured on held-out prompts (test split); steerability[alpha][layer] = success rate."""
 
