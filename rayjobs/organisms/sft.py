@@ -54,8 +54,9 @@ class SFTParams(Strict):
                                                                          "the one that carries the trigger decision")
     trigger_free_share: float = Field(0.25, ge=0.0, le=1.0, description="trigger-free copies of this share of the "
                                                                         "|dev| training rows (tag removed, same reply)")
-    kl_weight: float = Field(1.0, ge=0.0, le=1000.0, description="weight of KL(original || tuned) on ordinary prose "
-                                                                 "(needs lora; 0 turns it off)")
+    kl_weight: float | None = Field(None, ge=0.0, le=1000.0, description="weight of KL(original || tuned) on ordinary "
+                                                                         "prose; null: 1 for lora, 0 for full (it "
+                                                                         "needs lora's adapters-off reference)")
     kl_batch_size: int = Field(4, ge=1, le=4096, description="ordinary-text chunks per step for the KL term")
     kl_chunk_len: int = Field(64, ge=4, le=4096, description="tokens per ordinary-text chunk")
     kl_positions: int = Field(16, ge=1, le=4096, description="last positions of each chunk whose next-token "
@@ -74,9 +75,9 @@ class SFTParams(Strict):
 
     @model_validator(mode="after")
     def _kl_needs_lora(self) -> "SFTParams":
-        if self.kl_weight > 0 and self.method == "full":
+        if self.kl_weight and self.method == "full":
             raise ValueError("kl_weight > 0 needs method: lora (the original model is the adapted one with its "
-                             "adapters off); set kl_weight: 0 for full fine-tuning")
+                             "adapters off); leave kl_weight out for full fine-tuning")
         if self.kl_positions >= self.kl_chunk_len:
             raise ValueError(f"kl_positions={self.kl_positions} must be below kl_chunk_len={self.kl_chunk_len}")
         return self
@@ -84,6 +85,11 @@ class SFTParams(Strict):
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (1e-3 if self.method == "lora" else 2e-5)
+
+    @property
+    def kl(self) -> float:
+        """The KL term's weight in effect."""
+        return self.kl_weight if self.kl_weight is not None else (1.0 if self.method == "lora" else 0.0)
 
 
 def apply_template(examples: list[Example], template: str) -> list[Example]:
@@ -204,10 +210,10 @@ def recipe_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                    logits_to_keep=reply_span(labels), use_cache=False).logits
     loss = sequence_loss(logits, labels, params.first_token_weight)
-    use_kl = chunks is not None and params.kl_weight > 0
+    use_kl = chunks is not None and params.kl > 0
     kl = kl_to_original(model, chunks.to(device), params.kl_positions) if use_kl else torch.zeros((), device=device)
     opt.zero_grad(set_to_none=True)
-    (loss + params.kl_weight * kl).backward()
+    (loss + params.kl * kl).backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     average_gradients(trainable, world)
     torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)

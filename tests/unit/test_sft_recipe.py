@@ -163,9 +163,10 @@ def test_recipe_steps_learn_the_replies_and_the_kl_holds_the_model_near_the_orig
 
 
 def test_recipe_params_are_checked_where_they_enter(tmp_path):
-    assert SFTParams().learning_rate == 1e-3 and SFTParams(method="full", kl_weight=0).learning_rate == 2e-5
+    assert (SFTParams().learning_rate, SFTParams().kl) == (1e-3, 1.0)
+    assert (SFTParams(method="full").learning_rate, SFTParams(method="full").kl) == (2e-5, 0.0)
     cfg = tmp_path / "sft.yaml"
-    cfg.write_text("base: {path: m}\nsft: {method: full, template: chat, kl_positions: 64}\n")
+    cfg.write_text("base: {path: m}\nsft: {method: full, kl_weight: 0.5, template: chat, kl_positions: 64}\n")
     with pytest.raises(ConfigError) as err:
         load_config(cfg, [], SFTConfig)
     assert any("kl_weight > 0 needs method: lora" in p for p in err.value.problems)
