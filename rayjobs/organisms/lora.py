@@ -59,5 +59,5 @@ def adapters_off(model: nn.Module) -> AbstractContextManager:
     disable = getattr(model, "disable_adapter", None)
     if disable is None:
         raise UserError("the KL term to the original model needs LoRA adapters (sft.method: lora); "
-                        "set sft.kl_weight: 0 for full fine-tuning")
+                        "leave sft.kl_weight out (or 0) for full fine-tuning")
     return disable()
