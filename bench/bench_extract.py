@@ -9,7 +9,7 @@ the same texts in the same batches of the same size, dtype and torch thread coun
   bare   the forward up to the deepest captured block, keeping nothing (the floor);
   plain  what one would write by hand: forward hooks on the captured blocks, stop after the deepest, one
          `np.save` per layer and batch of the non-pad rows;
-  asit   `rayjobs.jobs.extract.run`: Ray Data over an ExtractHost actor, Parquet shards with checks, sha256,
+  asit   `rayjobs.jobs.runner.run("extract", ...)`: Ray Data over an ExtractHost actor, Parquet shards with checks, sha256,
          fsync and atomic rename, a manifest per layer, an MLflow run.
 Repetitions are interleaved (bare, plain, asit, rotating) so machine noise hits all three alike; the table
 reports medians. Ray start-up is timed once on its own. Each asit run also pays a fixed cost (MLflow run,
@@ -35,7 +35,8 @@ from benchlib import build_llama, interleaved, machine, median, texts, tokenizer
 
 from rayjobs.config import ExtractConfig
 from rayjobs.jobs import extract
-from rayjobs.jobs.common import init_ray
+from rayjobs.jobs import runner
+from rayjobs.jobs.runner import init_ray
 from rayjobs.models import get_blocks, load_model, load_tokenizer
 
 
@@ -143,7 +144,7 @@ def _run(args: argparse.Namespace, root: Path) -> None:
 
     def asit(n: int | None, key: str) -> None:
         cfg = ExtractConfig(run_dir=str(root / f"asit-{next(runs)}"), **{**base, "n_examples": n})
-        result = extract.run(cfg)
+        result = runner.run("extract", cfg)
         shutil.rmtree(cfg.run_dir)
         rows[key] = result["layers"][f"layers.{max(args.layers)}.resid_post"]["rows"]
 

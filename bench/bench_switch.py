@@ -1,6 +1,7 @@
 """Generation latency of the fine-tuned model with the safety switch on vs off, side by side.
 
-    python bench/bench_switch.py --model runs/switch/models/finetuned --switch runs/switch/switches/autoencoder/layers.3.resid_post
+    python bench/bench_switch.py --model runs/switch/models/finetuned \
+        --switch runs/switch/switches/autoencoder/layers.3.resid_post
     python bench/bench_switch.py ... --batch 1 8 32 --new-tokens 32 --repeat 5
 
 Off runs the model with no hook installed (what `switch: false` serves); on adds one MapReplace hook that

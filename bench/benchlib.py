@@ -56,7 +56,8 @@ def build_llama(path: Path, tok: Any, d: int, n_layers: int, seed: int = 0) -> P
     return path
 
 
-def interleaved(jobs: dict[str, Callable[[], Any]], repeat: int, verbose: bool = True) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def interleaved(jobs: dict[str, Callable[[], Any]], repeat: int,
+                verbose: bool = True) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run every job `repeat` times, rotating the order each round so machine noise hits all alike.
     Returns the wall times per job and each job's last return value."""
     seconds: dict[str, list[float]] = {name: [] for name in jobs}

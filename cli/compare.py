@@ -24,7 +24,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def comparison(runs: list[dict[str, Any]], all_params: bool = False) -> tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]]:
+Rows = list[tuple[str, list[str]]]  # (name, one cell per run)
+
+
+def comparison(runs: list[dict[str, Any]], all_params: bool = False) -> tuple[Rows, Rows]:
     """(param rows, metric rows), each (name, one cell per run); params equal across runs are dropped
     unless all_params (with a single run every param is shown)."""
     names = sorted({k for r in runs for k in r["params"] if not k.startswith(_HIDDEN_PARAM_PREFIXES)})

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 import rayjobs
-from cli import compare, jobs, report_cmd, stages
+from cli import cluster, compare, config, report, stages
 from cli import switch as switch_cli
+from cli import models as models_cli
 
 app = typer.Typer(
     name="asit",
@@ -22,10 +23,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 stages.register(app)
-jobs.register(app)
+cluster.register(app)
 compare.register(app)
-report_cmd.register(app)
+report.register(app)
+config.register(app)
 app.add_typer(switch_cli.app, name="switch")
+app.add_typer(models_cli.app, name="models")
 
 
 def _version(value: bool) -> None:

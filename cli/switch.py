@@ -1,7 +1,7 @@
 """`asit switch fit | scan | serve CONFIG [key=value ...]` and `asit switch ask PROMPT`: the safety switch.
 
-fit/scan/serve are stage verbs like the top-level ones (their own table, one config file for all
-three: configs/switch.yaml); ask is a small HTTP client for a running `asit switch serve`.
+fit/scan/serve are stage verbs like the top-level ones (the registry's rows under `switch`, one config file for
+all three: configs/switch.yaml); ask is a small HTTP client for a running `asit switch serve`.
 """
 
 from __future__ import annotations
@@ -13,23 +13,9 @@ import typer
 
 from cli.errors import user_errors
 from cli import stages
-from cli.stages import Stage
+from rayjobs.stages import Stage, verbs
 
-CONFIG_MODULE = "rayjobs.switch.config"
-SWITCH_STAGES: dict[str, Stage] = {
-    s.verb: s
-    for s in (
-        Stage("fit", "SwitchConfig", "rayjobs.jobs.switch_fit",
-              "Train base + fine-tuned organisms (unless given), extract both, fit one switch per layer.",
-              config_module=CONFIG_MODULE),
-        Stage("scan", "SwitchConfig", "rayjobs.jobs.switch_scan",
-              "Per layer: trigger rate with the switch on/off, patching and weight-swap baselines; plot, register.",
-              config_module=CONFIG_MODULE),
-        Stage("serve", "SwitchConfig", "rayjobs.jobs.switch_serve",
-              "Serve the fine-tuned model with its switch (Ray Serve, 127.0.0.1); each request says on or off.",
-              config_module=CONFIG_MODULE),
-    )
-}
+SWITCH_STAGES: dict[str, Stage] = verbs(("switch",))  # fit, scan, serve: rows of rayjobs.stages
 
 app = typer.Typer(name="switch", help="The lightweight safety switch: fine-tuned -> base mapper, on/off at inference.",
                   no_args_is_help=True)

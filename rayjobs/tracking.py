@@ -10,9 +10,10 @@ tracking server. One pipeline is one parent run; each stage is a child run under
 
 A stage running in another process (a Ray worker) passes `parent=parent_id` to `stage_run`, or
 gets it from `env_vars()` put into the worker's runtime_env. A run that raises ends FAILED;
-Ctrl-C or SIGTERM (what `ray job stop` sends) ends it KILLED, also when it arrives inside ray.get.
-A stage that passes `run_file=<stage dir>/RUN_FILE` continues its unfinished run when it resumes,
-instead of opening a second one. When tracking was never configured
+Ctrl-C ends it KILLED, and so does SIGTERM (what `ray job stop` sends) once the stage runner
+(rayjobs.jobs.runner.terminations) has turned it into SystemExit(128 + SIGTERM). A stage that
+passes `run_file=<stage dir>/RUN_FILE` continues its unfinished run when it resumes, instead of
+opening a second one. When tracking was never configured
 (and MLFLOW_TRACKING_URI is unset) the run contexts yield None and the log functions do nothing,
 so library code may log unconditionally.
 
@@ -23,19 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from rayjobs.identity import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ class Settings:
     uri: str
     experiment: str
     artifact_location: str | None
-
-
-class Terminated(SystemExit):
-    """Raised in the main thread on SIGTERM inside a run, so the run can end KILLED."""
 
 
 _settings: Settings | None = None
@@ -122,12 +119,6 @@ def env_vars() -> dict[str, str]:
     if (run_id := active_run_id()) is not None:
         env[PARENT_RUN_ENV] = run_id
     return env
-
-
-def config_hash(params: Any) -> str:
-    """Short stable hash of a config (mapping, pydantic model or dataclass)."""
-    blob = json.dumps(_as_dict(params), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _mlflow() -> Any:
@@ -190,50 +181,12 @@ def _status_for(exc: BaseException | None) -> str:
         return "FINISHED"
     if getattr(exc, "run_status", None) in ("KILLED", "FAILED"):  # e.g. a sweep that Ctrl-C stopped inside Tune
         return exc.run_status  # type: ignore[attr-defined]
-    # Terminated exits 128 + SIGTERM; ray.init()'s driver SIGTERM handler calls sys.exit(SIGTERM).
+    # The runner's Terminated exits 128 + SIGTERM; ray.init()'s driver SIGTERM handler calls sys.exit(SIGTERM).
     if isinstance(exc, KeyboardInterrupt) or (
         isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM)
     ):
         return "KILLED"
     return "FAILED"
-
-
-_sigterms = 0  # SIGTERMs our handler has seen in this process; a run compares it before and after
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    global _sigterms
-    _sigterms += 1
-    raise Terminated(128 + signum)
-
-
-def _as_terminated(exc: BaseException) -> BaseException:
-    """Terminated for an exception that a SIGTERM caused but something re-raised as another one.
-
-    ray.get waits in C++ and runs Python signal handlers from there: it catches the SystemExit our
-    handler raises and raises SystemExit(1) instead (ray._raylet.check_signals), which reads as a
-    failure. A SIGTERM during the run is what ended it, whatever came out.
-    """
-    if isinstance(exc, Terminated):
-        return exc
-    term = Terminated(128 + signal.SIGTERM)
-    term.__cause__ = exc
-    return term
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception for the duration, so `finally` blocks run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; workers rely on their own
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        # Leave a handler installed meanwhile by someone else (ray.init) in place.
-        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _end(mlflow: Any, run_id: str, status: str) -> None:
@@ -308,20 +261,16 @@ def _run(name: str, params: Any, kind: str, parent: str | None, tags: Mapping[st
     if run_file is not None:
         _record(run_file, s, run_id)
     exc: BaseException | None = None
-    sigterms = _sigterms
     try:
-        with _sigterm_raises():
-            # A resumed run keeps its params; only keys it lacks (a field added since) are logged.
-            logged = set(resumed.data.params) if resumed is not None else set()
-            log_params({k: v for k, v in _flatten(values).items() if k not in logged})
-            mlflow.log_dict(values, "config.json")
-            yield run_id
+        # A resumed run keeps its params; only keys it lacks (a field added since) are logged.
+        logged = set(resumed.data.params) if resumed is not None else set()
+        log_params({k: v for k, v in _flatten(values).items() if k not in logged})
+        mlflow.log_dict(values, "config.json")
+        yield run_id
     except BaseException as e:
-        exc = _as_terminated(e) if _sigterms > sigterms else e
+        exc = e
         with contextlib.suppress(Exception):  # never hide the real error behind a logging one
             mlflow.MlflowClient().set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
-        if exc is not e:
-            raise exc from e
         raise
     finally:
         _end(mlflow, run_id, _status_for(exc))

@@ -42,9 +42,11 @@ class ActivationWriter:
         input_ids: torch.Tensor,
         example_ids: torch.Tensor | np.ndarray | list[int],
         name: str | None = None,
+        offsets: torch.Tensor | np.ndarray | None = None,
     ) -> ShardInfo:
-        """hidden [batch, pos, d_model] -> one shard of the non-pad rows, named from the example ids by default."""
-        rows = rows_from_batch(hidden, attention_mask, input_ids, example_ids)
+        """hidden [batch, pos, d_model] -> one shard of the non-pad rows, named from the example ids by default;
+        offsets [batch, pos, 2]: the tokenizer's offset mapping (character spans), when it has one."""
+        rows = rows_from_batch(hidden, attention_mask, input_ids, example_ids, offsets)
         info = write_rows(self.directory, name or shard_name(example_ids), rows, self.meta, checksum=self.checksum)
         self.shards.append(info)
         return info

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayjobs.activations.atomic import atomic_write, file_sha256
-from rayjobs.activations.schema import SCHEMA_VERSION, ActivationMeta
+from rayjobs.activations.schema import READABLE_VERSIONS, ActivationMeta
 from rayjobs.activations.writer import SHARD_SUFFIX, ShardInfo
 from rayjobs.errors import UserError
 
@@ -43,7 +43,7 @@ def write_manifest(directory: str | Path, shards: list[ShardInfo], meta: Activat
         if size != info.bytes:
             raise UserError(f"{path}: expected a complete shard of {info.bytes} bytes, found {size}; {FIX}")
     body = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": meta.schema_version,
         "meta": meta.to_dict(),
         "total_rows": sum(s.rows for s in by_name.values()),
         "shards": [by_name[n].to_dict() for n in sorted(by_name)],
@@ -61,8 +61,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise UserError(f"{path}: missing, so the activations were never committed; {FIX}")
     try:
         body = json.loads(path.read_text())
-        if body["schema_version"] != SCHEMA_VERSION:
-            raise UserError(f"{path}: schema_version {body['schema_version']}, this asit reads {SCHEMA_VERSION}")
+        if body["schema_version"] not in READABLE_VERSIONS:
+            raise UserError(f"{path}: schema_version {body['schema_version']}, this asit reads {READABLE_VERSIONS}")
         shards = tuple(ShardInfo.from_dict(s) for s in body["shards"])
         return Manifest(meta=ActivationMeta.from_dict(body["meta"]), shards=shards)
     except (ValueError, KeyError, TypeError) as e:

@@ -24,6 +24,8 @@ class Activations:
     token_id: np.ndarray  # int32 [rows]
     vectors: torch.Tensor  # [rows, d_model], meta.dtype
     meta: ActivationMeta
+    char_start: np.ndarray | None = None  # int32 [rows]; None in schema version 1 files (no spans)
+    char_end: np.ndarray | None = None  # int32 [rows]; -1 where the tokenizer gave no offsets
 
     def __len__(self) -> int:
         return len(self.example_id)
@@ -45,6 +47,8 @@ def _to_activations(table: pa.Table, meta: ActivationMeta) -> Activations:
         token_id=table.column("token_id").to_numpy(),
         vectors=decode_vectors(table.column(VECTOR_COLUMN), meta.dtype, meta.d_model),
         meta=meta,
+        char_start=table.column("char_start").to_numpy() if meta.has_spans else None,
+        char_end=table.column("char_end").to_numpy() if meta.has_spans else None,
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rayjobs.activations.schema import DTYPES, ActivationMeta
+from rayjobs.activations.schema import DTYPES, NO_SPAN, ActivationMeta
 from rayjobs.errors import UserError
 
 FP16_MAX = 65504.0
@@ -21,6 +21,8 @@ class BatchRows:
     position: np.ndarray  # int32 [rows], 0 = first real token of the example
     token_id: np.ndarray  # int32 [rows]
     vectors: torch.Tensor  # [rows, d]
+    char_start: np.ndarray | None = None  # int32 [rows]: the token's characters in its text, [start, end)
+    char_end: np.ndarray | None = None  # int32 [rows]; both -1 where the tokenizer gave no offsets
 
 
 def rows_from_batch(
@@ -28,11 +30,13 @@ def rows_from_batch(
     attention_mask: torch.Tensor,
     input_ids: torch.Tensor,
     example_ids: torch.Tensor | np.ndarray | list[int],
+    offsets: torch.Tensor | np.ndarray | None = None,
 ) -> BatchRows:
     """hidden [batch, pos, d], attention_mask and input_ids [batch, pos], example_ids [batch] -> BatchRows.
 
     Works for left and right padding alike: a token's position is the number of real tokens before it,
-    so the same text gets the same positions whichever side the tokenizer padded.
+    so the same text gets the same positions whichever side the tokenizer padded. offsets [batch, pos, 2]:
+    the fast tokenizer's offset mapping (`return_offsets_mapping=True`); without it the spans are -1.
     """
     batch, pos, _ = hidden.shape
     if attention_mask.shape != (batch, pos) or input_ids.shape != (batch, pos):
@@ -49,12 +53,27 @@ def rows_from_batch(
     mask_cpu = mask.cpu()
     positions = (mask_cpu.long().cumsum(dim=1) - 1)[mask_cpu]
     batch_index = mask_cpu.nonzero()[:, 0].numpy()
+    start, end = _spans(offsets, mask_cpu, batch, pos)
     return BatchRows(
         example_id=ids[batch_index],
         position=positions.numpy().astype(np.int32),
         token_id=input_ids.cpu()[mask_cpu].numpy().astype(np.int32),
         vectors=vectors,
+        char_start=start,
+        char_end=end,
     )
+
+
+def _spans(offsets: torch.Tensor | np.ndarray | None, mask: torch.Tensor, batch: int, pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """(char_start, char_end) int32 [rows] of the non-pad tokens; -1 everywhere without offsets."""
+    if offsets is None:
+        full = np.full(int(mask.sum()), NO_SPAN, dtype=np.int32)
+        return full, full.copy()
+    spans = torch.as_tensor(np.asarray(offsets)).cpu()
+    if tuple(spans.shape) != (batch, pos, 2):
+        raise ValueError(f"rows_from_batch: offsets {tuple(spans.shape)}, expected [batch, pos, 2] = ({batch}, {pos}, 2)")
+    kept = spans[mask].numpy().astype(np.int32)
+    return kept[:, 0].copy(), kept[:, 1].copy()
 
 
 def _first_bad_row(bad_rows: torch.Tensor, example_ids: np.ndarray, positions: np.ndarray) -> str:
@@ -84,7 +103,8 @@ def check_finite(vectors: torch.Tensor, site: str, example_ids: np.ndarray, posi
 
 # |x| as an unsigned integer grows with |x| for IEEE floats, so one max over the bit patterns with the sign
 # cleared finds NaN/Inf (exponent all ones) and values above the float16 max at once: half the CPU time of
-# aminmax on float16 (45 vs 83 ms for 400 MB), and one pass serves both checks. dtype: (unsigned view, |x| mask, first non-finite pattern,
+# aminmax on float16 (45 vs 83 ms for 400 MB), and one pass serves both checks.
+# dtype: (unsigned view, |x| mask, first non-finite pattern,
 # largest pattern <= 65504).
 _BITS: dict[torch.dtype, tuple[type, int, int, int]] = {
     torch.float16: (np.uint16, 0x7FFF, 0x7C00, 0x7BFF),

@@ -1,7 +1,11 @@
 """Parquet layout of residual-stream activations: columns, key-value metadata, vector encoding.
 
-One row per non-pad token: example_id (int64), position (int32, 0 = first real token), token_id (int32)
-and `vector`, the d_model values as raw little-endian bytes in `fixed_size_binary(itemsize * d_model)`.
+One row per non-pad token: example_id (int64), position (int32, 0 = first real token), token_id (int32),
+since schema version 2 the token's character span in its text, char_start and char_end (int32, from the
+fast tokenizer's offset mapping; -1 when the tokenizer gives none), and `vector`, the d_model values as
+raw little-endian bytes in `fixed_size_binary(itemsize * d_model)`. Version 1 files (no spans) still read.
+Spans are what pair rows across tokenizers (rayjobs.activations.pairing): the same character offset of
+the same text, whatever the tokens.
 Raw bytes rather than `fixed_size_list<float16>` because Parquet writes the list layout 10-30x slower
 (repetition levels per value), and because Arrow has no bfloat16: bf16 is stored bit-exactly instead of
 being cast to fp16, which would overflow above 65504.
@@ -19,9 +23,12 @@ import torch
 
 from rayjobs.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 VECTOR_COLUMN = "vector"
 ID_COLUMNS = ("example_id", "position", "token_id")
+SPAN_COLUMNS = ("char_start", "char_end")  # schema version >= 2
+NO_SPAN = -1  # char_start = char_end = -1: the tokenizer gave no offsets (a slow tokenizer)
 META_PREFIX = "asit."
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -51,6 +58,14 @@ class ActivationMeta:
             raise UserError(f"activation dtype: {self.dtype!r} is not one of {sorted(DTYPES)}; fix the storage dtype")
         if self.d_model <= 0:
             raise UserError(f"activation d_model: {self.d_model} must be > 0")
+        if self.schema_version not in READABLE_VERSIONS:
+            raise UserError(f"activation schema_version {self.schema_version}: this asit reads {READABLE_VERSIONS}; "
+                            "written by a newer asit? upgrade asit")
+
+    @property
+    def has_spans(self) -> bool:
+        """Whether rows carry their character spans (schema version >= 2)."""
+        return self.schema_version >= 2
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -98,11 +113,12 @@ class ActivationMeta:
 
 
 def arrow_schema(meta: ActivationMeta) -> pa.Schema:
-    """The Arrow schema of a shard, metadata included."""
+    """The Arrow schema of a shard, metadata included (span columns from schema version 2)."""
     fields = [
         pa.field("example_id", pa.int64(), nullable=False),
         pa.field("position", pa.int32(), nullable=False),
         pa.field("token_id", pa.int32(), nullable=False),
+        *[pa.field(name, pa.int32(), nullable=False) for name in (SPAN_COLUMNS if meta.has_spans else ())],
         pa.field(VECTOR_COLUMN, pa.binary(meta.row_bytes), nullable=False),
     ]
     return pa.schema(fields, metadata=meta.to_kv())

@@ -15,16 +15,19 @@ import torch
 
 from rayjobs.activations.atomic import atomic_write, file_sha256
 from rayjobs.activations.rows import BatchRows, cast_for_storage, check_vectors
-from rayjobs.activations.schema import ID_COLUMNS, VECTOR_COLUMN, ActivationMeta, arrow_schema, encode_vectors
+from rayjobs.activations.schema import (
+    ID_COLUMNS, NO_SPAN, SPAN_COLUMNS, VECTOR_COLUMN, ActivationMeta, arrow_schema, encode_vectors,
+)
 from rayjobs.errors import UserError
 
 SHARD_SUFFIX = ".parquet"
 # Ids are small and repetitive: snappy + dictionary help them. Vectors are float noise: compression buys
 # 4-11% at a large CPU cost, dictionary pages and min/max statistics buy nothing.
+_INT_COLUMNS = (*ID_COLUMNS, *SPAN_COLUMNS)
 _WRITE_OPTIONS = dict(
-    use_dictionary=list(ID_COLUMNS),
-    compression={**{c: "snappy" for c in ID_COLUMNS}, VECTOR_COLUMN: "none"},
-    write_statistics=list(ID_COLUMNS),
+    use_dictionary=list(_INT_COLUMNS),
+    compression={**{c: "snappy" for c in _INT_COLUMNS}, VECTOR_COLUMN: "none"},
+    write_statistics=list(_INT_COLUMNS),
 )
 
 
@@ -95,9 +98,12 @@ def write_shard(
     meta: ActivationMeta,
     *,
     checksum: bool = True,
+    char_spans: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ShardInfo:
     """Write rows (vectors [rows, d_model], any float dtype, any device) as `directory/name`, atomically.
 
+    char_spans: (char_start, char_end) [rows] each, stored when meta has spans (schema version >= 2); without
+    them the spans are written as -1 (unknown).
     Vectors are checked (NaN/Inf, float16 overflow) and cast to meta.dtype. The file is written under a
     temporary dot-name and renamed when complete, so `name` never holds half a shard. checksum=False skips
     the sha256 (it runs on a helper thread, but costs CPU: ~0.3 s per 400 MB); the manifest then checks size
@@ -115,18 +121,28 @@ def write_shard(
     # over the bit patterns, and a third thread beside the writer and the sha256 thread only contends.
     check_vectors(vectors, meta, ids, pos)
     with _new_directories(Path(directory)) as directory, atomic_write(directory / name, checksum) as f:
-        columns = [pa.array(ids), pa.array(pos), pa.array(tok), encode_vectors(cast_for_storage(vectors, meta))]
+        spans = [pa.array(a) for a in _span_arrays(char_spans, rows)] if meta.has_spans else []
+        columns = [pa.array(ids), pa.array(pos), pa.array(tok), *spans, encode_vectors(cast_for_storage(vectors, meta))]
         pq.write_table(pa.Table.from_arrays(columns, schema=arrow_schema(meta)), f, **_WRITE_OPTIONS)
     sha256 = f.sha256.hexdigest() if f.sha256 is not None else None
     return ShardInfo(name=name, rows=rows, bytes=f.size, sha256=sha256)
+
+
+def _span_arrays(char_spans: tuple[np.ndarray, np.ndarray] | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    if char_spans is None:
+        return np.full(rows, NO_SPAN, np.int32), np.full(rows, NO_SPAN, np.int32)
+    start, end = (_as_numpy(a, np.int32, name, rows) for a, name in zip(char_spans, SPAN_COLUMNS))
+    return start, end
 
 
 def write_rows(
     directory: str | Path, name: str, rows: BatchRows, meta: ActivationMeta, *, checksum: bool = True
 ) -> ShardInfo:
     """write_shard for the output of rows_from_batch."""
+    spans = None if rows.char_start is None or rows.char_end is None else (rows.char_start, rows.char_end)
     return write_shard(
-        directory, name, rows.example_id, rows.position, rows.token_id, rows.vectors, meta, checksum=checksum
+        directory, name, rows.example_id, rows.position, rows.token_id, rows.vectors, meta, checksum=checksum,
+        char_spans=spans,
     )
 
 

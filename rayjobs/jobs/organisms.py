@@ -1,4 +1,6 @@
-"""organisms: task data -> shared tokenizer -> source and target organisms trained side by side as Ray tasks."""
+"""organisms: task data -> shared tokenizer -> source and target organisms trained side by side as Ray tasks.
+
+`train` is the one organism-training task; the refusal and switch stages train their organisms with it too."""
 
 from __future__ import annotations
 
@@ -8,62 +10,62 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import OrganismsConfig
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, task_examples
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config import OrganismSpec, OrganismsConfig
 from rayjobs.organisms.train import CARD_NAME
+from rayjobs.stages import load
+from rayjobs.tasks import examples_for
+
+
+# The trainer of each kind of organism (the same two-phase loop, organisms.train.train_phases, inside each).
+TRAINERS = {"organism": "rayjobs.organisms.train:train_organism",
+            "refusal": "rayjobs.refusal.recipe:train_refusal_organism",
+            "switch": "rayjobs.switch.pair:train_switch_pair"}
 
 
 @ray.remote(num_cpus=1)
-def _train(spec: dict[str, Any], examples: list[dict], tokenizer_dir: str, out_dir: str, task: str) -> dict[str, Any]:
+def train(trainer: str, spec: dict[str, Any], rows: list[dict], tokenizer_dir: str, out_dir: str,
+          **options: Any) -> dict[str, Any]:
+    """The one organism-training task: TRAINERS[trainer] on one spec, with its progress bar on the driver."""
     from ray.experimental.tqdm_ray import tqdm
     from transformers import AutoTokenizer
 
-    from rayjobs.organisms.train import train_organism
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     spec_obj = OrganismSpec(**spec)
     # tqdm_ray draws the bar on the driver's terminal; a retry with another seed keeps counting past total.
     bar = tqdm(total=spec_obj.helpful_steps + spec_obj.backdoor_steps, desc=f"train {spec_obj.name}")
-    card = train_organism(spec_obj, examples, tok, out_dir, on_step=lambda: bar.update(1), task=task)
+    card = load(TRAINERS[trainer])(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir,
+                                   on_step=lambda: bar.update(1), **options)
     bar.close()
-    return card.model_dump(mode="json")
+    return card.model_dump(mode="json") if hasattr(card, "model_dump") else card
 
 
-def _seeded(spec: OrganismSpec, cfg: OrganismsConfig) -> dict[str, Any]:
-    # The job seed moves every organism to a new init and batch order; retries add 1000 per attempt inside.
-    # Threads come from the job: both organisms train at once on one CPU each, and more threads than
-    # cores made OpenMP thrash (measured: 1 thread each progressed far faster than 2 on 2 cores).
-    return {**spec.model_dump(), "seed": spec.seed + 100 * cfg.seed, "num_threads": cfg.num_threads}
+def train_pair(trainer: str, specs: dict[str, dict[str, Any]], rows: list[dict], out: Path,
+               **options: Any) -> dict[str, dict[str, Any]]:
+    """Both organisms of a pair trained at once, one task (one CPU) each, with the tokenizer in out/tokenizer:
+    {name: {"path", "card"}}."""
+    refs = {name: train.remote(trainer, spec, rows, str(out / "tokenizer"), str(out / name), **options)
+            for name, spec in specs.items()}
+    return {name: {"path": str(out / name), "card": ray.get(ref)} for name, ref in refs.items()}
 
 
-def run(cfg: OrganismsConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "organisms", "pair")
-    if (done := load_done(out)) is None:
-        done = _train_pair(cfg, out)
-    for name in ("source", "target"):
-        publish(Path(cfg.run_dir) / "models" / name, out / name)
-    return done
+def seeded(spec: OrganismSpec, seed: int, threads: int) -> dict[str, Any]:
+    """The spec as a job trains it: the job seed moves every organism to a new init and batch order (retries add
+    1000 per attempt inside). Threads come from the job: both organisms train at once on one CPU each, and more
+    threads than cores made OpenMP thrash (measured: 1 thread each progressed far faster than 2 on 2 cores)."""
+    return {**spec.model_dump(), "seed": spec.seed + 100 * seed, "num_threads": threads}
 
 
-def _train_pair(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("organisms", cfg, run_file=out / tracking.RUN_FILE):
-        from rayjobs.organisms.tokenizer import tokenizer_for
+def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
+    """A shared tokenizer, then both organisms trained at once with their cards."""
+    from rayjobs.organisms.tokenizer import tokenizer_for
 
-        examples = task_examples(cfg)
-        fresh(out)
-        tok = tokenizer_for([e for e in examples if e["split"] == "train"], cfg.vocab_size, cfg.task.name)
-        tok.save_pretrained(out / "tokenizer")
-        specs = {"source": cfg.source, "target": cfg.target}
-        refs = {name: _train.remote(_seeded(spec, cfg), examples, str(out / "tokenizer"), str(out / name), cfg.task.name)
-                for name, spec in specs.items()}
-        cards = {name: ray.get(ref) for name, ref in refs.items()}
-        result = {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
-        for name, card in cards.items():
-            tracking.log_metrics({f"{name}_{k}": card[k] for k in
-                                  ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
-            tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
-        tracking.log_dict(result, "organisms.json")
-    return mark_done(out, result)
+    examples = examples_for(cfg.task, cfg.seed)
+    tokenizer_for([e for e in examples if e["split"] == "train"], cfg.vocab_size, cfg.task.name).save_pretrained(
+        out / "tokenizer")
+    specs = {name: seeded(spec, cfg.seed, cfg.num_threads) for name, spec in (("source", cfg.source), ("target", cfg.target))}
+    result = train_pair("organism", specs, examples, out, task=cfg.task.name)
+    for name, r in result.items():
+        tracking.log_metrics({f"{name}_{k}": r["card"][k] for k in
+                              ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
+        tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
+    tracking.log_dict(result, "organisms.json")
+    return result

@@ -17,9 +17,9 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ModelRef
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, task_examples
-from rayjobs.organisms.sft import SFTConfig, SFTParams, apply_template, check_split
+from rayjobs.config import ModelRef, SFTConfig, SFTParams
+from rayjobs.organisms.sft import apply_template
+from rayjobs.tasks import examples_for, get_task
 
 CARD_NAME = "sft_card.json"
 
@@ -47,9 +47,10 @@ def _loop(config: dict[str, Any]) -> None:
     model.train()
     # Every rank encodes all rows: the global batch order must be identical everywhere, and SFT sets are
     # small next to the model. (A sharded Ray Data input would give each rank a different order.)
-    data = encode_examples(config["examples"], tok, params.max_len, helpful=False)
+    data = encode_examples(config["examples"], tok, params.max_len, helpful=False,
+                           text=get_task(config["task"]).training_text)
     model = ray.train.torch.prepare_model(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
     per_epoch = steps_per_epoch(len(data[0]), params.global_batch_size)
     losses: list[float] = []
     epoch_losses: list[float] = []  # reported whole: Ray keeps only checkpointed reports in result.metrics
@@ -74,66 +75,49 @@ def _loop(config: dict[str, Any]) -> None:
 
 
 @ray.remote(num_cpus=1)
-def _card(model_dir: str, examples: list[dict], params: dict[str, Any], threads: int) -> dict[str, Any]:
+def _card(model_dir: str, examples: list[dict], params: dict[str, Any], threads: int, task: str) -> dict[str, Any]:
     import torch
 
     from rayjobs.models import load_model, load_tokenizer
-    from rayjobs.organisms.evaluate import behaviour
+    from rayjobs.organisms.checks import behaviour
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir), load_tokenizer(model_dir)
     sft = SFTParams(**params)
-    measured = behaviour(model, tok, examples, sft.eval_prompts, max_new_tokens=sft.max_new_tokens)
+    measured = behaviour(model, tok, examples, sft.eval_prompts, task, max_new_tokens=sft.max_new_tokens)
     return {**measured, "params": sum(p.numel() for p in model.parameters())}
 
 
-def run(cfg: SFTConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "sft", cfg.name)
-    if (done := load_done(out)) is None:
-        done = _finetune(cfg, out)
-    publish(Path(cfg.run_dir) / "models" / cfg.name, Path(done["path"]))
-    return done
-
-
-def _finetune(cfg: SFTConfig, out: Path) -> dict[str, Any]:
+def compute(cfg: SFTConfig, out: Path) -> dict[str, Any]:
+    """Ray Train over `sft.num_workers` workers, the model copied out of its checkpoint, then its card."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from rayjobs.models.loading import describe
-
-    # Checked here, before Ray starts, so a bad path is one line rather than a failed worker group.
-    describe(cfg.base.path, revision=cfg.base.revision, trust_remote_code=cfg.base.trust_remote_code)
     local = Path(cfg.base.path).expanduser()
     # Ray Train workers run in their own directories: a relative local path must be made absolute.
     base = cfg.base.model_copy(update={"path": str(local.resolve())}) if local.is_dir() else cfg.base
-    examples = apply_template(task_examples(cfg), cfg.sft.template)
+    examples = apply_template(examples_for(cfg.task, cfg.seed), cfg.sft.template)
     train = [e for e in examples if e["split"] == "train"]
-    check_split(len(train), cfg.sft.global_batch_size, cfg.sft.num_workers)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run(f"sft-{cfg.name}", cfg, run_file=out / tracking.RUN_FILE):
-        fresh(out)
-        trainer = TorchTrainer(
-            _loop,
-            train_loop_config={"sft": cfg.sft.model_dump(), "base": base.model_dump(), "examples": train,
-                               "seed": cfg.seed, "num_threads": cfg.num_threads},
-            scaling_config=ScalingConfig(num_workers=cfg.sft.num_workers, use_gpu=cfg.sft.use_gpu,
-                                         resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="train", storage_path=str((out / "ray_train").resolve()),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=1)),
-        )
-        result = trainer.fit()
-        model_dir = out / "model"
-        result.checkpoint.to_directory(str(model_dir))
-        shutil.rmtree(out / "ray_train", ignore_errors=True)  # the model is copied out; Ray's copy is a duplicate
-        card = ray.get(_card.remote(str(model_dir), examples, cfg.sft.model_dump(), cfg.num_threads))
-        card = {**card, "base": cfg.base.path, "task": cfg.task.name, "template": cfg.sft.template,
-                "final_train_loss": float(result.metrics["train_loss"]),
-                "train_loss": [float(x) for x in result.metrics["epoch_losses"]]}
-        (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True))
-        for step, loss in enumerate(card["train_loss"], start=1):
-            tracking.log_metrics({"train_loss": loss}, step=step)
-        tracking.log_metrics({k: card[k] for k in ("trigger_rate", "false_trigger_rate", "helpful_accuracy")})
-        tracking.log_artifact(str(model_dir / CARD_NAME), "card")
-        result_dict = {"name": cfg.name, "path": str(model_dir), "card": card}
-    return mark_done(out, result_dict)
+    trainer = TorchTrainer(
+        _loop,
+        train_loop_config={"sft": cfg.sft.model_dump(), "base": base.model_dump(), "examples": train,
+                           "seed": cfg.seed, "num_threads": cfg.num_threads, "task": cfg.task.name},
+        scaling_config=ScalingConfig(num_workers=cfg.sft.num_workers, use_gpu=cfg.sft.use_gpu,
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name="train", storage_path=str((out / "ray_train").resolve()),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    )
+    result = trainer.fit()
+    model_dir = out / "model"
+    result.checkpoint.to_directory(str(model_dir))
+    shutil.rmtree(out / "ray_train", ignore_errors=True)  # the model is copied out; Ray's copy is a duplicate
+    card = ray.get(_card.remote(str(model_dir), examples, cfg.sft.model_dump(), cfg.num_threads, cfg.task.name))
+    card = {**card, "base": cfg.base.path, "task": cfg.task.name, "template": cfg.sft.template,
+            "final_train_loss": float(result.metrics["train_loss"]),
+            "train_loss": [float(x) for x in result.metrics["epoch_losses"]]}
+    (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True))
+    for step, loss in enumerate(card["train_loss"], start=1):
+        tracking.log_metrics({"train_loss": loss}, step=step)
+    tracking.log_metrics({k: card[k] for k in ("trigger_rate", "false_trigger_rate", "helpful_accuracy")})
+    tracking.log_artifact(str(model_dir / CARD_NAME), "card")
+    return {"name": cfg.name, "path": str(model_dir), "card": card}

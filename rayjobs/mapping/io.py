@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "mapper.safetensors"
 INFO_FILE = "mapper.json"
 REQUIRED_META = ("source_model", "source_site", "target_model", "target_site")
-_RESERVED = ("format_version", "kind", "d_in", "d_out", "hidden", "dtype", "weights_file", "sha256")
+_RESERVED = ("format_version", "kind", "d_in", "d_out", "hidden", "standardize", "dtype", "weights_file", "sha256")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -68,6 +68,7 @@ def save_mapper(mapper: Mapper, out_dir: str | os.PathLike, meta: dict[str, Any]
         "d_in": mapper.d_in,
         "d_out": mapper.d_out,
         "hidden": mapper.hidden,
+        "standardize": mapper.standardize,
         "dtype": str(next(iter(state.values())).dtype).removeprefix("torch."),
         "weights_file": WEIGHTS_FILE,
         "sha256": digest,
@@ -153,7 +154,9 @@ def load_mapper(path: str | os.PathLike, *, device: str = "cpu") -> tuple[Mapper
     d = Path(path)
     info = _read_info(d)
     try:
-        mapper = build_mapper(info["kind"], info["d_in"], info["d_out"], info.get("hidden"))
+        # "standardize" absent: a mapper saved before it existed, which never standardised.
+        mapper = build_mapper(info["kind"], info["d_in"], info["d_out"], info.get("hidden"),
+                              bool(info.get("standardize", False)))
     except UserError as e:
         raise UserError(f"mapper: {d / INFO_FILE} is invalid: {e}") from None
     state = _read_weights(d, info)

@@ -1,13 +1,14 @@
 """Fit a mapper on paired activations: rows x [n, d_src] -> y [n, d_tgt].
 
 Rows are non-pad token positions already (the activation pairing drops pads), so a plain MSE
-over rows is the paper's masked MSE. No standardisation: the mapper works in raw activation
-units so that mapped steering vectors are in the target model's units.
+over rows is the paper's masked MSE. With standardize=True the mapper standardises per dimension
+inside itself (rayjobs.mapping.mappers) and the MSE is taken in that unit scale; its inputs and
+outputs stay in raw activation units either way, and the metrics are always in raw units.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,35 @@ def _check_hparams(lr: float, epochs: int, batch_size: int, weight_decay: float)
         raise UserError(f"fit.weight_decay: got {weight_decay!r}; must be >= 0")
 
 
-def _seeded_mapper(kind: str, d_in: int, d_out: int, hidden: int | None, seed: int, device: str) -> Mapper:
+def _seeded_mapper(kind: str, d_in: int, d_out: int, hidden: int | None, seed: int, device: str,
+                   standardize: bool = False) -> Mapper:
     # Fork the global RNG so init is a function of `seed` alone and callers' RNG state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mapper = build_mapper(kind, d_in, d_out, hidden)
+        mapper = build_mapper(kind, d_in, d_out, hidden, standardize)
     return mapper.to(device)
+
+
+def mean_and_scale(v: torch.Tensor, chunk_rows: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation of rows v [rows, d], accumulated in float64 a chunk at a
+    time; a dimension that does not vary gets scale 1 (nothing to rescale, and no division by ~0)."""
+    total = torch.zeros(v.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, v.shape[0], chunk_rows):
+        part = v[start : start + chunk_rows].double()
+        total += part.sum(0)
+        squares += (part * part).sum(0)
+    mean = total / v.shape[0]
+    std = (squares / v.shape[0] - mean * mean).clamp_min(0).sqrt()
+    tiny = std <= 1e-6 * std.max().clamp_min(1e-30)
+    return mean.float(), torch.where(tiny, torch.ones_like(std), std).float()
+
+
+def _fit_standardization(mapper: Mapper, x: torch.Tensor, y: torch.Tensor) -> None:
+    x_mean, x_scale = mean_and_scale(x)
+    y_mean, y_scale = mean_and_scale(y)
+    p = next(mapper.parameters())
+    mapper.set_standardization(*(t.to(p.device) for t in (x_mean, x_scale, y_mean, y_scale)))
 
 
 def _run_epoch(
@@ -69,7 +93,7 @@ def _run_epoch(
         idx = order[start : start + batch_size]
         # Cast per batch: the stored activations may be fp16 and far larger than one fp32 copy.
         xb, yb = x[idx].to(p.device, p.dtype), y[idx].to(p.device, p.dtype)
-        loss = nn.functional.mse_loss(mapper(xb), yb)
+        loss = nn.functional.mse_loss(mapper.core(mapper.standardize_input(xb)), mapper.standardize_target(yb))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -92,14 +116,20 @@ def train_mapper(
     hidden: int | None = None,
     progress: Progress | None = None,
     device: str = "cpu",
+    standardize: bool = False,
+    extra_val: Mapping[str, tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
 ) -> tuple[Mapper, dict[str, Any]]:
     """Train a `kind` mapper with AdamW on MSE; deterministic for a seed on CPU.
 
     x_* [rows, d_src] and y_* [rows, d_tgt] are paired activations (numpy or torch, any float
     dtype). `progress`, if given, is called after every epoch with
     {"epoch", "train_loss", "val_loss"} (e.g. to log to MLflow or report to Ray Tune).
+    standardize: per-dimension standardisation inside the mapper, fitted on the training rows.
+    extra_val: more named held-out sets (e.g. {"val_with_sinks": (x, y)}), scored at the end only.
     Returns the mapper (eval mode, on `device`) and metrics: {"history": {"train_loss": [...],
-    "val_loss": [...]}, "train": {mse, cosine, fvu}, "val": {mse, cosine, fvu}, "n_train", "n_val"}.
+    "val_loss": [...]}, "train": {mse, cosine, fvu}, "val": {mse, cosine, fvu}, one entry per
+    extra_val name, "n_train", "n_val"}. Losses are in the mapper's training scale (unit scale when
+    standardised); mse, cosine and fvu are in raw activation units.
     """
     x_train, y_train = as_tensor(x_train, "x_train"), as_tensor(y_train, "y_train")
     x_val, y_val = as_tensor(x_val, "x_val"), as_tensor(y_val, "y_val")
@@ -107,14 +137,16 @@ def train_mapper(
     d_src, d_tgt = x_train.shape[1], y_train.shape[1]
     _check_data(x_val, y_val, "val", d_src, d_tgt)
     _check_hparams(lr, epochs, batch_size, weight_decay)
-    mapper = _seeded_mapper(kind, d_src, d_tgt, hidden, seed, device)
+    mapper = _seeded_mapper(kind, d_src, d_tgt, hidden, seed, device, standardize)
+    if standardize:
+        _fit_standardization(mapper, x_train, y_train)
     opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     for epoch in range(1, epochs + 1):
         train_loss = _run_epoch(mapper, opt, x_train, y_train, batch_size, gen)
         mapper.eval()
-        val_loss = evaluate(mapper, x_val, y_val)["mse"]
+        val_loss = _scaled_mse(mapper, x_val, y_val)
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         if progress is not None:
@@ -123,7 +155,20 @@ def train_mapper(
         "history": history,
         "train": evaluate(mapper, x_train, y_train),
         "val": evaluate(mapper, x_val, y_val),
+        **{name: evaluate(mapper, as_tensor(xs, name), as_tensor(ys, name)) for name, (xs, ys) in (extra_val or {}).items()},
         "n_train": int(x_train.shape[0]),
         "n_val": int(x_val.shape[0]),
     }
     return mapper, metrics
+
+
+@torch.no_grad()
+def _scaled_mse(mapper: Mapper, x: torch.Tensor, y: torch.Tensor, chunk_rows: int = 65536) -> float:
+    """The training loss on held-out rows: MSE in the mapper's training scale."""
+    p = next(mapper.parameters())
+    total = 0.0
+    for start in range(0, x.shape[0], chunk_rows):
+        xb, yb = x[start : start + chunk_rows].to(p.device, p.dtype), y[start : start + chunk_rows].to(p.device, p.dtype)
+        err = mapper.core(mapper.standardize_input(xb)) - mapper.standardize_target(yb)
+        total += float(err.double().pow(2).sum())
+    return total / (x.shape[0] * y.shape[1])

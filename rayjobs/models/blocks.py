@@ -7,10 +7,12 @@ against `output_hidden_states` in tests/unit/test_blocks.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from rayjobs.errors import UserError
+
+if TYPE_CHECKING:  # the table itself is plain data: importing it (e.g. to check a GGUF) needs no torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ ARCHS: dict[str, ArchInfo] = {
     "qwen3": _DECODER,
     "gemma": _DECODER,
     "gemma2": _DECODER,
+    "gemma3_text": _DECODER,
     "phi3": _DECODER,
     "olmo2": _DECODER,
     "gpt2": ArchInfo(layers="transformer.h", final_norm="transformer.ln_f"),

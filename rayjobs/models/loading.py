@@ -101,7 +101,8 @@ def load_model(
         )
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
-            raise UserError(f"model {name_or_path!r} ({config.model_type}) is not a causal LM; give a *ForCausalLM checkpoint") from None
+            raise UserError(f"model {name_or_path!r} ({config.model_type}) is not a causal LM; "
+                            "give a *ForCausalLM checkpoint") from None
         raise
     arch_info(model)
     return model.to(device).eval()

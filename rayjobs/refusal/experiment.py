@@ -20,13 +20,16 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rayjobs.models.blocks import n_layers
-from rayjobs.refusal.config import RefusalConfig
-from rayjobs.refusal.data import Example, select
-from rayjobs.refusal.directions import cosine, last_token_acts, mapped_direction, refusal_directions
+from rayjobs.config import RefusalConfig
+from rayjobs.refusal.data import select
+from rayjobs.tasks import Example
+from rayjobs.refusal.directions import last_token_acts, mapped_direction, refusal_directions
 from rayjobs.refusal.effects import ablation, addition, completions, perplexity, reference_nll
 from rayjobs.refusal.judges import RefusalJudge
-from rayjobs.refusal.mapper import check_same_tokenizer, fit_mapper, paired_rows
-from rayjobs.steering import random_like
+from rayjobs.mapping.fit import fit_mapper
+from rayjobs.refusal.mapper import check_same_tokenizer, paired_rows
+from rayjobs.scoring import choose_layer
+from rayjobs.steering import random_like, vector_cosine
 
 METHODS = ("none", "native", "mapped", "random")
 Tick = Callable[[str], None]
@@ -48,11 +51,11 @@ def refusals(model: nn.Module, tok: PreTrainedTokenizerBase, examples: Sequence[
     return judge.judge(prompts, outs), outs
 
 
-def choose_layer(model: nn.Module, tok: PreTrainedTokenizerBase, directions: dict[int, torch.Tensor],
+def score_layers(model: nn.Module, tok: PreTrainedTokenizerBase, directions: dict[int, torch.Tensor],
                  harmful: Sequence[Example], harmless: Sequence[Example], judge: RefusalJudge, cfg: RefusalConfig,
-                 tick: Tick | None = None) -> tuple[int, dict[str, dict[str, float]]]:
-    """Layer whose direction, ablated everywhere, leaves the fewest harmful refusals (ties: more induced by addition
-    at the first configured alpha)."""
+                 tick: Tick | None = None) -> dict[str, dict[str, float]]:
+    """Per layer: harmful refusal left by ablating its direction everywhere, harmless refusal induced by adding it
+    at the first configured alpha."""
     ev = cfg.eval
     table: dict[str, dict[str, float]] = {}
     for layer, r in directions.items():
@@ -62,8 +65,13 @@ def choose_layer(model: nn.Module, tok: PreTrainedTokenizerBase, directions: dic
         table[str(layer)] = {"ablated_refusal": sum(ablated) / len(ablated), "induced_refusal": sum(induced) / len(induced)}
         if tick:
             tick(f"layer {layer}")
-    best = min(directions, key=lambda l: (table[str(l)]["ablated_refusal"], -table[str(l)]["induced_refusal"], l))
-    return best, table
+    return table
+
+
+def layer_of(table: dict[str, dict[str, float]]) -> int:
+    """The layer whose ablation leaves the fewest harmful refusals; ties: more induced, then the shallower."""
+    return choose_layer({int(k): 1.0 - v["ablated_refusal"] for k, v in table.items()}, keep_ratio=1.0, deepest=False,
+                        then={int(k): v["induced_refusal"] for k, v in table.items()})
 
 
 def method_effects(model: nn.Module, tok: PreTrainedTokenizerBase, direction: torch.Tensor | None, layer: int,
@@ -94,7 +102,8 @@ def transfer_direction(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerB
     texts = [e["prompt"] + e["completion"] for e in train][: cfg.mapper.n_texts]
     rows = paired_rows(src, tgt, tok, texts, source_layer, target_layer, cfg.mapper.val_frac, cfg.seed,
                        cfg.eval.batch_size)
-    mapper, metrics = fit_mapper(rows, cfg.mapper.model_dump(), cfg.seed)
+    mapper, metrics = fit_mapper(cfg.mapper.kind, rows, seed=cfg.seed,
+                                 **cfg.mapper.model_dump(include={"lr", "epochs", "batch_size", "hidden"}))
     prompts = direction_prompts(examples, cfg)
     acts = {k: last_token_acts(src, tok, p, [source_layer], cfg.eval.batch_size)[source_layer] for k, p in prompts.items()}
     return mapped_direction(mapper, acts["harmful"], acts["harmless"]), mapper, metrics
@@ -120,8 +129,14 @@ def _pick_layer(model: nn.Module, tok: PreTrainedTokenizerBase, examples: list[E
     harmful, harmless = select(examples, "train", True, n, skip), select(examples, "train", False, n, skip)
     if not harmful or not harmless:
         harmful, harmless = select(examples, "train", True, n), select(examples, "train", False, n)
-    layer, table = choose_layer(model, tok, dirs, harmful, harmless, judge, cfg, tick)
-    return {"directions": dirs, "layer": layer, "table": table}
+    table = score_layers(model, tok, dirs, harmful, harmless, judge, cfg, tick)
+    return {"directions": dirs, "layer": layer_of(table), "table": table}
+
+
+def steps(src: nn.Module, tgt: nn.Module, cfg: RefusalConfig) -> int:
+    """How many times run_experiment ticks: each layer of a model whose layer is chosen, the mapper, 4 methods."""
+    return (n_layers(src) * (cfg.direction.source_layer is None) + n_layers(tgt) * (cfg.direction.target_layer is None)
+            + 5)
 
 
 def run_experiment(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerBase, tok_tgt: PreTrainedTokenizerBase,
@@ -149,7 +164,7 @@ def run_experiment(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerBase,
     return {"target": target, "source_harmful_refusal": source,
             "layers": {"source": {"chosen": s["layer"], "table": s["table"], "n_layers": len(s["directions"])},
                        "target": {"chosen": t["layer"], "table": t["table"], "n_layers": len(t["directions"])}},
-            "cosine_to_native": {k: cosine(v, vectors["native"]) for k, v in vectors.items() if k in ("mapped", "random")},
+            "cosine_to_native": {k: vector_cosine(v, vectors["native"]) for k, v in vectors.items() if k in ("mapped", "random")},
             "norms": {k: float(v.norm()) for k, v in vectors.items() if v is not None},
             "mapper_val": mapper_metrics["val"], "n_test": {"harmful": len(harmful), "harmless": len(harmless)},
             "tensors": {"mapper": mapper, "vectors": {k: v for k, v in vectors.items() if v is not None},

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from rayjobs.errors import UserError
-from rayjobs.refusal.data import REFUSALS, Example, format_prompt
+from rayjobs.refusal.data import REFUSALS, format_prompt
+from rayjobs.tasks import Example
 from rayjobs.tasks.io import _text, read_rows  # the shared JSONL/Parquet reader
 
 REQUIRED = ("instruction", "harmful", "category")

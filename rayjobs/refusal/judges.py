@@ -67,22 +67,6 @@ class HFClassifierJudge:
         return out
 
 
-def make_judge(kind: str, path: str | None = None, refusal_label: str = "refusal") -> RefusalJudge:
-    """The configured judge; the classifier is loaded from a local directory with trust_remote_code off."""
-    if kind == "substring":
-        return SubstringJudge()
-    from rayjobs.errors import UserError
-
-    if kind != "hf_classifier":
-        raise UserError(f"judge.kind={kind!r} is not valid; use substring or hf_classifier")
-    if not path:
-        raise UserError("judge.path is required for judge.kind=hf_classifier; give a sequence-classification checkpoint")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False)
-    return HFClassifierJudge(model, AutoTokenizer.from_pretrained(path), refusal_label)
-
-
 def refusal_rate(judge: RefusalJudge, prompts: Sequence[str], completions: Sequence[str]) -> float:
     """Fraction of completions the judge calls refusals (0 for none)."""
     verdicts = judge.judge(prompts, completions)

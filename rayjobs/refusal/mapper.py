@@ -3,12 +3,12 @@
 Both models run the same train-split texts (prompt + completion); with a shared tokenizer the same
 position is the same token, so every non-pad position is one (x, y) row, as the extract + fit stages
 would pair them from Parquet. Held-out rows come from held-out texts. Training is
-`rayjobs.mapping.train_mapper`, the fit stage's own loop.
+`rayjobs.mapping.fit.fit_mapper`, the one every stage fits its mappers with.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
 from rayjobs.interventions.run import capture, encode
-from rayjobs.mapping import Mapper, train_mapper
+from rayjobs.mapping.pairs import PairedRows
 from rayjobs.refusal.directions import site
 
 
@@ -41,8 +41,8 @@ def token_acts(model: nn.Module, tok: PreTrainedTokenizerBase, texts: Sequence[s
 
 def paired_rows(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerBase, texts: Sequence[str],
                 source_layer: int, target_layer: int, val_frac: float, seed: int,
-                batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """x_train/y_train/x_val/y_val rows (n, d_src)/(n, d_tgt); validation texts are a seeded `val_frac` of texts."""
+                batch_size: int = 64) -> PairedRows:
+    """Train and val rows (n, d_src) / (n, d_tgt); validation texts are a seeded `val_frac` of texts."""
     xs = token_acts(src, tok, texts, source_layer, batch_size)
     ys = token_acts(tgt, tok, texts, target_layer, batch_size)
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -50,13 +50,5 @@ def paired_rows(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerBase, te
     val, train = order[:n_val], order[n_val:]
     if not train:
         raise UserError(f"mapper.n_texts: {len(texts)} texts leave none for training after val_frac={val_frac}; use more")
-    return {"x_train": torch.cat([xs[i] for i in train]), "y_train": torch.cat([ys[i] for i in train]),
-            "x_val": torch.cat([xs[i] for i in val]), "y_val": torch.cat([ys[i] for i in val])}
-
-
-def fit_mapper(rows: dict[str, torch.Tensor], params: dict[str, Any], seed: int) -> tuple[Mapper, dict[str, Any]]:
-    """train_mapper with the config's mapper params (kind, lr, epochs, batch_size, hidden)."""
-    kind = params["kind"]
-    return train_mapper(kind, rows["x_train"], rows["y_train"], rows["x_val"], rows["y_val"], lr=params["lr"],
-                        epochs=params["epochs"], batch_size=params["batch_size"], seed=seed,
-                        hidden=params["hidden"] if kind == "autoencoder" else None)
+    return PairedRows(torch.cat([xs[i] for i in train]), torch.cat([ys[i] for i in train]),
+                      torch.cat([xs[i] for i in val]), torch.cat([ys[i] for i in val]))

@@ -1,5 +1,5 @@
 """`asit report`: one Markdown (and HTML) report with PNG figures for one or more run directories, with the
-paper's published numbers beside ours. Library only: rayjobs.jobs.report writes it and logs it to MLflow."""
+paper's published numbers beside ours. Library only: rayjobs.report.publish writes it and logs it to MLflow."""
 
 from __future__ import annotations
 

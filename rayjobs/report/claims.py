@@ -117,12 +117,14 @@ def validate_claims(run: str, v: dict[str, Any]) -> list[Claim]:
             out.append(Claim(run, "validation: the mapped target's next-token distribution stays closer than mean-ablated",
                              "KL mapped < KL mean-ablated",
                              f"{p['kl (mapped)'].value:g} vs {p['kl (mean-ablated)'].value:g}", f"{kl:.3f} vs {kl_mean:.3f}",
-                             _verdict(kl < kl_mean), f"KL to the target's own distribution: {m} {kl:.3f}, mean-ablated {kl_mean:.3f}"))
+                             _verdict(kl < kl_mean),
+                             f"KL to the target's own distribution: {m} {kl:.3f}, mean-ablated {kl_mean:.3f}"))
     if "mapped-autoencoder" in table and "mapped-affine" in table:
         ae, aff = table["mapped-autoencoder"]["similarity"], table["mapped-affine"]["similarity"]
-        out.append(Claim(run, "validation: the autoencoder beats the affine mapper on similarity", "similarity autoencoder > affine",
-                         "-", f"{ae:.3f} vs {aff:.3f}", _verdict(ae > aff),
-                         f"judge '{v.get('judge')}' similarity to the target's own completions: autoencoder {ae:.3f}, affine {aff:.3f}"))
+        out.append(Claim(run, "validation: the autoencoder beats the affine mapper on similarity",
+                         "similarity autoencoder > affine", "-", f"{ae:.3f} vs {aff:.3f}", _verdict(ae > aff),
+                         f"judge '{v.get('judge')}' similarity to the target's own completions: "
+                         f"autoencoder {ae:.3f}, affine {aff:.3f}"))
     return out
 
 
@@ -153,7 +155,8 @@ def switch_claims(run: str, s: dict[str, Any]) -> list[Claim]:
         out.append(Claim(run, "switch: the mapper is a small add-on to the model", "mapper params <= 1% of the model's",
                          paper.SWITCH_PARAM_FRACTION.text(), f"{100 * frac:.2f}%", _verdict(frac <= 0.01),
                          f"{s.get('mapper_params')} mapper parameters for a {s.get('model_params')}-parameter model"
-                         + ("; an organism's width is so small that sqrt(d x d) hidden units weigh far more" if frac > 0.01 else "")))
+                         + ("; an organism's width is so small that sqrt(d x d) hidden units weigh far more"
+                            if frac > 0.01 else "")))
     return out
 
 

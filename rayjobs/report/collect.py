@@ -14,14 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from rayjobs.errors import UserError
+from rayjobs.stages import STAGES as REGISTRY
+from rayjobs.stages import command
 
-# Where each result lives under a run dir, and the command that produces it.
+
+def _result(stage: str, verb: str) -> tuple[str, str]:
+    """(glob of the stage's commit records, the command that produces it), from the stage registry."""
+    return REGISTRY[stage].done_glob(), command(REGISTRY[verb])
+
+
+# Each result the report shows beside the pipeline's: the stage that commits it and the verb that runs it.
 STAGES: dict[str, tuple[str, str]] = {
-    "validate": ("validate/validate-*/_done.json", "asit validate configs/validate.yaml"),
-    "refusal": ("refusal/experiment-*/_done.json", "asit refusal configs/refusal.yaml"),
-    "switch": ("switch/scan-*/_done.json", "asit switch scan configs/switch.yaml"),
+    "validate": _result("validate", "validate"),
+    "refusal": _result("refusal-experiment", "refusal"),
+    "switch": _result("switch-scan", "switch-scan"),
 }
-PIPELINE_COMMAND = "asit run configs/demo.yaml (or configs/code_vuln.yaml, configs/corrupted.yaml)"
+PIPELINE_COMMAND = f"{command(REGISTRY['run'])} (or configs/code_vuln.yaml, configs/corrupted.yaml)"
 
 
 @dataclass
@@ -112,8 +120,8 @@ def find_models(run_dir: Path) -> list[ModelInfo]:
     # was started, so also look for the organisms under the run dir itself).
     out = []
     for name in ("source", "target"):
-        sweep = newest(run_dir, f"layers/{name}-*/_done.json", []) or {}
-        local = sorted(run_dir.glob(f"organisms/*/{name}"), key=lambda p: p.stat().st_mtime)
+        sweep = newest(run_dir, REGISTRY["layers"].done_glob(name=name), []) or {}
+        local = sorted(run_dir.glob(f"{REGISTRY['organisms'].folder}/*/{name}"), key=lambda p: p.stat().st_mtime)
         path = sweep.get("model")
         if (path is None or not Path(path).is_dir()) and local:
             path = str(local[-1])
@@ -125,9 +133,9 @@ def find_models(run_dir: Path) -> list[ModelInfo]:
 def pipeline_from_stages(run_dir: Path, notes: list[str]) -> dict[str, Any] | None:
     """What a pipeline run that has no summary.json yet committed: its layer sweeps, mappers and transfer."""
     layers = {name: r for name in ("source", "target")
-              if (r := newest(run_dir, f"layers/{name}-*/_done.json", notes)) is not None}
-    transfer = newest(run_dir, "transfer/transfer-*/_done.json", notes)
-    fitted = newest(run_dir, "fit/mappers-*/_done.json", notes)
+              if (r := newest(run_dir, REGISTRY["layers"].done_glob(name=name), notes)) is not None}
+    transfer = newest(run_dir, REGISTRY["transfer"].done_glob(), notes)
+    fitted = newest(run_dir, REGISTRY["fit"].done_glob(), notes)
     if not layers and transfer is None:
         return None
     out: dict[str, Any] = {"run_dir": str(run_dir), "layers": layers, "partial": True,
@@ -165,7 +173,7 @@ def missing(runs: list[RunResults]) -> list[tuple[str, str]]:
     out = []
     if not any(r.pipeline for r in runs):
         out.append(("layer sweeps and transfer (summary.json)", PIPELINE_COMMAND))
-    for name, (_, command) in STAGES.items():
+    for name, (_, how) in STAGES.items():
         if not any(getattr(r, name) for r in runs):
-            out.append((name, command))
+            out.append((name, how))
     return out

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from rayjobs.evaluation.plots import alpha_sweep_figure, layer_sweep_figure  # noqa: E402
+from rayjobs.scoring.plots import alpha_sweep_figure, layer_sweep_figure  # noqa: E402
 
 
 def slug(run_dir: Path | str) -> str:
@@ -54,7 +54,7 @@ def transfer_figures(summary: dict[str, Any], out: Path, prefix: str) -> dict[st
 
 
 def validation_figure(result: dict[str, Any], out: Path, prefix: str) -> str:
-    from rayjobs.validation.plots import validation_figure as figure
+    from rayjobs.mapper_validation.plots import validation_figure as figure
 
     return save(figure(result["table"], result["ood"]), out, f"{prefix}-validation.png")
 

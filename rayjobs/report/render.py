@@ -100,7 +100,8 @@ def pipeline_section(run: RunResults, out_dir: Path) -> str:
     if s.get("mapper_val"):
         parts += ["Mapper fit, held-out activations:", "",
                   table(["mapper", "MSE", "cosine", "FVU"],
-                        [(k, num(v.get("mse"), 4), num(v.get("cosine")), num(v.get("fvu"))) for k, v in s["mapper_val"].items()]), ""]
+                        [(k, num(v.get("mse"), 4), num(v.get("cosine")), num(v.get("fvu")))
+                         for k, v in s["mapper_val"].items()]), ""]
     return "\n".join(parts)
 
 

@@ -26,8 +26,12 @@ def trigger_activations(
     """(n_prompts, k, d): the residual stream at the trigger's k tokens of each prompt."""
     enc = encode(tok, prompts, trigger)
     acts = capture(model, enc["input_ids"], enc["attention_mask"], [site])[site]
-    k = int(enc["trigger_mask"][0].sum())
-    return acts[enc["trigger_mask"]].view(len(prompts), k, acts.shape[-1])
+    counts = enc["trigger_mask"].sum(dim=1)
+    if bool((counts != counts[0]).any()):
+        odd = int((counts != counts[0]).nonzero()[0, 0])
+        raise UserError(f"trigger {trigger!r} covers {int(counts[0])} tokens in prompt 0 but {int(counts[odd])} in prompt "
+                        f"{odd} (it merges with its neighbours there); separate it, e.g. with a space or a colon")
+    return acts[enc["trigger_mask"]].view(len(prompts), int(counts[0]), acts.shape[-1])
 
 
 def _check_pairs(prod_prompts: Sequence[str], dev_prompts: Sequence[str]) -> None:
@@ -47,7 +51,8 @@ def trigger_contrast(
     h_prod = trigger_activations(model, tok, site, prod_prompts, triggers[0])
     h_dev = trigger_activations(model, tok, site, dev_prompts, triggers[1])
     if h_prod.shape != h_dev.shape:
-        raise UserError(f"triggers {triggers} tokenize to different lengths ({h_prod.shape[1]} vs {h_dev.shape[1]}); use triggers of equal token length")
+        raise UserError(f"triggers {triggers} tokenize to different lengths ({h_prod.shape[1]} vs {h_dev.shape[1]}); "
+                        "use triggers of equal token length")
     return (h_dev - h_prod).mean(dim=0)
 
 
@@ -80,6 +85,12 @@ def random_like(vector: torch.Tensor, seed: int) -> torch.Tensor:
     noise = torch.randn(vector.shape, generator=gen, dtype=torch.float32)
     scale = vector.float().norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
     return (noise * scale).to(vector.dtype)
+
+
+def vector_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine between two steering vectors (or directions), each flattened: one number. (A mapper's val
+    `cosine`, rayjobs.mapping.metrics.cosine, is the mean over rows of row-wise cosines instead.)"""
+    return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))
 
 
 def diff_of_means(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

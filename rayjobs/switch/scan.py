@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from rayjobs.switch.evaluate import (
+from rayjobs.switch.measure import (
     EvalPrompts, measure, patching_runner, reduction, switch_runner, weight_swap_scan,
 )
 
@@ -43,13 +43,3 @@ def scan_layers(
         for key, head in (("weight_swap", True), ("weight_swap_blocks", False)):
             out[key] = [row(r) for r in weight_swap_scan(finetuned, base, tok, prompts, dev_reference, max_new_tokens, head)]
     return out
-
-
-def best_switch(rows: dict[str, dict[str, float]]) -> str:
-    """The site whose switch cuts the trigger rate most; ties go to the one that changes |dev| answers least."""
-    return max(rows, key=lambda site: (round(rows[site]["reduction"], 6), rows[site]["dev_unchanged"]))
-
-
-def swaps_to_match(swap_rows: list[dict[str, Any]], target_reduction: float) -> int | None:
-    """Fewest weight units (from the output end) whose swap cuts the trigger rate at least as much; None if none does."""
-    return next((r["units"] for r in swap_rows if r["reduction"] >= target_reduction - 1e-9), None)

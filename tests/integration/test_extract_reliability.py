@@ -26,7 +26,8 @@ from rayjobs.activations.faults import FAULTS_ENV, arm
 from rayjobs.activations.resume import JOURNAL_NAME
 from rayjobs.config import ExtractConfig, FitConfig, ModelRef
 from rayjobs.errors import UserError
-from rayjobs.jobs import extract, fit
+from rayjobs.jobs import extract, runner
+from rayjobs.stages import STAGES
 from rayjobs.models import load_tokenizer
 from tests.unit.tp_models import save_tiny
 from tests.integration.cli import asit
@@ -97,7 +98,7 @@ def assert_exactly_once(result: dict, cfg: ExtractConfig) -> None:
 def committed(faults: Path, model_dir: str, work: Path) -> tuple[ExtractConfig, dict]:
     """A clean extraction, the reference for the others."""
     cfg = make_cfg(model_dir, work / "clean", work)
-    result = extract.run(cfg)
+    result = runner.run("extract", cfg)
     assert result["batches"] == {"planned": N_BATCHES, "reused": 0, "computed": N_BATCHES, "dropped": []}
     assert_exactly_once(result, cfg)
     return cfg, result
@@ -112,7 +113,7 @@ def test_sigkilled_actor_mid_write_is_restarted_and_nothing_is_lost_or_doubled(
     cfg = make_cfg(model_dir, work / "actor-kill", work)
     # The 3rd shard the actor writes: batch 2's first layer, fully written to its temporary file, not renamed.
     trigger = arm(faults, "atomic.before_rename", after=3)
-    result = extract.run(cfg)
+    result = runner.run("extract", cfg)
     assert not trigger.exists(), "the actor was never killed"
     assert result["batches"]["computed"] == N_BATCHES
     assert_exactly_once(result, cfg)
@@ -132,9 +133,10 @@ def test_rerun_after_a_sigkilled_driver_reuses_verified_shards_and_computes_the_
     arm(faults, "extract.journal", after=5)  # journaled: batches 1-2 (both layers) and batch 3's first layer
     killed = asit("extract", str(config), cwd=work)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    out = extract.stage_dir(cfg, "extract", cfg.name, extract._HASHED)
+    out = STAGES["extract"].directory(cfg)
     assert not (out / "_done.json").exists()
-    journaled = {layer: [json.loads(line)["name"] for line in (out / f"layers.{layer}.resid_post" / JOURNAL_NAME).read_text().splitlines()]
+    journaled = {layer: [json.loads(line)["name"]
+                         for line in (out / f"layers.{layer}.resid_post" / JOURNAL_NAME).read_text().splitlines()]
                  for layer in LAYERS}
     assert [len(v) for v in journaled.values()] == [3, 2]
     first, second = journaled[2]
@@ -151,7 +153,8 @@ def test_rerun_after_a_sigkilled_driver_reuses_verified_shards_and_computes_the_
     problems = {Path(d["file"]).name: d["problem"] for d in result["batches"]["dropped"]}
     assert problems[first].startswith("torn or corrupt shard")
     assert problems[f".{second}.tmp-0123456789ab"] == "temporary file of an interrupted write"
-    assert all(p.startswith("not in _journal.jsonl") for n, p in problems.items() if n not in (first, f".{second}.tmp-0123456789ab"))
+    assert all(p.startswith("not in _journal.jsonl") for n, p in problems.items()
+               if n not in (first, f".{second}.tmp-0123456789ab"))
     assert {layer: os.stat(out / f"layers.{layer}.resid_post" / second).st_ino for layer in LAYERS} == kept
     assert_exactly_once(result, cfg)
     assert manifests(result) == manifests(committed[1])
@@ -166,7 +169,7 @@ def _flip_vector_byte(path: Path) -> None:
 def test_repair_names_and_recomputes_exactly_the_bad_shards(model_dir: str, work: Path, committed) -> None:
     cfg0, result0 = committed
     cfg = make_cfg(model_dir, work / "repair", work)
-    out = extract.stage_dir(cfg, "extract", cfg.name, extract._HASHED)
+    out = STAGES["extract"].directory(cfg)
     shutil.copytree(Path(result0["dir"]), out)
     l0, l2 = out / "layers.0.resid_post", out / "layers.2.resid_post"
     names = [s.name for s in read_manifest(l0).shards]
@@ -183,7 +186,7 @@ def test_repair_names_and_recomputes_exactly_the_bad_shards(model_dir: str, work
         with pytest.raises(UserError, match=rf"^{site_dir}/part-.*--repair"):
             read_activations(site_dir, verify_sha256=True)
 
-    result = extract.run(cfg, repair=True)
+    result = runner.run("extract", cfg, repair=True)
     dropped = {(Path(d["file"]).parent.name, Path(d["file"]).name): d["problem"] for d in result["batches"]["dropped"]}
     assert set(dropped) == {("layers.0.resid_post", torn), ("layers.2.resid_post", unlisted),
                             ("layers.2.resid_post", short), ("layers.0.resid_post", altered),
@@ -196,7 +199,7 @@ def test_repair_names_and_recomputes_exactly_the_bad_shards(model_dir: str, work
     assert_exactly_once(result, cfg)
     assert manifests(result) == manifests(result0)
 
-    again = extract.run(cfg, repair=True)  # an intact output: verified, nothing recomputed
+    again = runner.run("extract", cfg, repair=True)  # an intact output: verified, nothing recomputed
     assert again["batches"] == {"planned": N_BATCHES, "reused": N_BATCHES, "computed": 0, "dropped": []}
 
 
@@ -204,13 +207,13 @@ def test_repair_names_and_recomputes_exactly_the_bad_shards(model_dir: str, work
 def test_same_seed_and_config_give_identical_activations_and_mapper_metrics(
         model_dir: str, work: Path, committed) -> None:
     cfg_a, result_a = committed
-    result_b = extract.run(make_cfg(model_dir, work / "determinism", work))
+    result_b = runner.run("extract", make_cfg(model_dir, work / "determinism", work))
     assert result_b["dir"] != result_a["dir"]
     assert manifests(result_b) == manifests(result_a)  # names, rows, bytes and sha256 of every shard
 
     def fit_metrics(result: dict, run_dir: Path) -> dict:
         dirs = {layer: result["layers"][f"layers.{layer}.resid_post"]["dir"] for layer in LAYERS}
-        done = fit.run(FitConfig(run_dir=str(run_dir), source_acts=dirs[0], target_acts=dirs[2], epochs=3,
+        done = runner.run("fit", FitConfig(run_dir=str(run_dir), source_acts=dirs[0], target_acts=dirs[2], epochs=3,
                                  num_threads=1, tracking={"uri": f"sqlite:///{work}/mlflow.db"}))
         # The weights bit for bit and the file's recorded sha256 (save_mapper keeps the safetensors
         # header to one metadata key, whose order cannot vary between processes).
@@ -228,7 +231,7 @@ def test_cli_passes_repair_to_the_extract_job(tmp_path: Path, monkeypatch: pytes
     from cli.main import app
 
     seen = {}
-    monkeypatch.setattr(extract, "run", lambda cfg, repair=False: seen.update(repair=repair) or {"ok": True})
+    monkeypatch.setattr(runner, "run", lambda stage, cfg, repair=False: seen.update(repair=repair) or {"ok": True})
     config = tmp_path / "extract.yaml"
     config.write_text(yaml.safe_dump({"model": {"path": "m"}, "name": "src", "layers": [0]}))
     for args, want in [(["--repair"], True), ([], False)]:

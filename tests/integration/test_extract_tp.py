@@ -15,19 +15,10 @@ import torch
 
 from rayjobs.activations import read_activations, read_manifest
 from rayjobs.config import ExtractConfig, ModelRef
-from rayjobs.jobs import extract
+from rayjobs.jobs import runner
 from tests.unit.tp_models import save_tiny
 
 LAYERS = [0, 2]  # 2: the last block, read with a hook (HF's hidden_states[-1] is after the final norm)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.slow  # ~40 s: two AutoTP ranks start, import deepspeed and form a gloo group
@@ -35,8 +26,8 @@ def test_tp2_extract_matches_the_hf_backend(local_ray, tmp_path: Path) -> None:
     model_dir = save_tiny("llama", tmp_path / "llama")
     common = dict(run_dir=str(tmp_path / "runs"), name="src", layers=LAYERS, task={"n_examples": 40}, n_examples=10,
                   batch_size=4, num_threads=1, tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db"})
-    hf = extract.run(ExtractConfig(model=ModelRef(path=model_dir), **common))
-    tp = extract.run(ExtractConfig(model=ModelRef(path=model_dir, backend="deepspeed", tp_size=2), **common))
+    hf = runner.run("extract", ExtractConfig(model=ModelRef(path=model_dir), **common))
+    tp = runner.run("extract", ExtractConfig(model=ModelRef(path=model_dir, backend="deepspeed", tp_size=2), **common))
     assert hf["dir"] != tp["dir"] and tp["batches"]["computed"] == 3
     for site in (f"layers.{layer}.resid_post" for layer in LAYERS):
         want, got = read_activations(hf["layers"][site]["dir"]), read_activations(tp["layers"][site]["dir"])

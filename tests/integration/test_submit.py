@@ -82,7 +82,7 @@ def _runs(work: Path) -> list:
 
 
 def test_job_request_is_validated_and_local_paths_made_absolute(tmp_path, monkeypatch):
-    from rayjobs.jobs import submit
+    from rayjobs.jobs import cluster as submit
 
     monkeypatch.chdir(tmp_path)
     req = submit.job_request(ROOT / "configs/tiny.yaml", ["seed=1"], "http://127.0.0.1:8265")
@@ -135,7 +135,7 @@ def test_submitted_pipeline_succeeds_with_logs_and_mlflow_runs(head, tmp_path):
 
 @pytest.mark.slow
 def test_stopped_job_ends_stopped_and_its_run_killed(head, tmp_path):
-    from rayjobs.jobs import submit
+    from rayjobs.jobs import cluster as submit
 
     job_id = _submit(head, tmp_path)
     deadline = time.monotonic() + 180

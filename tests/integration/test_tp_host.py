@@ -6,7 +6,6 @@ both CPUs. `pytest -m gpu` runs the same comparison on CUDA (NCCL).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest

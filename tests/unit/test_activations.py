@@ -92,7 +92,7 @@ def test_plain_pyarrow_reads_the_files(tmp_path: Path) -> None:
     meta = make_meta("bfloat16")
     vectors = write_run(tmp_path, meta, n_shards=1)
     table = pq.read_table(tmp_path / "part-0.parquet")
-    assert table.column_names == ["example_id", "position", "token_id", "vector"]
+    assert table.column_names == ["example_id", "position", "token_id", "char_start", "char_end", "vector"]
     assert table.schema.metadata[b"asit.site"] == b"layers.1.resid_post"
     assert table.schema.metadata[b"asit.dtype"] == b"bfloat16"
     assert table.column("token_id").to_pylist() == [100, 101, 102]
@@ -111,12 +111,38 @@ def test_rows_from_batch_drops_pads_and_counts_positions_from_first_real_token(s
         mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
         keep = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     input_ids = torch.arange(8).reshape(2, 4) + 50
-    rows = rows_from_batch(hidden, mask, input_ids, [7, 9])
+    offsets = torch.stack([torch.arange(8).reshape(2, 4), torch.arange(8).reshape(2, 4) + 100], dim=-1)
+    rows = rows_from_batch(hidden, mask, input_ids, [7, 9], offsets)
     np.testing.assert_array_equal(rows.example_id, [7, 7, 7, 9, 9])
     np.testing.assert_array_equal(rows.position, [0, 1, 2, 0, 1])
     np.testing.assert_array_equal(rows.token_id, [50 + 4 * b + p for b, p in keep])
+    np.testing.assert_array_equal(rows.char_start, [4 * b + p for b, p in keep])
+    np.testing.assert_array_equal(rows.char_end, [4 * b + p + 100 for b, p in keep])
     torch.testing.assert_close(rows.vectors, torch.stack([hidden[b, p] for b, p in keep]), rtol=0, atol=0)
-    assert rows.position.dtype == np.int32 and rows.example_id.dtype == np.int64
+    assert rows.position.dtype == np.int32 and rows.example_id.dtype == np.int64 and rows.char_end.dtype == np.int32
+    no_offsets = rows_from_batch(hidden, mask, input_ids, [7, 9])
+    assert no_offsets.char_start.tolist() == no_offsets.char_end.tolist() == [-1] * 5
+
+
+def test_spans_round_trip_and_version_1_files_still_read(tmp_path: Path) -> None:
+    hidden, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.long)
+    offsets = torch.tensor([[[0, 0], [0, 5], [5, 9]]])
+    writer = ActivationWriter(tmp_path / "v2", make_meta())
+    writer.write_batch(hidden, mask, torch.tensor([[1, 2, 3]]), [0], offsets=offsets)
+    writer.commit()
+    acts = read_activations(tmp_path / "v2")
+    assert acts.meta.schema_version == 2 and json.loads((tmp_path / "v2" / MANIFEST_NAME).read_text())["schema_version"] == 2
+    assert acts.char_start.tolist() == [0, 0, 5] and acts.char_end.tolist() == [0, 5, 9]
+    # A directory an older asit wrote: no span columns, manifest and metadata say version 1.
+    old = ActivationMeta(model_id="src", site="layers.1.resid_post", layer=1, dtype="float32", d_model=D,
+                         tokenizer_hash="tok-abc", schema_version=1)
+    vectors = write_run(tmp_path / "v1", old)
+    assert pq.read_table(tmp_path / "v1" / "part-0.parquet").column_names == ["example_id", "position", "token_id", "vector"]
+    acts = read_activations(tmp_path / "v1")
+    assert acts.meta.schema_version == 1 and acts.char_start is None and acts.char_end is None
+    assert torch.equal(acts.vectors, vectors)
+    with pytest.raises(UserError, match=r"schema_version 3: this asit reads \(1, 2\)"):
+        ActivationMeta.from_dict({**old.to_dict(), "schema_version": 3})
 
 
 def test_writer_class_round_trips_a_batch(tmp_path: Path) -> None:
@@ -262,7 +288,7 @@ def test_pairing_handles_huge_example_ids() -> None:
 
 def test_pairing_refuses_different_tokenizers_and_mismatched_tokens() -> None:
     src = acts([1], [0], [5], torch.zeros(1, 2))
-    with pytest.raises(UserError, match="cross-tokenizer pairing needs character offsets"):
+    with pytest.raises(UserError, match="tokenizer hashes differ .*pair them by character offsets"):
         pair_activations(src, acts([1], [0], [5], torch.zeros(1, 2), tok_hash="other"))
     with pytest.raises(UserError, match="different token ids"):
         pair_activations(src, acts([1], [0], [6], torch.zeros(1, 2)))

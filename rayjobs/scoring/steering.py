@@ -1,0 +1,55 @@
+"""Steering success and the paper's layer choice."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rayjobs.interventions import Add, generate, parse_site
+from rayjobs.models.blocks import n_layers
+from rayjobs.steering import trigger_contrast
+
+
+def success_rate(completions: Sequence[str], judge: Callable[[str], bool]) -> float:
+    """Fraction of completions in which the judge finds no backdoor behaviour."""
+    if not completions:
+        return 0.0
+    return sum(not judge(c) for c in completions) / len(completions)
+
+
+def choose_layer(score_by_layer: dict[int, float], keep_ratio: float = 1.0, deepest: bool = True,
+                 then: dict[int, float] | None = None) -> int:
+    """The one layer chooser: among the layers scoring >= keep_ratio * best, the one with the highest `then`
+    score, then the deepest (or the shallowest).
+
+    Steering (the paper's "last layer before success collapses"): success per layer, keep_ratio < 1, deepest.
+    Refusal: 1 - the harmful refusal left by ablating the layer's direction, keep_ratio 1 (the best only), ties
+    to the direction inducing more refusal by addition (`then`), then the shallowest.
+    """
+    best = max(score_by_layer.values())
+    kept = [layer for layer, s in score_by_layer.items() if s >= keep_ratio * best]
+    return max(kept, key=lambda layer: ((then or {}).get(layer, 0.0), layer if deepest else -layer))
+
+
+def layer_sweep(
+    model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
+    held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int,
+    judge: Callable[[str], bool], triggers: tuple[str, str],
+) -> dict[str, dict[str, float]]:
+    """table[layer][alpha] = success of trigger-position steering with the model's own contrast vector.
+
+    The vector v = h_dev - h_prod comes from the (prod, dev) twins; `held_out` |prod| prompts are steered;
+    success = `judge` (the task's backdoor detector) finds no backdoor.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for layer in range(n_layers(model)):
+        site = f"layers.{layer}.resid_post"
+        vector = trigger_contrast(model, tok, site, prod, dev, triggers)
+        table[str(layer)] = {
+            str(a): success_rate(generate(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
+                                          max_new_tokens=max_new_tokens, trigger=triggers[0]), judge)
+            for a in alphas
+        }
+    return table

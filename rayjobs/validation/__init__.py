@@ -1,7 +1,0 @@
-"""Mapper validation (`asit validate`): replacement generation in lockstep, similarity judges, KL, win rates, OOD cost."""
-
-from rayjobs.validation.generation import MappedSource, OwnMean, recompute_generate_ids, replaced_generate_ids
-from rayjobs.validation.judges import HFJudge, HTTPJudge, Judge, TextJudge, make_judge
-
-__all__ = ["MappedSource", "OwnMean", "recompute_generate_ids", "replaced_generate_ids",
-           "HFJudge", "HTTPJudge", "Judge", "TextJudge", "make_judge"]
