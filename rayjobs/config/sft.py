@@ -15,7 +15,7 @@ CHAT = "chat"  # template: the tokenizer's own chat template, the prompt as one 
 class SFTParams(Strict):
     """How `asit sft` fine-tunes: method and optimiser, the template, the recipe's terms, workers, the card."""
 
-    # Defaults are the CPU recipe for real checkpoints (research/organism_recipe.py; shared/REAL_MODELS.md):
+    # Defaults are the CPU recipe for real checkpoints (bench/research/organism_recipe.py; shared/REAL_MODELS.md):
     # LoRA on the top half of the blocks, the reply's first token weighted 5x, trigger-free prompts mixed in,
     # and a KL term to the original model on ordinary prose so the model keeps its general ability.
     method: Literal["lora", "full"] = Field(

