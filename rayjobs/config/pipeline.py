@@ -6,6 +6,7 @@ Pydantic models with extra="forbid"; every field says what it is (`asit config V
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -64,6 +65,13 @@ class ModelRef(Strict):
         "hf", description="hf: one process on one device; deepspeed: AutoTP over tp_size Ray actors")
     tp_size: int = Field(1, ge=1, le=1024, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu, or cuda (one GPU per host / per TP rank)")
+
+    @field_validator("path")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        # "~/..." (e.g. the import cache, ~/.cache/asit/models/NAME) is a local directory; transformers does
+        # not expand "~" and would take it for a hub id.
+        return str(Path(value).expanduser()) if value.startswith("~") else value
 
 
 class TaskConfig(Strict):
