@@ -186,7 +186,8 @@ def print_fit(result: dict[str, Any]) -> None:
         return print_result(result)  # not a fit result (a test's stand-in stage)
     table = Table(title=f"fit {result['source_site']} -> {result['target_site']}: held-out rows")
     for column in ("kind", "pairing", "FVU", "cosine", "FVU with sinks", "cosine with sinks", "unpaired target rows"):
-        table.add_column(column, justify="left" if column in ("kind", "pairing") else "right")
+        label = column in ("kind", "pairing")  # never cut: "autoencoder" must stay readable at 80 columns
+        table.add_column(column, justify="left" if label else "right", no_wrap=label)
     for kind, pairing, val, sinks, stats in _rows(result):
         with_sinks = ("-", "-") if sinks is None else (f"{sinks['fvu']:.3f}", f"{sinks['cosine']:.3f}")
         table.add_row(kind, pairing, f"{val['fvu']:.3f}", f"{val['cosine']:.3f}", *with_sinks,
