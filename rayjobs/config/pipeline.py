@@ -6,6 +6,7 @@ Pydantic models with extra="forbid"; every field says what it is (`asit config V
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,7 +50,16 @@ class TrackingConfig(Strict):
 class RayConfig(Strict):
     """Which Ray a job runs on."""
 
-    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray on this machine")
+    address: str | None = Field(None, description="Ray cluster address (auto, HOST:PORT or ray://HOST:PORT); None "
+                                                  "starts a local Ray on this machine")
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"auto|local|(ray://)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):\d{1,5}", value):
+            raise ValueError("not a Ray address; write auto, HOST:PORT (e.g. 127.0.0.1:6379) or ray://HOST:PORT, "
+                             "or leave it unset for a local Ray")
+        return value
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray (default: all)")
 
 
