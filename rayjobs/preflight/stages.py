@@ -154,6 +154,7 @@ def sweep(cfg: SweepConfig) -> None:
     from rayjobs.activations import verify_activations
     from rayjobs.activations.manifest import MANIFEST_NAME, read_manifest
 
+    verified: set[Path] = set()
     for pair in cfg.space.layers:
         dirs = {}
         for side, root, layer in (("source", cfg.source_acts, pair.source), ("target", cfg.target_acts, pair.target)):
@@ -161,8 +162,10 @@ def sweep(cfg: SweepConfig) -> None:
                 raise UserError(
                     f"space.layers: no committed {side} activations at {site_dir(root, layer)} (layer {layer}); "
                     f"run `asit extract` with layer {layer} first, or fix {side}_acts / space.layers")
-            with named(f"{side}_acts"):
-                verify_activations(site_dir(root, layer))
+            if site_dir(root, layer) not in verified:  # a layer shared by several pairs is read once
+                with named(f"{side}_acts"):
+                    verify_activations(site_dir(root, layer))
+                verified.add(site_dir(root, layer))
             dirs[f"{side}_acts"] = (site_dir(root, layer), read_manifest(site_dir(root, layer)))
         spans_needed(dirs, cfg.pairing)
     if cfg.objective == "transfer_success":
