@@ -7,9 +7,10 @@ Pydantic models with extra="forbid"; every field says what it is (`asit config V
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rayjobs.config.organism import OrganismSpec, source_spec, target_spec
 
@@ -38,6 +39,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     _no_nul = field_validator("*", mode="after")(no_nul)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`seed: true` would pass as 1 (pydantic reads a bool as an int): a bool only where the field takes one."""
+        if isinstance(value, bool) and info.field_name is not None \
+                and bool not in _leaf_types(cls.model_fields[info.field_name].annotation):
+            raise ValueError("true/false is not allowed here; write a value of the field's type (asit config VERB)")
+        return value
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types inside an annotation (Optional, lists, Annotated unwrapped)."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _leaf_types(args[0])
+    return {leaf for a in args for leaf in _leaf_types(a)}
 
 
 class TrackingConfig(Strict):

@@ -99,6 +99,8 @@ def _fit(tmp_path: Path) -> Path:
     ("run_dir=", ("run_dir:", "at least 1 character")),
     ('run_dir="a\\0b"', ("run_dir:", "NUL byte")),
     ("epochz=3", ("epochz: unknown key", "did you mean 'epochs'?")),
+    ("seed=true", ("seed:", "true/false is not allowed here")),  # pydantic alone reads it as seed=1
+    ("epochs=false", ("epochs:", "true/false is not allowed here")),
 ])
 def test_bad_values_are_one_problem_each(tmp_path: Path, override: str, needles: tuple[str, ...]) -> None:
     from rayjobs.config import FitConfig
