@@ -6,6 +6,7 @@ Pydantic models with extra="forbid"; every field says what it is (`asit config V
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from typing import Annotated, Any, Literal
@@ -116,6 +117,12 @@ class JobBase(Strict):
     num_threads: int = Field(2, ge=1, le=256, description="torch threads per worker")
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow: tracking URI and experiment")
     ray: RayConfig = Field(RayConfig(), description="Ray: cluster address, or CPUs of a local Ray")
+
+    @field_validator("run_dir")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        """`~/runs` means the home directory, as in a shell (not a folder named `~` in the working directory)."""
+        return os.path.expanduser(value)
 
 
 class ModelPair(Strict):

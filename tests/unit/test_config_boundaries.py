@@ -165,3 +165,14 @@ def test_config_path_must_be_a_yaml_file(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="is not UTF-8 .bad byte at offset 9.; re-save it as UTF-8"):
         read_yaml(tmp_path / "latin1.yaml")
+
+
+def test_run_dir_tilde_is_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_dir=~/runs` wrote into a folder literally named `~` under the working directory."""
+    from rayjobs.config import FitConfig, RefusalConfig, SwitchConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for cls in (FitConfig, SwitchConfig, RefusalConfig):
+        cfg = load_config(_fit(tmp_path), ["run_dir=~/runs/x"], cls) if cls is FitConfig else \
+            cls(run_dir="~/runs/x")
+        assert cfg.run_dir == str(tmp_path / "runs/x")
