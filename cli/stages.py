@@ -15,14 +15,18 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from cli.errors import interrupts, user_errors
+from cli.help import Command
 from rayjobs.stages import Stage, load, verbs
+from rayjobs.stages import command as example
 
 STAGES: dict[str, Stage] = verbs()  # the top-level verbs, in the registry's order
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file, e.g. configs/demo.yaml.", metavar="CONFIG",
+                                           show_default=False)]
 OverridesArg = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Overrides after the config: key.sub=value ...", show_default=False),
+    typer.Argument(help="Config fields to change, after the config: key.sub=value (YAML values), e.g. seed=1 "
+                        "fit.lr=0.001 'transfer.alphas=[1,5]'.", metavar="[KEY.SUB=VALUE ...]", show_default=False),
 ]
 
 
@@ -85,11 +89,18 @@ def _command(verb: str, stage: Stage, table: Mapping[str, Stage] | None) -> Call
 
     chosen = resumable if stage.resumable else repairable if stage.repairable else command
     chosen.__name__ = verb
-    chosen.__doc__ = f"{stage.help}\n\nEvery config field, its default and meaning: asit config {' '.join(stage.verb or (verb,))}"
+    chosen.__doc__ = verb_help(stage)
     return chosen
+
+
+def verb_help(stage: Stage) -> str:
+    """A verb's help: what it does, the config that runs it, how to change a field, where the fields are listed."""
+    words = " ".join(stage.verb or (stage.name,))
+    return (f"{stage.help}\n\nExample: {example(stage)} seed=1  (the config, then any key.sub=value overrides)\n\n"
+            f"Every config field, its default and meaning: asit config {words}")
 
 
 def register(app: typer.Typer, table: Mapping[str, Stage] | None = None) -> None:
     """One command per row of `table` (default STAGES); a sub-app passes its own table."""
     for verb, stage in (STAGES if table is None else table).items():
-        app.command(name=verb)(_command(verb, stage, table))
+        app.command(name=verb, cls=Command)(_command(verb, stage, table))

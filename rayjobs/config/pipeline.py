@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -95,6 +96,13 @@ class ModelRef(Strict):
         "hf", description="hf: one process on one device; deepspeed: AutoTP over tp_size Ray actors")
     tp_size: int = Field(1, ge=1, le=1024, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu, or cuda (one GPU per host / per TP rank)")
+
+    @field_validator("path")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        # "~/..." (e.g. the import cache, ~/.cache/asit/models/NAME) is a local directory; transformers does
+        # not expand "~" and would take it for a hub id.
+        return str(Path(value).expanduser()) if value.startswith("~") else value
 
 
 class TaskConfig(Strict):
@@ -194,6 +202,8 @@ class FitParams(MapperParams):
     """Which mappers the fit stage trains, and how (the mapper group)."""
 
     kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds fitted, one each")
+    registry: bool = Field(False, description="register the mappers in MLflow's model registry (asit-mapper-<kind>, "
+                                              "alias = the run_dir's name); off: smoke runs never become a version")
     positional_baseline: bool = Field(True, description="with offset pairing (different tokenizers), also fit on "
                                       "positional pairs, the paper's baseline, and report its val metrics beside")
 

@@ -31,6 +31,19 @@ def _fit_one(kind: str, rows: PairedRows, params: dict[str, Any], out_dir: str |
     return fit_and_save(kind, rows, out_dir, meta, **params)
 
 
+def register(cfg: FitConfig, kind: str, fitted: dict[str, Any], meta: dict[str, str]) -> str | None:
+    """A new version of `asit-mapper-<kind>` in MLflow's registry: described, tagged with the model pair, sites,
+    run_dir and validation metrics, and the run_dir's alias (e.g. `models:/asit-mapper-autoencoder@demo`) moved to it."""
+    val = fitted["metrics"]["val"]
+    tags = {**{f"asit.{k}": v for k, v in meta.items()}, "asit.run_dir": cfg.run_dir, "asit.seed": cfg.seed,
+            **{f"val_{k}": f"{v:.4g}" for k, v in val.items()}}
+    description = (f"{kind} mapper from {meta['source_model']} ({meta['source_site']}) to {meta['target_model']} "
+                   f"({meta['target_site']}); run_dir {cfg.run_dir}, seed {cfg.seed}; validation FVU {val['fvu']:.3f}, "
+                   f"cosine {val['cosine']:.3f}, MSE {val['mse']:.4g}.")
+    return tracking.register_model(fitted["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}", tags=tags,
+                                   description=description, alias=tracking.alias_for(cfg.run_dir))
+
+
 def _scores(fitted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{"val": {kind: metrics}, "val_with_sinks": {...}} (the latter when sinks were left out)."""
     return {s: {k: r["metrics"][s] for k, r in fitted.items() if s in r["metrics"]} for s in SCORES}
@@ -44,8 +57,8 @@ def _baseline(cfg: FitConfig, src: Any, tgt: Any, params: dict[str, Any]) -> dic
 
 
 def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
-    """Both mappers fitted side by side (one Ray task each), registered in MLflow; with offset pairing, the
-    positional baseline's scores too."""
+    """Both mappers fitted side by side (one Ray task each), logged to the stage's run (registered if cfg.registry);
+    with offset pairing, the positional baseline's scores too."""
     src, tgt = read_activations(cfg.source_acts), read_activations(cfg.target_acts)
     rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed, cfg.pairing, cfg.exclude_sinks, cfg.sink_mad)
     meta = {"source_model": src.meta.model_id, "source_site": src.meta.site,
@@ -57,7 +70,10 @@ def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
     for kind, r in fitted.items():
         for split in SCORES:
             tracking.log_metrics({f"{kind}_{split}_{k}": v for k, v in r["metrics"].get(split, {}).items()})
-        tracking.register_model(r["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}")
+        if cfg.registry:
+            register(cfg, kind, r, meta)
+        else:
+            tracking.log_artifact(r["dir"], f"mappers/{kind}")
     result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()}, **_scores(fitted),
               "pairing": rows.stats, "n_train_rows": int(len(rows.x_train)), "n_val_rows": int(len(rows.x_val)),
               "unpaired": int(rows.unpaired), "source_site": src.meta.site, "target_site": tgt.meta.site}

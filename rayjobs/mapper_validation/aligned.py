@@ -112,3 +112,31 @@ def aligned_scores(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: 
                 for i in range(0, len(texts), batch_size)]
         out[label] = summarise({k: torch.cat([r[k] for r in rows]).float() for k in rows[0]})
     return out
+
+
+def score_own_completions(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: Any, sites: tuple[Site, Site],
+                          mappers: dict[str, Mapper], prompts: Sequence[str], max_new_tokens: int,
+                          batch_size: int) -> dict[str, dict[str, Any]]:
+    """The target's own greedy completions of `prompts`, then aligned_scores on prompt + completion: the texts a
+    replaced target is judged on are the ones the unmodified target would have produced."""
+    from rayjobs.interventions import generate
+
+    own = [c for i in range(0, len(prompts), batch_size)
+           for c in generate(target, tgt_tok, list(prompts[i : i + batch_size]), max_new_tokens=max_new_tokens)]
+    texts = [p + c for p, c in zip(prompts, own)]
+    return aligned_scores(source, target, src_tok, tgt_tok, sites, mappers, texts, batch_size)
+
+
+def aligned_result(scores: dict[str, dict[str, Any]], sites: tuple[str, str], n_prompts: dict[str, int]) -> dict[str, Any]:
+    """The validate stage's result across tokenizers, saying what was not run and why."""
+    return {"mode": "aligned (different tokenizers)", "aligned": scores, "skipped": SAME_TOKENIZER_ONLY,
+            "sites": {"source": sites[0], "target": sites[1]}, "n_prompts": n_prompts}
+
+
+def different_tokenizers(source: Any, target: Any) -> bool:
+    """Whether two model references (path, revision, trust_remote_code) tokenize differently: then rows pair by
+    character offsets, and lockstep generation is not possible."""
+    from rayjobs.models.loading import load_tokenizer, tokenizer_hash
+
+    toks = [load_tokenizer(r.path, revision=r.revision, trust_remote_code=r.trust_remote_code) for r in (source, target)]
+    return tokenizer_hash(toks[0]) != tokenizer_hash(toks[1])

@@ -141,12 +141,17 @@ def cross_tokenizer(infos: dict[str, Info], rows: list[dict], task: Any, pairing
 
 
 def sft(cfg: Any) -> None:
-    """The base checkpoint (config and tokenizer) and a global batch that splits over the workers."""
+    """The base checkpoint (config and tokenizer), its template, and global batches (replies and the KL
+    term's chunks) that split over the workers."""
     from rayjobs.organisms.sft import check_split
+    from rayjobs.organisms.sft_data import resolve_template
+    from rayjobs.organisms.sft_train import check_kl_split
 
-    model(cfg.base, "base", cfg.ray)
+    info = model(cfg.base, "base", cfg.ray)
+    resolve_template(cfg.sft.template, info["tokenizer"], cfg.base.path)  # its errors name sft.template
     train = [e for e in examples(cfg) if e["split"] == "train"]
     check_split(len(train), cfg.sft.global_batch_size, cfg.sft.num_workers)
+    check_kl_split(cfg.sft)
 
 
 def sweep(cfg: SweepConfig) -> None:

@@ -133,3 +133,10 @@ def test_the_mapper_kinds_of_the_configs_are_the_mappers_there_are():
     from rayjobs.mapping import KINDS
 
     assert set(typing.get_args(MapperKind)) == set(KINDS)
+
+
+def test_a_model_path_under_home_is_expanded_and_a_hub_id_is_kept():
+    from rayjobs.config import ModelRef
+
+    assert ModelRef(path="~/.cache/asit/models/m").path == str(Path.home() / ".cache/asit/models/m")
+    assert ModelRef(path="HuggingFaceTB/SmolLM2-135M-Instruct").path == "HuggingFaceTB/SmolLM2-135M-Instruct"
