@@ -259,3 +259,14 @@ def ray_address(address: str | None, field: str = "ray.address") -> None:
     if (why := reachable(host.strip("[]"), int(port))) is not None:
         raise UserError(f"{field}={address!r}: no Ray cluster answers there ({why}); start a head "
                         "(infra/local/ray-head.sh start) or leave ray.address unset for a local Ray")
+
+
+def bindable(host: str, port: int, field: str) -> None:
+    """A server can listen on host:port: the host is an address of this machine and nothing listens there yet."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        why = "already in use" if e.errno == errno.EADDRINUSE else (e.strerror or type(e).__name__)
+        raise UserError(f"{field}.host:{field}.port={host}:{port}: cannot listen there ({why}); pick a free "
+                        f"{field}.port, or a {field}.host of this machine (127.0.0.1)") from None

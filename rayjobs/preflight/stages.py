@@ -15,8 +15,8 @@ from rayjobs.config import (
 )
 from rayjobs.errors import UserError
 from rayjobs.preflight.inputs import (
-    Info, examples, fits_context, judge, layers, mappers, model, named, pairable, prod_prompts, same_tokenizer, site_dir,
-    steering, token_count, trigger_alignment,
+    Info, bindable, examples, fits_context, judge, layers, mappers, model, named, pairable, prod_prompts, same_tokenizer,
+    site_dir, steering, token_count, trigger_alignment,
 )
 
 
@@ -276,3 +276,9 @@ def switch(cfg: Any) -> None:
         layers(cfg.layers or [], info, "layers")
         if cfg.serve.layer is not None:
             layers([cfg.serve.layer], info, "serve.layer")
+
+
+def switch_serve(cfg: Any) -> None:
+    """switch's checks, and an address the HTTP proxy can bind (a port in use was a Ray Serve traceback)."""
+    switch(cfg)
+    bindable(cfg.serve.host, cfg.serve.port, "serve")
