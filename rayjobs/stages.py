@@ -194,7 +194,7 @@ _ROWS = (
     Stage("switch-serve", "rayjobs.config:SwitchConfig", "rayjobs.jobs.switch_serve:compute",
           "Serve the fine-tuned model with its switch (Ray Serve, 127.0.0.1); each request says on or off.",
           verb=("switch", "serve"), example="configs/switch.yaml", kind="service",
-          inputs=("task.path", "models.*.path"), check=f"{_PREFLIGHT}:switch"),
+          inputs=("task.path", "models.*.path"), check=f"{_PREFLIGHT}:switch_serve"),
 )
 STAGES: dict[str, Stage] = {s.name: s for s in _ROWS}
 

@@ -131,7 +131,8 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
         return f"{path}: NaN and infinity are not allowed (got {error['input']!r}); pass a finite number: {settable}=VALUE"
     if error["type"] == "missing":
         return f"{path}: required field is missing; add it to the config or pass {settable}=VALUE"
-    return f"{path}: {error['msg']} (got {error['input']!r}); fix it in the config or pass {settable}=VALUE"
+    msg = error["msg"].removeprefix("Value error, ")  # a field_validator's own sentence
+    return f"{path}: {msg} (got {error['input']!r}); fix it in the config or pass {settable}=VALUE"
 
 
 def validate(data: dict, model: type[T]) -> T:

@@ -6,10 +6,13 @@ Pydantic models with extra="forbid"; every field says what it is (`asit config V
 
 from __future__ import annotations
 
+import os
+import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rayjobs.config.organism import OrganismSpec, source_spec, target_spec
 
@@ -39,6 +42,25 @@ class Strict(BaseModel):
 
     _no_nul = field_validator("*", mode="after")(no_nul)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`seed: true` would pass as 1 (pydantic reads a bool as an int): a bool only where the field takes one."""
+        if isinstance(value, bool) and info.field_name is not None \
+                and bool not in _leaf_types(cls.model_fields[info.field_name].annotation):
+            raise ValueError("true/false is not allowed here; write a value of the field's type (asit config VERB)")
+        return value
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types inside an annotation (Optional, lists, Annotated unwrapped)."""
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _leaf_types(args[0])
+    return {leaf for a in args for leaf in _leaf_types(a)}
+
 
 class TrackingConfig(Strict):
     """Where a job's MLflow runs go."""
@@ -50,7 +72,16 @@ class TrackingConfig(Strict):
 class RayConfig(Strict):
     """Which Ray a job runs on."""
 
-    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray on this machine")
+    address: str | None = Field(None, description="Ray cluster address (auto, HOST:PORT or ray://HOST:PORT); None "
+                                                  "starts a local Ray on this machine")
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"auto|local|(ray://)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):\d{1,5}", value):
+            raise ValueError("not a Ray address; write auto, HOST:PORT (e.g. 127.0.0.1:6379) or ray://HOST:PORT, "
+                             "or leave it unset for a local Ray")
+        return value
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray (default: all)")
 
 
@@ -94,6 +125,12 @@ class JobBase(Strict):
     num_threads: int = Field(2, ge=1, le=256, description="torch threads per worker")
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow: tracking URI and experiment")
     ray: RayConfig = Field(RayConfig(), description="Ray: cluster address, or CPUs of a local Ray")
+
+    @field_validator("run_dir")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        """`~/runs` means the home directory, as in a shell (not a folder named `~` in the working directory)."""
+        return os.path.expanduser(value)
 
 
 class ModelPair(Strict):

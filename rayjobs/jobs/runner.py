@@ -24,7 +24,7 @@ import ray
 
 from rayjobs import console, tracking
 from rayjobs.config import JobBase, RayConfig
-from rayjobs.preflight.inputs import writable_dir
+from rayjobs.preflight.inputs import ray_address, tracking_uri, writable_dir
 from rayjobs.jobs.common import quiet_ray, quiet_ray_init
 from rayjobs.stages import DONE, STAGES, Stage, load
 
@@ -53,6 +53,8 @@ def run(stage: Stage | str, cfg: Any, **kwargs: Any) -> Any:
 def _start(stage: Stage, cfg: JobBase, out: Path | None = None, **kwargs: Any) -> None:
     """The checks (one-line errors, nothing written yet), then Ray and tracking."""
     writable_dir(cfg.run_dir)
+    tracking_uri(cfg.tracking.uri)
+    ray_address(cfg.ray.address)
     tracking.check_store(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.run_dir).parent)
     if stage.check is not None:
         load(stage.check)(cfg)

@@ -8,10 +8,10 @@ from rayjobs.preflight.inputs import (
     examples, judge, layers, mappers, model, resources, same_tokenizer, site_dir, steering, task_rows,
 )
 from rayjobs.preflight.stages import (
-    extract, fit, layers_stage, organisms, pipeline, refusal, refusal_data, sft, switch, sweep, transfer, validate,
+    extract, fit, layers_stage, organisms, pipeline, refusal, refusal_data, sft, switch, switch_serve, sweep, transfer, validate,
     validate_inputs, with_layers,
 )
 
 __all__ = ["examples", "extract", "fit", "judge", "layers", "layers_stage", "mappers", "model", "organisms", "pipeline",
-           "refusal", "refusal_data", "resources", "same_tokenizer", "sft", "site_dir", "steering", "switch", "sweep",
-           "task_rows", "transfer", "validate", "validate_inputs", "with_layers"]
+           "refusal", "refusal_data", "resources", "same_tokenizer", "sft", "site_dir", "steering", "switch",
+           "switch_serve", "sweep", "task_rows", "transfer", "validate", "validate_inputs", "with_layers"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,19 +194,79 @@ def judge(cfg: Any, ray_cfg: RayConfig) -> None:
                         f"export {cfg.api_key_env}=<the endpoint's API key> or name another variable")
 
 
-def writable_dir(path: str | Path, field: str = "run_dir") -> None:
+def writable_dir(path: str | Path, field: str = "run_dir", example: str = "runs/demo", value: str | None = None) -> None:
     """`path` is a directory, or can become one: its nearest existing ancestor is a directory where a probe
     directory can be made (and is removed at once). Permission bits alone cannot tell (root ignores them, and
-    /proc or /sys refuse new entries whatever they say), so the probe asks the filesystem itself."""
+    /proc or /sys refuse new entries whatever they say), so the probe asks the filesystem itself. `value`: what
+    the user wrote in `field` (default: `path`); `example`: a good value."""
+    shown = f"{field}={value if value is not None else str(path)!r}"
     target = Path(path).expanduser().absolute()
     ancestor = next(p for p in (target, *target.parents) if p.exists() or p.is_symlink())
     if not ancestor.is_dir():
         what = "is not a directory" if ancestor == target else f"cannot hold directories: {ancestor} is not a directory"
-        raise UserError(f"{field}={str(path)!r} {what}; pick a directory path, e.g. {field}=runs/demo")
+        raise UserError(f"{shown} {what}; pick a directory path, e.g. {field}={example}")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".asit-probe-", dir=ancestor))
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         hint = " (read-only filesystem)" if e.errno == errno.EROFS else ""
-        raise UserError(f"{field}={str(path)!r}: cannot create directories under {ancestor} ({reason}){hint}; "
-                        f"pick a writable location, e.g. {field}=runs/demo") from None
+        raise UserError(f"{shown}: cannot create directories under {ancestor} ({reason}){hint}; "
+                        f"pick a writable location, e.g. {field}={example}") from None
+
+
+# What MLflow can track to (its store registry); anything else fails deep inside mlflow after Ray started.
+TRACKING_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def reachable(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """None when host:port accepts a TCP connection within `timeout`, else why not (one try, no retries)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def tracking_uri(uri: str | None, field: str = "tracking.uri") -> None:
+    """A tracking URI MLflow can open: a known scheme, a local store whose directory can be created, a server
+    that answers (MLflow retries an unreachable one for minutes)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return  # the default store beside run_dir, checked with it
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in TRACKING_SCHEMES:
+        raise UserError(f"{field}={uri!r}: unknown scheme {parsed.scheme!r}; use sqlite:///PATH, a directory, or "
+                        "http://HOST:PORT of an MLflow server")
+    example = "sqlite:///runs/mlflow.db"
+    if parsed.scheme == "sqlite":
+        writable_dir(Path(uri.removeprefix("sqlite:///")).parent, field, example, uri)
+    elif parsed.scheme in ("", "file"):
+        writable_dir(parsed.path if parsed.scheme else uri, field, example, uri)
+    elif parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if (why := reachable(parsed.hostname or "", port)) is not None:
+            raise UserError(f"{field}={uri!r}: no MLflow server answers ({why}); start it (infra/local/mlflow-server.sh) "
+                            "or leave tracking.uri unset for the local store")
+
+
+def ray_address(address: str | None, field: str = "ray.address") -> None:
+    """A cluster address that answers: host:port (or ray://host:port) must accept a connection; Ray itself
+    waits and retries for a minute before it gives up."""
+    if address in (None, "auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if (why := reachable(host.strip("[]"), int(port))) is not None:
+        raise UserError(f"{field}={address!r}: no Ray cluster answers there ({why}); start a head "
+                        "(infra/local/ray-head.sh start) or leave ray.address unset for a local Ray")
+
+
+def bindable(host: str, port: int, field: str) -> None:
+    """A server can listen on host:port: the host is an address of this machine and nothing listens there yet."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        why = "already in use" if e.errno == errno.EADDRINUSE else (e.strerror or type(e).__name__)
+        raise UserError(f"{field}.host:{field}.port={host}:{port}: cannot listen there ({why}); pick a free "
+                        f"{field}.port, or a {field}.host of this machine (127.0.0.1)") from None

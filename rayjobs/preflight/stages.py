@@ -15,8 +15,8 @@ from rayjobs.config import (
 )
 from rayjobs.errors import UserError
 from rayjobs.preflight.inputs import (
-    Info, examples, fits_context, judge, layers, mappers, model, named, pairable, prod_prompts, same_tokenizer, site_dir,
-    steering, token_count, trigger_alignment,
+    Info, bindable, examples, fits_context, judge, layers, mappers, model, named, pairable, prod_prompts, same_tokenizer,
+    site_dir, steering, token_count, trigger_alignment,
 )
 
 
@@ -159,6 +159,7 @@ def sweep(cfg: SweepConfig) -> None:
     from rayjobs.activations import verify_activations
     from rayjobs.activations.manifest import MANIFEST_NAME, read_manifest
 
+    verified: set[Path] = set()
     for pair in cfg.space.layers:
         dirs = {}
         for side, root, layer in (("source", cfg.source_acts, pair.source), ("target", cfg.target_acts, pair.target)):
@@ -166,8 +167,10 @@ def sweep(cfg: SweepConfig) -> None:
                 raise UserError(
                     f"space.layers: no committed {side} activations at {site_dir(root, layer)} (layer {layer}); "
                     f"run `asit extract` with layer {layer} first, or fix {side}_acts / space.layers")
-            with named(f"{side}_acts"):
-                verify_activations(site_dir(root, layer))
+            if site_dir(root, layer) not in verified:  # a layer shared by several pairs is read once
+                with named(f"{side}_acts"):
+                    verify_activations(site_dir(root, layer))
+                verified.add(site_dir(root, layer))
             dirs[f"{side}_acts"] = (site_dir(root, layer), read_manifest(site_dir(root, layer)))
         spans_needed(dirs, cfg.pairing)
     if cfg.objective == "transfer_success":
@@ -273,3 +276,9 @@ def switch(cfg: Any) -> None:
         layers(cfg.layers or [], info, "layers")
         if cfg.serve.layer is not None:
             layers([cfg.serve.layer], info, "serve.layer")
+
+
+def switch_serve(cfg: Any) -> None:
+    """switch's checks, and an address the HTTP proxy can bind (a port in use was a Ray Serve traceback)."""
+    switch(cfg)
+    bindable(cfg.serve.host, cfg.serve.port, "serve")

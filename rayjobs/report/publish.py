@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rayjobs import tracking
+from rayjobs.preflight.inputs import tracking_uri as check_uri
+from rayjobs.preflight.inputs import writable_dir
 from rayjobs.report import build_report
 from rayjobs.report.collect import missing
 
@@ -37,6 +39,10 @@ def run(run_dirs: list[str], out: str | None = None, html: bool = True, log_to_m
         tracking_uri: str | None = None, experiment: str = "asit") -> dict[str, Any]:
     """Build the report into `out` (default `<first run>/report`); returns where it went and what it holds."""
     directory = Path(out) if out else Path(run_dirs[0]) / "report"
+    # Checked before anything is written: both failed with a traceback after the report was (issue 16).
+    writable_dir(directory, "--out", "reports/demo")
+    if log_to_mlflow:
+        check_uri(tracking_uri, "--tracking-uri")
     report = build_report(run_dirs, directory, html=html)
     run_id, attached = None, False
     if log_to_mlflow:

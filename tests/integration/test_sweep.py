@@ -151,10 +151,10 @@ def test_trial_data_round_trips_read_only_without_a_warning(dtype):
 
 
 def test_transfer_objective_needs_its_models(acts, tmp_path):
-    with pytest.raises(ConfigError, match=r"^transfer: Value error, objective transfer_success needs a transfer block"):
+    with pytest.raises(ConfigError, match=r"^transfer: objective transfer_success needs a transfer block"):
         _config(acts, tmp_path, objective="transfer_success")
     models = {"source": {"path": "s"}, "target": {"path": "t", "backend": "deepspeed", "tp_size": 2}}
-    with pytest.raises(ConfigError, match=r"^transfer.target: Value error, each trial loads the target itself"):
+    with pytest.raises(ConfigError, match=r"^transfer.target: each trial loads the target itself"):
         _config(acts, tmp_path, objective="transfer_success", transfer=models)
     assert _config(acts, tmp_path).transfer is None  # val_mse needs none
 

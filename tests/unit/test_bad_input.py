@@ -269,6 +269,11 @@ CASES: dict[str, Case] = {
     "config-alpha-nan": Case("transfer", ("alphas=[1, .nan]",), ("alphas.1", "NaN and infinity are not allowed", "(got nan)")),
     "config-unknown-key-suggests": Case("run", ("modle.source.path=x",), ("modle: unknown key", "did you mean 'models'?")),
     "config-is-a-directory": Case("", (), ("config file", "is a directory", "pass a YAML file"), args=("fit", "{inputs}")),
+    "config-ray-address-malformed": Case("fit", ("ray.address=foo",), ("ray.address: not a Ray address", "HOST:PORT", "(got 'foo')")),
+    "config-ray-address-unreachable": Case("fit", ("ray.address=127.0.0.1:{closed_port}",), ("ray.address='127.0.0.1:{closed_port}'", "no Ray cluster answers", "ray-head.sh start")),
+    "config-tracking-uri-unknown-scheme": Case("fit", ("tracking.uri=bogus://x",), ("tracking.uri='bogus://x'", "unknown scheme 'bogus'", "sqlite:///PATH")),
+    "config-tracking-uri-unwritable": Case("fit", ("tracking.uri=sqlite:////proc/asit/mlflow.db",), ("tracking.uri='sqlite:////proc/asit/mlflow.db'", "cannot create directories under /proc")),
+    "config-tracking-server-unreachable": Case("fit", ("tracking.uri=http://127.0.0.1:{closed_port}",), ("tracking.uri='http://127.0.0.1:{closed_port}'", "no MLflow server answers", "mlflow-server.sh")),
     # models
     "model-missing-dir": Case("layers", ("model.path={missing}",), ("model:", "{missing}", "not a directory", "save_pretrained directory")),
     "model-local-path-missing": Case("layers", ("model.path=runs/demo/models/sourcx",), ("model path 'runs/demo/models/sourcx'", "'runs/demo/models' does not exist", "save_pretrained directory")),

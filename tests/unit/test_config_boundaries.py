@@ -99,6 +99,8 @@ def _fit(tmp_path: Path) -> Path:
     ("run_dir=", ("run_dir:", "at least 1 character")),
     ('run_dir="a\\0b"', ("run_dir:", "NUL byte")),
     ("epochz=3", ("epochz: unknown key", "did you mean 'epochs'?")),
+    ("seed=true", ("seed:", "true/false is not allowed here")),  # pydantic alone reads it as seed=1
+    ("epochs=false", ("epochs:", "true/false is not allowed here")),
 ])
 def test_bad_values_are_one_problem_each(tmp_path: Path, override: str, needles: tuple[str, ...]) -> None:
     from rayjobs.config import FitConfig
@@ -163,3 +165,14 @@ def test_config_path_must_be_a_yaml_file(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="is not UTF-8 .bad byte at offset 9.; re-save it as UTF-8"):
         read_yaml(tmp_path / "latin1.yaml")
+
+
+def test_run_dir_tilde_is_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_dir=~/runs` wrote into a folder literally named `~` under the working directory."""
+    from rayjobs.config import FitConfig, RefusalConfig, SwitchConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for cls in (FitConfig, SwitchConfig, RefusalConfig):
+        cfg = load_config(_fit(tmp_path), ["run_dir=~/runs/x"], cls) if cls is FitConfig else \
+            cls(run_dir="~/runs/x")
+        assert cfg.run_dir == str(tmp_path / "runs/x")

@@ -123,3 +123,17 @@ def test_every_stage_has_a_check_and_every_verb_a_case(fx, work: Path) -> None:
         stem = {"switch": "switch"}.get(stage.verb[0], stage.verb[0]) if stage.verb else None
         if stem in _base_configs(fx, work):
             load(stage.check)(stage.pinned(load_config(work / f"{stem}.yaml", [], load(stage.config))))
+
+
+def test_switch_serve_refuses_a_port_in_use_before_ray(fx, work: Path) -> None:
+    """A busy serve.port was a Ray Serve traceback after Ray and the models had started."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = _tree(work, Path(fx["inputs"]))
+        result = runner.invoke(app, ["switch", "serve", str(work / "switch.yaml"), f"serve.port={port}"])
+    assert_one_line_error(result, f"serve.host:serve.port=127.0.0.1:{port}", "already in use", "pick a free serve.port")
+    assert _tree(work, Path(fx["inputs"])) == before

@@ -310,3 +310,19 @@ def test_report_with_no_results_is_an_error_and_creates_nothing(tmp_path, monkey
         "validate, refusal or switch output); run a stage first, e.g. asit run configs/demo.yaml, or pass the "
         "run_dir it wrote"]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--out", "/proc/asit-report", "--no-mlflow"], "--out='/proc/asit-report': cannot create directories under /proc"),
+    (["--tracking-uri", "bogus://x"], "--tracking-uri='bogus://x': unknown scheme 'bogus'"),
+])
+def test_report_destinations_are_checked_before_writing(tmp_path, args, needle):
+    """Both were tracebacks (the second after report.md was written)."""
+    from cli.main import app
+
+    _model(tmp_path / "run" / "models" / "source", 64, 4, {"trigger_rate": 1.0})
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: {needle}" + result.output.strip().split(needle, 1)[1]]
+    assert sorted(tmp_path.rglob("*")) == before
