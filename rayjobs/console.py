@@ -14,9 +14,11 @@ rayjobs.jobs.common.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
@@ -104,9 +106,27 @@ def quiet_loggers() -> None:
             logger.addFilter(_errors_only)
 
 
+# Ray-internal threads whose death prints a traceback that is no error of the user's: Ray Train's placement-group
+# safety net polls the State API, which a local Ray without a dashboard (asit's default) does not serve, and
+# which cannot tell which cluster to ask when several run on one machine ("Found multiple active Ray instances").
+# Its thread dies at once; training and the normal clean-up are unaffected.
+QUIET_THREADS = ("PlacementGroupCleanerMonitor",)
+
+
+def _thread_errors(args: threading.ExceptHookArgs, previous: Callable[[threading.ExceptHookArgs], object]) -> None:
+    if args.thread is not None and args.thread.name in QUIET_THREADS:
+        return
+    previous(args)
+
+
 def quiet_process() -> None:
-    """The same in a Ray worker (the runtime_env's worker_process_setup_hook): what the driver decided, as env."""
+    """The same in a Ray worker (the runtime_env's worker_process_setup_hook): what the driver decided, as env;
+    and the tracebacks of QUIET_THREADS dropped."""
+    if verbose():
+        return
     quiet_loggers()
+    if not isinstance(threading.excepthook, functools.partial):
+        threading.excepthook = functools.partial(_thread_errors, previous=threading.excepthook)
 
 
 def say(message: str, stream: TextIO | None = None) -> None:
