@@ -9,7 +9,7 @@ import typer
 import rayjobs
 from cli.help import Group
 from rayjobs import console
-from cli import cluster, compare, config, report, stages
+from cli import cluster, compare, config, report, seeds, stages
 from cli import switch as switch_cli
 from cli import models as models_cli
 
@@ -28,6 +28,7 @@ stages.register(app)
 cluster.register(app)
 compare.register(app)
 report.register(app)
+seeds.register(app)
 config.register(app)
 app.add_typer(switch_cli.app, name="switch")
 app.add_typer(models_cli.app, name="models")

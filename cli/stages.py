@@ -7,15 +7,15 @@ runner (rayjobs.jobs.runner). The config class and the runner are imported when 
 """
 
 import json
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from cli.errors import user_errors
+from cli.errors import interrupts, user_errors
 from cli.help import Command
-from rayjobs.errors import UserError
 from rayjobs.stages import Stage, load, verbs
 from rayjobs.stages import command as example
 
@@ -36,8 +36,6 @@ def run_stage(verb: str, config: Path, overrides: list[str], table: Mapping[str,
 
     `table` is looked up at call time (default STAGES), so sub-apps share this and tests can swap rows."""
     stage = (STAGES if table is None else table)[verb]
-    if not config.is_file():
-        raise UserError(f"config file not found: {config} (pass a YAML file, e.g. configs/demo.yaml)")
     from rayjobs.config import load_config
 
     cfg = load_config(config, overrides, load(stage.config))
@@ -70,7 +68,8 @@ RepairOpt = Annotated[bool, typer.Option(
 
 def _execute(verb: str, stage: Stage, table: Mapping[str, Stage] | None, config: Path, overrides: list[str],
              **job_kwargs: Any) -> None:
-    with user_errors():
+    again = ["asit", *(stage.verb or (verb,)), str(config), *overrides] + (["--resume"] if stage.resumable else [])
+    with interrupts(shlex.join(again)), user_errors():
         result = run_stage(verb, config, overrides, table, **job_kwargs)
         if stage.printer:
             load(stage.printer)(result)

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from rayjobs.errors import UserError
 from rayjobs.identity import config_hash
 
 log = logging.getLogger(__name__)
@@ -85,10 +87,40 @@ def configure(uri: str | None, experiment: str, runs_root: Path) -> Settings:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_root)
     artifacts = None
     if urlparse(uri).scheme in _LOCAL_SCHEMES:
-        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
-        artifacts = (runs_root / "mlartifacts" / safe_name).as_uri()
+        artifacts = configure_artifacts(experiment, runs_root)
     _settings = Settings(uri=uri, experiment=experiment, artifact_location=artifacts)
     return _settings
+
+
+def check_store(uri: str | None, experiment: str, runs_root: Path) -> None:
+    """UserError when the default store beside `runs_root` (runs/mlflow.db) records `experiment` with its artifacts
+    in another directory: the runs directory was moved or copied, and new artifacts would go to the old tree
+    (MLflow keeps the absolute location it was created with). Read with sqlite3 alone: no mlflow import."""
+    runs_root = Path(runs_root).resolve()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_root)
+    db = runs_root / "mlflow.db"
+    if uri != default_uri(runs_root) or not db.is_file():
+        return  # a server or a store the user named keeps its own artifact locations
+    try:
+        # Not mode=ro: a store whose writer is still open keeps recent rows in its -wal file, which a read-only
+        # connection cannot replay.
+        with contextlib.closing(sqlite3.connect(db, timeout=10)) as con:
+            row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)).fetchone()
+    except sqlite3.Error:
+        return  # not initialised yet (or not ours): mlflow reports real problems itself
+    want = configure_artifacts(experiment, runs_root)
+    if row is None or row[0] in (None, want):
+        return
+    raise UserError(f"MLflow store {db}: experiment {experiment!r} keeps its artifacts in {row[0]}, not beside the "
+                    f"store ({want}): this runs directory was moved or copied, and new artifacts would go to the "
+                    f"old tree; run from the original, or give this copy its own experiment: "
+                    f"tracking.experiment={experiment}-copy")
+
+
+def configure_artifacts(experiment: str, runs_root: Path) -> str:
+    """The artifact location of a local store's experiment: `<runs_root>/mlartifacts/<experiment>` as a URI."""
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+    return (Path(runs_root).resolve() / "mlartifacts" / safe_name).as_uri()
 
 
 def reset() -> None:

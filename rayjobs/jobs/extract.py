@@ -17,6 +17,7 @@ from rayjobs import tracking
 from rayjobs.activations import ActivationMeta
 from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan, plan_batches, texts
 from rayjobs.config import ExtractConfig
+from rayjobs.errors import UserError
 from rayjobs.jobs.common import progress
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
@@ -86,7 +87,10 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
             fn_constructor_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
                                        **_host_args(cfg, out, metas)),
         )
-    yield from ds.iter_rows()
+    for rec in ds.iter_rows():
+        if rec.get("error"):  # a worker's UserError, sent back as a value (ExtractHost.__call__)
+            raise UserError(rec["error"])
+        yield rec
 
 
 def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],

