@@ -4,8 +4,8 @@ goes, and the libraries' own chatter kept out unless `asit --verbose`.
 Where output goes decides how progress looks. On a terminal, live bars redraw in place; in a log (CI, `tee`,
 the Ray dashboard's driver log) every redraw would be a line of its own, with cursor-movement escape codes, so
 there progress is a few plain lines instead. The CLI decides once (`configure`), before Ray or transformers are
-imported, and says so through environment variables: Ray workers started by a local `ray.init` inherit them,
-and `asit submit` puts `worker_env()` into the job's runtime_env.
+imported, and says so through environment variables: `ray.init` gets `worker_runtime_env()` (also for a cluster it joins), and `asit submit` puts it into the job's
+runtime_env; its setup hook (`quiet_process`) quiets each worker's loggers as `configure` does the CLI's.
 
 No Ray here (the library layer): the Ray-side helpers (the task bar, Ray Data's own bars) are in
 rayjobs.jobs.common.
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 VERBOSE_ENV = "ASIT_VERBOSE"  # "1": library INFO, Ray's and transformers' bars and warnings all shown
 LIVE_ENV = "ASIT_LIVE_BARS"  # "1": the driver writes to a terminal, draw live bars; else plain progress lines
@@ -48,7 +48,7 @@ def live() -> bool:
     return os.environ.get(LIVE_ENV) == "1"
 
 
-def worker_runtime_env(is_verbose: bool | None = None, is_live: bool | None = None) -> dict[str, object]:
+def worker_runtime_env(is_verbose: bool | None = None, is_live: bool | None = None) -> dict[str, Any]:
     """A Ray runtime_env that makes workers show what this process shows (env vars, quiet loggers)."""
     return {"env_vars": worker_env(is_verbose, is_live), "worker_process_setup_hook": "rayjobs.console.quiet_process"}
 
