@@ -4,8 +4,9 @@ goes, and the libraries' own chatter kept out unless `asit --verbose`.
 Where output goes decides how progress looks. On a terminal, live bars redraw in place; in a log (CI, `tee`,
 the Ray dashboard's driver log) every redraw would be a line of its own, with cursor-movement escape codes, so
 there progress is a few plain lines instead. The CLI decides once (`configure`), before Ray or transformers are
-imported, and says so through environment variables: `ray.init` gets `worker_runtime_env()` (also for a cluster it joins), and `asit submit` puts it into the job's
-runtime_env; its setup hook (`quiet_process`) quiets each worker's loggers as `configure` does the CLI's.
+imported, and says so through environment variables: `ray.init` gets `worker_runtime_env()` (also for a cluster
+it joins), and `asit submit` puts it into the job's runtime_env; its setup hook (`quiet_process`) quiets each
+worker's loggers as `configure` does the CLI's.
 
 No Ray here (the library layer): the Ray-side helpers (the task bar, Ray Data's own bars) are in
 rayjobs.jobs.common.
