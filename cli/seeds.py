@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import user_errors
+from cli.help import Command
 from cli.stages import ConfigArg, OverridesArg, run_stage
 from cli.tables import print_pipeline_summary
 from rayjobs.errors import UserError
 
-SeedsOpt = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
+SeedsOpt = Annotated[str, typer.Option("--seeds", metavar="LIST", help="Comma-separated seeds, e.g. 0,1,2.")]
 OnlyOpt = Annotated[bool, typer.Option("--aggregate-only", help="Do not run; aggregate the seeds' summary.json.")]
 
 
@@ -55,7 +56,7 @@ def write_aggregate(summaries: list[dict[str, Any]], base: Path) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="seeds")
+    @app.command(name="seeds", cls=Command)
     def seeds(config: ConfigArg, overrides: OverridesArg = None, seeds: SeedsOpt = "0,1,2",
               aggregate_only: OnlyOpt = False) -> None:
         """Run the pipeline (asit run) once per seed and print the seed table: per-seed rows, mean ± sd (range)."""

@@ -4,8 +4,9 @@ goes, and the libraries' own chatter kept out unless `asit --verbose`.
 Where output goes decides how progress looks. On a terminal, live bars redraw in place; in a log (CI, `tee`,
 the Ray dashboard's driver log) every redraw would be a line of its own, with cursor-movement escape codes, so
 there progress is a few plain lines instead. The CLI decides once (`configure`), before Ray or transformers are
-imported, and says so through environment variables: Ray workers started by a local `ray.init` inherit them,
-and `asit submit` puts `worker_env()` into the job's runtime_env.
+imported, and says so through environment variables: `ray.init` gets `worker_runtime_env()` (also for a cluster
+it joins), and `asit submit` puts it into the job's runtime_env; its setup hook (`quiet_process`) quiets each
+worker's loggers as `configure` does the CLI's.
 
 No Ray here (the library layer): the Ray-side helpers (the task bar, Ray Data's own bars) are in
 rayjobs.jobs.common.
@@ -14,12 +15,14 @@ rayjobs.jobs.common.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 VERBOSE_ENV = "ASIT_VERBOSE"  # "1": library INFO, Ray's and transformers' bars and warnings all shown
 LIVE_ENV = "ASIT_LIVE_BARS"  # "1": the driver writes to a terminal, draw live bars; else plain progress lines
@@ -46,7 +49,7 @@ def live() -> bool:
     return os.environ.get(LIVE_ENV) == "1"
 
 
-def worker_runtime_env(is_verbose: bool | None = None, is_live: bool | None = None) -> dict[str, object]:
+def worker_runtime_env(is_verbose: bool | None = None, is_live: bool | None = None) -> dict[str, Any]:
     """A Ray runtime_env that makes workers show what this process shows (env vars, quiet loggers)."""
     return {"env_vars": worker_env(is_verbose, is_live), "worker_process_setup_hook": "rayjobs.console.quiet_process"}
 
@@ -104,9 +107,27 @@ def quiet_loggers() -> None:
             logger.addFilter(_errors_only)
 
 
+# Ray-internal threads whose death prints a traceback that is no error of the user's: Ray Train's placement-group
+# safety net polls the State API, which a local Ray without a dashboard (asit's default) does not serve, and
+# which cannot tell which cluster to ask when several run on one machine ("Found multiple active Ray instances").
+# Its thread dies at once; training and the normal clean-up are unaffected.
+QUIET_THREADS = ("PlacementGroupCleanerMonitor",)
+
+
+def _thread_errors(args: threading.ExceptHookArgs, previous: Callable[[threading.ExceptHookArgs], object]) -> None:
+    if args.thread is not None and args.thread.name in QUIET_THREADS:
+        return
+    previous(args)
+
+
 def quiet_process() -> None:
-    """The same in a Ray worker (the runtime_env's worker_process_setup_hook): what the driver decided, as env."""
+    """The same in a Ray worker (the runtime_env's worker_process_setup_hook): what the driver decided, as env;
+    and the tracebacks of QUIET_THREADS dropped."""
+    if verbose():
+        return
     quiet_loggers()
+    if not isinstance(threading.excepthook, functools.partial):
+        threading.excepthook = functools.partial(_thread_errors, previous=threading.excepthook)
 
 
 def say(message: str, stream: TextIO | None = None) -> None:

@@ -4,6 +4,7 @@ driven through the `asit` CLI."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -109,6 +110,18 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
         a.path for a in client.list_artifacts(children["transfer"].info.run_id)}
 
 
+def test_a_log_gets_stage_lines_and_none_of_the_libraries_chatter(tiny_run):
+    out = tiny_run[2].stdout + tiny_run[2].stderr  # a pipe, as in CI or `| tee`
+    stages = [line for line in tiny_run[2].stderr.splitlines() if line.startswith("stage ")]
+    assert stages[0] == "stage 1/7: organisms (source and target, trained side by side)"
+    assert stages[-1].startswith("stage 7/7: transfer (layers ") and " done in " in stages[-1]
+    assert "\x1b" not in out and "\r" not in out  # no colour or cursor codes, no redrawn bars
+    assert not re.search(r"\bINFO (?!rayjobs)", out)  # asit's own INFO lines only
+    for noise in ("Token authentication", "Loading weights", "Writing model shards", "logging_progress",
+                  "new progress UI", "Setting accelerator to CPU"):
+        assert noise not in out, noise
+
+
 def test_second_run_reuses_every_stage(tiny_run, ray_head):
     work, summary, _ = tiny_run
     done = sorted((work / "runs/tiny").glob("*/*/_done.json"))
@@ -116,6 +129,7 @@ def test_second_run_reuses_every_stage(tiny_run, ray_head):
     proc = asit("run", str(ROOT / "configs/tiny.yaml"), f"run_dir={work}/runs/tiny", cwd=work, env=ray_head.env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in done} == before
+    assert "transfer: done before with the same inputs, reusing" in proc.stderr
     assert json.loads((work / "runs/tiny/summary.json").read_text())["transfer"] == summary["transfer"]
     stage_runs = [r for r in _runs(work) if r.data.tags.get("asit.kind") == "stage"]
     assert len(stage_runs) == len(STAGE_RUNS)  # no stage ran again

@@ -181,3 +181,21 @@ def test_workers_get_the_same_quiet_setup() -> None:
     env = console.worker_runtime_env(is_verbose=False, is_live=False)
     assert env["worker_process_setup_hook"] == "rayjobs.console.quiet_process"
     assert env["env_vars"] == console.worker_env(False, False)
+
+
+def test_a_worker_drops_the_traceback_of_ray_trains_placement_group_monitor_only(monkeypatch, capsys) -> None:
+    import threading
+
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
+    console.quiet_process()
+
+    def boom() -> None:
+        raise ConnectionError("Found multiple active Ray instances")
+
+    for name in ("PlacementGroupCleanerMonitor", "mine"):
+        thread = threading.Thread(target=boom, name=name)
+        thread.start()
+        thread.join()
+    err = capsys.readouterr().err
+    assert "Exception in thread mine" in err and "PlacementGroupCleanerMonitor" not in err
