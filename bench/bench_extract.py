@@ -3,6 +3,8 @@
     python bench/bench_extract.py                 # Llama d=768, 6 layers, layers 2,3 captured, 2048 texts x ~100 tokens
     python bench/bench_extract.py --small         # d=512, 4 layers, 512 texts: about a minute
     python bench/bench_extract.py --d 1024 --n-layers 8 --layers 3 5 --texts 4096 --repeat 5 --dtype bfloat16
+    python bench/bench_extract.py --model ~/.cache/asit/models/smollm2-135m-instruct --layers 15 --nnsight
+                                                  # a real checkpoint (asit models import), nnsight beside
 
 All three run the same randomly initialised Llama (saved with a byte-level BPE tokenizer to a temp dir),
 the same texts in the same batches of the same size, dtype and torch thread count:
@@ -10,7 +12,12 @@ the same texts in the same batches of the same size, dtype and torch thread coun
   plain  what one would write by hand: forward hooks on the captured blocks, stop after the deepest, one
          `np.save` per layer and batch of the non-pad rows;
   asit   `rayjobs.jobs.runner.run("extract", ...)`: Ray Data over an ExtractHost actor, Parquet shards with checks, sha256,
-         fsync and atomic rename, a manifest per layer, an MLflow run.
+         fsync and atomic rename, a manifest per layer, an MLflow run;
+  nnsight (with --nnsight; `pip install nnsight`, 0.8 works with transformers 5): what an nnsight user writes, a
+         `trace` per batch that saves the captured blocks' outputs and stops after the deepest, then the same
+         `np.save` as plain.
+`--model DIR` runs a local save_pretrained checkpoint (e.g. a real model from `asit models import`) instead
+of the random Llama; its own tokenizer then tokenizes the texts.
 Repetitions are interleaved (bare, plain, asit, rotating) so machine noise hits all three alike; the table
 reports medians. Ray start-up is timed once on its own. Each asit run also pays a fixed cost (MLflow run,
 Ray Data planning, actor start + model load, manifests): a one-batch asit run next to a one-batch plain
@@ -85,6 +92,44 @@ def run_hf(model, tok, texts: list[str], layers: list[int], batch_size: int, out
     return tokens
 
 
+def run_nnsight(model, tok, texts: list[str], layers: list[int], batch_size: int, out: Path) -> int:
+    """The plain loop written with nnsight: save the captured blocks' outputs inside a trace, stop after the deepest
+    (the rest never runs), then np.save the non-pad rows. Returns the number of non-pad tokens."""
+    from nnsight import NNsight
+
+    traced, blocks_path = NNsight(model), _blocks_path(model)
+    tokens = 0
+    for i, batch in enumerate(_batches(texts, batch_size)):
+        enc = tok(batch, return_tensors="pt", padding=True)
+        mask = enc["attention_mask"]
+        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        blocks, saved = _resolve(traced, blocks_path), {}
+        # nnsight runs the body in its own frame: names bound there do not escape, a container filled there does
+        with torch.no_grad(), traced.trace(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                                           use_cache=False) as tracer:
+            for layer in sorted(layers):
+                saved[layer] = blocks[layer].output.save()
+            tracer.stop()
+        for layer, value in saved.items():
+            value = value[0] if isinstance(value, tuple) else value
+            np.save(out / f"layer{layer}-batch{i:05d}.npy", value[mask.bool()].float().numpy())
+        tokens += int(mask.sum())
+    return tokens
+
+
+def _blocks_path(model) -> list[str]:
+    """The attribute path from the model to its decoder-block list (e.g. ["model", "layers"])."""
+    blocks = get_blocks(model)
+    name = next(n for n, m in model.named_modules() if m is blocks)
+    return name.split(".")
+
+
+def _resolve(obj, path: list[str]):
+    for part in path:
+        obj = getattr(obj, part)
+    return obj
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="d=512, 4 layers, 512 texts, 2 repeats (about a minute)")
@@ -98,6 +143,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads, everywhere (asit: per actor)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=None, help="a local save_pretrained checkpoint instead of the random Llama")
+    parser.add_argument("--nnsight", action="store_true", help="add nnsight (pip install nnsight) as a contender")
     args = parser.parse_args()
     if args.small:
         args.d, args.n_layers, args.layers, args.texts, args.repeat = 512, 4, [1, 2], 512, 2
@@ -124,7 +171,8 @@ def _run(args: argparse.Namespace, root: Path) -> None:
 
     corpus = texts(args.texts, args.words)
     task = write_task(root, corpus)
-    path = build_llama(root / "model", tokenizer(corpus), args.d, args.n_layers)
+    path = args.model.expanduser().resolve() if args.model else build_llama(root / "model", tokenizer(corpus), args.d,
+                                                                              args.n_layers)
     base = dict(model={"path": str(path), "dtype": args.dtype}, name="bench", layers=args.layers,
                 task={"path": str(task)}, split="all", n_examples=None, batch_size=args.batch_size, max_length=2048,
                 num_threads=args.threads, ray={"num_cpus": 2})
@@ -154,6 +202,11 @@ def _run(args: argparse.Namespace, root: Path) -> None:
         if out is not None:
             shutil.rmtree(out)
 
+    def nn(subset: list[str], key: str) -> None:
+        out = Path(tempfile.mkdtemp(dir=root))
+        rows[key] = run_nnsight(model, tok, subset, args.layers, args.batch_size, out)
+        shutil.rmtree(out)
+
     one_batch = corpus[: args.batch_size]
     jobs = {
         "bare": lambda: hf(corpus, False, "bare"),
@@ -162,19 +215,45 @@ def _run(args: argparse.Namespace, root: Path) -> None:
         "asit 1 batch": lambda: asit(args.batch_size, "asit 1 batch"),
         "plain 1 batch": lambda: hf(one_batch, True, "plain 1 batch"),
     }
+    if args.nnsight:
+        jobs["nnsight"] = lambda: nn(corpus, "nnsight")
     jobs["asit 1 batch"]()  # warm-up: MLflow store, Ray workers, page cache
     seconds, _ = interleaved(jobs, args.repeat)
-    if rows["asit"] != rows["plain"]:
-        raise SystemExit(f"asit stored {rows['asit']} rows, the plain loop {rows['plain']}: not the same work")
-    report(args, params, ray_start, seconds, rows["plain"])
+    for key in ("asit", "nnsight"):
+        if key in rows and rows[key] != rows["plain"]:
+            raise SystemExit(f"{key} stored {rows[key]} rows, the plain loop {rows['plain']}: not the same work")
+    if args.nnsight:
+        _same_captures(model, tok, corpus[: args.batch_size], args.layers, root)
+    report(args, params, ray_start, seconds, rows["plain"], _describe(args, model))
 
 
-def report(args: argparse.Namespace, params: int, ray_start: float, seconds: dict[str, list[float]], n: int) -> None:
+def _same_captures(model, tok, batch: list[str], layers: list[int], root: Path) -> None:
+    """nnsight and the plain loop must store the same numbers, or the comparison is of different work."""
+    a, b = Path(tempfile.mkdtemp(dir=root)), Path(tempfile.mkdtemp(dir=root))
+    run_hf(model, tok, batch, layers, len(batch), a)
+    run_nnsight(model, tok, batch, layers, len(batch), b)
+    for layer in layers:
+        x, y = np.load(a / f"layer{layer}-batch00000.npy"), np.load(b / f"layer{layer}-batch00000.npy")
+        if not np.array_equal(x, y):
+            raise SystemExit(f"nnsight's layer {layer} capture differs from the plain loop's (max {np.abs(x - y).max():.3g})")
+    print("nnsight captures equal the plain loop's, bitwise, on the first batch")
+
+
+def _describe(args: argparse.Namespace, model) -> str:
+    if args.model is None:
+        return f"Llama d={args.d}, {args.n_layers} layers"
+    cfg = model.config
+    return f"{args.model.name} ({cfg.model_type}) d={cfg.hidden_size}, {cfg.num_hidden_layers} layers"
+
+
+def report(args: argparse.Namespace, params: int, ray_start: float, seconds: dict[str, list[float]], n: int,
+           what: str) -> None:
     med = {name: median(s) for name, s in seconds.items()}
     fixed = med["asit 1 batch"] - med["plain 1 batch"]
     med["asit steady"] = max(med["asit"] - fixed, 1e-9)
-    rate = {name: n / med[name] for name in ("bare", "plain", "asit", "asit steady")}
-    print(f"\nLlama d={args.d}, {args.n_layers} layers ({params / 1e6:.1f}M params), layers {args.layers} captured "
+    names = ["asit", "asit steady", *(["nnsight"] if "nnsight" in med else []), "plain", "bare"]
+    rate = {name: n / med[name] for name in names}
+    print(f"\n{what} ({params / 1e6:.1f}M params), layers {args.layers} captured "
           f"(blocks 0..{max(args.layers)} run, no LM head), {args.dtype}, batch {args.batch_size}, "
           f"{args.texts} texts = {n} tokens; median of {args.repeat}, interleaved")
     print(f"Machine: {machine()}")
@@ -182,11 +261,14 @@ def report(args: argparse.Namespace, params: int, ray_start: float, seconds: dic
           f"(MLflow run, planning, actor start + model load, manifests): {fixed:.1f} s\n")
     print("| path | tokens/s | vs plain | vs bare | median s (each round) |")
     print("|---|---|---|---|---|")
-    for name in ("asit", "asit steady", "plain", "bare"):
+    for name in names:
         reps = ", ".join(f"{s:.1f}" for s in seconds.get(name, []))
         reps = reps or f"asit minus the {fixed:.1f} s fixed cost"
         print(f"| {name} | {rate[name]:.0f} | **{rate[name] / rate['plain']:.2f}x** | {rate[name] / rate['bare']:.2f}x "
               f"| {med[name]:.1f} ({reps}) |")
+    if "nnsight" in rate:
+        print(f"\nasit vs nnsight: **{rate['asit'] / rate['nnsight']:.2f}x** end to end, "
+              f"{rate['asit steady'] / rate['nnsight']:.2f}x steady")
 
 
 if __name__ == "__main__":

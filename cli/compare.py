@@ -1,4 +1,4 @@
-"""`asit compare --experiment NAME [--filter ...]`: MLflow runs side by side in the terminal.
+"""`asit compare [--experiment NAME] [--filter ...]`: MLflow runs side by side in the terminal.
 
 One column per run (newest first); rows are the params whose values differ between the runs (all of
 them with --all-params) and then the metrics. For plots and artifacts use `mlflow ui`.
@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cli.errors import user_errors
+from cli.help import Command
 
 _HIDDEN_PARAM_PREFIXES = ("tracking.", "ray.")  # where a run logged, not what it computed
 
@@ -58,15 +59,20 @@ def _table(experiment: str, runs: list[dict[str, Any]], all_params: bool) -> Any
 
 
 def compare(
-    experiment: Annotated[str, typer.Option("--experiment", "-e", help="MLflow experiment name (tracking.experiment).")],
-    filter_string: Annotated[str, typer.Option("--filter", help="MLflow filter, e.g. \"tags.`asit.stage` = 'fit'\".")] = "",
+    experiment: Annotated[str, typer.Option("--experiment", "-e", metavar="NAME",
+                                            help="MLflow experiment name (tracking.experiment).")] = "asit",
+    filter_string: Annotated[str, typer.Option("--filter", metavar="FILTER",
+                                               help="MLflow filter, e.g. \"tags.`asit.stage` = 'fit'\".")] = "",
     max_runs: Annotated[int, typer.Option("--max-runs", min=1, help="Newest runs to show.")] = 8,
     all_params: Annotated[bool, typer.Option("--all-params", help="Show params that are equal in every run too.")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(
-        "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the sqlite store under --runs-root).")] = None,
-    runs_root: Annotated[Path, typer.Option("--runs-root", help="Runs root holding mlflow.db.")] = Path("runs"),
+        "--tracking-uri", metavar="URI",
+        help="MLflow URI (default: $MLFLOW_TRACKING_URI, else the sqlite store under --runs-root).")] = None,
+    runs_root: Annotated[Path, typer.Option("--runs-root", metavar="DIR", help="Runs root holding mlflow.db.")] = Path("runs"),
 ) -> None:
-    """MLflow runs side by side: differing params and metrics, newest run first."""
+    """MLflow runs side by side: differing params and metrics, newest run first.
+
+    Example: asit compare --filter "tags.`asit.stage` = 'fit'" (experiment asit, store runs/mlflow.db)"""
     from rich.console import Console
 
     from rayjobs import tracking
@@ -81,4 +87,4 @@ def compare(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="compare")(compare)
+    app.command(name="compare", cls=Command)(compare)

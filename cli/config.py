@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import user_errors
+from cli.help import Command
 from rayjobs.errors import UserError
 from rayjobs.stages import STAGES, load
 
@@ -25,7 +26,8 @@ def _stage_of(words: list[str]) -> str:
 
 
 def config(
-    verb: Annotated[list[str], typer.Argument(help="The verb, e.g. fit or 'switch scan'.", show_default=False)],
+    verb: Annotated[list[str], typer.Argument(help="The verb, e.g. fit or 'switch scan'.", metavar="VERB...",
+                                              show_default=False)],
 ) -> None:
     """Every field of a verb's config: dotted path, type, default and what it means."""
     from rich.console import Console
@@ -46,4 +48,4 @@ def config(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="config")(config)
+    app.command(name="config", cls=Command)(config)

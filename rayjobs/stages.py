@@ -43,7 +43,7 @@ class Stage:
     example: str | None = None  # the config file that runs it (report: how to produce a missing result)
     folder: str | None = None
     dir_name: str = "{name}"  # formatted with the config's fields
-    run_name: str = "{stage}"  # MLflow run name, formatted with the config's fields and `stage`
+    run_name: str = "{stage}"  # MLflow run name, formatted with the config's fields, `stage` and `run` (run_dir's name)
     hashed: frozenset[str] | None = None  # None: every field but NOT_HASHED and `not_hashed`
     not_hashed: frozenset[str] = frozenset()
     inputs: tuple[str, ...] = ()  # dotted config paths ('*' = any key) of input files and directories
@@ -117,7 +117,7 @@ _CONFIG, _PREFLIGHT = "rayjobs.config", "rayjobs.preflight"
 _ROWS = (
     Stage("run", f"{_CONFIG}:PipelineConfig", "rayjobs.jobs.pipeline:chain",
           "Run the whole pipeline: organisms, layers, extract, fit, transfer.", verb=("run",),
-          example="configs/demo.yaml", run_name="pipeline", kind="pipeline", check=f"{_PREFLIGHT}:pipeline",
+          example="configs/demo.yaml", run_name="{run} seed={seed}", kind="pipeline", check=f"{_PREFLIGHT}:pipeline",
           inputs=("task.path", "models.*.path"), printer="cli.tables:print_pipeline_summary"),
     Stage("organisms", f"{_CONFIG}:OrganismsConfig", "rayjobs.jobs.organisms:compute",
           "Train the backdoored model organisms (source and target models).", verb=("organisms",),
@@ -131,7 +131,10 @@ _ROWS = (
           links=_activation_links, fresh=False, repairable=True),
     Stage("fit", f"{_CONFIG}:FitConfig", "rayjobs.jobs.fit:compute", "Fit a mapper from source to target activations.",
           verb=("fit",), example="configs/fit.yaml", folder="fit", dir_name="mappers",
-          inputs=("source_acts", "target_acts"), check=f"{_PREFLIGHT}:fit", links=_mapper_links),
+          # Registering is what happens to the result, not what is computed.
+          not_hashed=frozenset({"registry"}),
+          inputs=("source_acts", "target_acts"), check=f"{_PREFLIGHT}:fit", links=_mapper_links,
+          printer="cli.tables:print_fit"),
     Stage("layers", f"{_CONFIG}:LayersConfig", "rayjobs.jobs.layers:compute",
           "Sweep layers for steerability and choose the (source, target) layer pair.", verb=("layers",),
           example="configs/layers.yaml", folder="layers", run_name="layers-{name}", inputs=("model.path", "task.path"),
@@ -161,7 +164,7 @@ _ROWS = (
           check=f"{_PREFLIGHT}:validate"),
     Stage("refusal", "rayjobs.config:RefusalConfig", "rayjobs.jobs.refusal:chain",
           "Refusal: organisms, difference-of-means refusal directions, ablation/addition, mapped vs native.",
-          verb=("refusal",), example="configs/refusal.yaml", kind="pipeline", run_name="refusal",
+          verb=("refusal",), example="configs/refusal.yaml", kind="pipeline", run_name="{run} seed={seed}",
           inputs=("data.path", "models.*.path", "judge.path"), check=f"{_PREFLIGHT}:refusal",
           printer="cli.tables:print_refusal"),
     Stage("refusal-organisms", "rayjobs.config:RefusalConfig", "rayjobs.jobs.refusal:train_organisms",

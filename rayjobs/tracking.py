@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from rayjobs.errors import UserError
 from rayjobs.identity import config_hash
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ TAG_ERROR = "asit.error"
 TAG_ATTEMPT = "asit.attempt"  # how many times a resumed stage's run has been started
 TAG_RESUMED_FROM = "asit.resumed_from"  # the status the run had before it was resumed
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the run's Description in the MLflow UI
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) page; asit's are model training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+KIND_TAGS = {EXPERIMENT_KIND_TAG: "custom_model_development"}
 RUN_FILE = "_mlflow_run.json"  # a stage directory's record of its run (see stage_run)
 _MAX_PARAM_LEN = 6000  # mlflow 3 rejects longer param values
 _LOCAL_SCHEMES = {"", "file", "sqlite"}
@@ -81,10 +87,40 @@ def configure(uri: str | None, experiment: str, runs_root: Path) -> Settings:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_root)
     artifacts = None
     if urlparse(uri).scheme in _LOCAL_SCHEMES:
-        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
-        artifacts = (runs_root / "mlartifacts" / safe_name).as_uri()
+        artifacts = configure_artifacts(experiment, runs_root)
     _settings = Settings(uri=uri, experiment=experiment, artifact_location=artifacts)
     return _settings
+
+
+def check_store(uri: str | None, experiment: str, runs_root: Path) -> None:
+    """UserError when the default store beside `runs_root` (runs/mlflow.db) records `experiment` with its artifacts
+    in another directory: the runs directory was moved or copied, and new artifacts would go to the old tree
+    (MLflow keeps the absolute location it was created with). Read with sqlite3 alone: no mlflow import."""
+    runs_root = Path(runs_root).resolve()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(runs_root)
+    db = runs_root / "mlflow.db"
+    if uri != default_uri(runs_root) or not db.is_file():
+        return  # a server or a store the user named keeps its own artifact locations
+    try:
+        # Not mode=ro: a store whose writer is still open keeps recent rows in its -wal file, which a read-only
+        # connection cannot replay.
+        with contextlib.closing(sqlite3.connect(db, timeout=10)) as con:
+            row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)).fetchone()
+    except sqlite3.Error:
+        return  # not initialised yet (or not ours): mlflow reports real problems itself
+    want = configure_artifacts(experiment, runs_root)
+    if row is None or row[0] in (None, want):
+        return
+    raise UserError(f"MLflow store {db}: experiment {experiment!r} keeps its artifacts in {row[0]}, not beside the "
+                    f"store ({want}): this runs directory was moved or copied, and new artifacts would go to the "
+                    f"old tree; run from the original, or give this copy its own experiment: "
+                    f"tracking.experiment={experiment}-copy")
+
+
+def configure_artifacts(experiment: str, runs_root: Path) -> str:
+    """The artifact location of a local store's experiment: `<runs_root>/mlartifacts/<experiment>` as a URI."""
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+    return (Path(runs_root).resolve() / "mlartifacts" / safe_name).as_uri()
 
 
 def reset() -> None:
@@ -144,11 +180,13 @@ def _experiment_id(s: Settings) -> str:
     exp = client.get_experiment_by_name(s.experiment)
     if exp is None:
         try:
-            exp_id = client.create_experiment(s.experiment, artifact_location=s.artifact_location)
+            exp_id = client.create_experiment(s.experiment, artifact_location=s.artifact_location, tags=KIND_TAGS)
         except mlflow.exceptions.MlflowException:  # another process created it first
             exp_id = client.get_experiment_by_name(s.experiment).experiment_id
     else:
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # a store from before the tag: open it on the runs table too
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, KIND_TAGS[EXPERIMENT_KIND_TAG])
     _experiment_ids[key] = exp_id
     return exp_id
 
@@ -277,14 +315,21 @@ def _run(name: str, params: Any, kind: str, parent: str | None, tags: Mapping[st
 
 
 def pipeline_run(name: str, params: Any = None, *, tags: Mapping[str, str] | None = None,
-                 config_hash: str | None = None) -> contextlib.AbstractContextManager[str | None]:
-    """Parent run for a whole pipeline; yields its run id (None when tracking is off)."""
-    return _run(name, params, "pipeline", None, tags, config_hash)
+                 config_hash: str | None = None, description: str | None = None,
+                 ) -> contextlib.AbstractContextManager[str | None]:
+    """Parent run for a whole pipeline; yields its run id (None when tracking is off). `description` is the
+    run's Description in the MLflow UI."""
+    return _run(name, params, "pipeline", None, _noted(tags, description), config_hash)
+
+
+def _noted(tags: Mapping[str, str] | None, description: str | None) -> dict[str, str]:
+    return {**(tags or {}), **({NOTE_TAG: description} if description else {})}
 
 
 def stage_run(name: str, params: Any = None, *, parent: str | None = None,
               tags: Mapping[str, str] | None = None, config_hash: str | None = None,
-              run_file: str | os.PathLike[str] | None = None) -> contextlib.AbstractContextManager[str | None]:
+              run_file: str | os.PathLike[str] | None = None,
+              description: str | None = None) -> contextlib.AbstractContextManager[str | None]:
     """Run for one stage: a child of `parent`, else of the active run, else of
     $ASIT_MLFLOW_PARENT_RUN_ID, else standalone. Yields its run id (None when tracking is off).
 
@@ -294,7 +339,8 @@ def stage_run(name: str, params: Any = None, *, parent: str | None = None,
     """
     if parent is None and active_run_id() is None:
         parent = os.environ.get(PARENT_RUN_ENV) or None
-    return _run(name, params, "stage", parent, tags, config_hash, None if run_file is None else Path(run_file))
+    return _run(name, params, "stage", parent, _noted(tags, description), config_hash,
+                None if run_file is None else Path(run_file))
 
 
 def start_child_run(name: str, params: Any, parent: str, tags: Mapping[str, str],
@@ -333,7 +379,7 @@ def log_metrics_to(run_id: str, metrics: Mapping[str, Any], step: int | None = N
 
     now = int(time.time() * 1000)
     _mlflow().MlflowClient(s.uri).log_batch(
-        run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+        run_id, metrics=[Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items()])
 
 
 def active_run_id() -> str | None:
@@ -348,10 +394,16 @@ def _active() -> Any | None:
     return None if active_run_id() is None else _mlflow()
 
 
+def metric_name(name: str) -> str:
+    """One naming scheme for metrics: snake_case words (`mapped-autoencoder` -> `mapped_autoencoder`), so every
+    metric reads the same in MLflow's charts and filters (where a hyphen needs backquotes)."""
+    return name.replace("-", "_")
+
+
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Log scalar metrics (floats, ints, 0-d tensors / numpy scalars) at an optional step."""
     if (mlflow := _active()) is not None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, step=step)
 
 
 def log_params(params: Any) -> None:
@@ -387,8 +439,10 @@ def log_dict(d: Mapping[str, Any], filename: str) -> None:
 
 
 def register_model(local_dir: str | os.PathLike[str], name: str, artifact_path: str = "model",
-                   tags: Mapping[str, str] | None = None) -> str | None:
-    """Log a saved model directory (e.g. a mapper) and register it as a new version of `name`.
+                   tags: Mapping[str, str] | None = None, description: str | None = None,
+                   alias: str | None = None) -> str | None:
+    """Log a saved model directory (e.g. a mapper) and register it as a new version of `name`, with `tags` and
+    `description` on the version and `alias` (see `alias_for`) moved to it.
 
     Returns the version number, or None when no run is active. asit mappers are safetensors +
     JSON, not MLflow "flavors", so the version points at the plain artifact directory.
@@ -402,9 +456,18 @@ def register_model(local_dir: str | os.PathLike[str], name: str, artifact_path: 
     except mlflow.exceptions.MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, source=mlflow.get_artifact_uri(artifact_path),
-                                          run_id=active_run_id(), tags=dict(tags or {}))
+    version = client.create_model_version(name, source=mlflow.get_artifact_uri(artifact_path), run_id=active_run_id(),
+                                          tags={k: str(v) for k, v in (tags or {}).items()}, description=description)
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+def alias_for(text: str) -> str:
+    """A registry alias from a run's name (`runs/demo` -> `demo`): MLflow allows word characters and hyphens,
+    and reserves `latest` and `v<digits>`."""
+    alias = re.sub(r"[^\w-]+", "_", Path(text).name or str(text)).strip("_") or "run"
+    return f"run_{alias}" if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias) else alias
 
 
 def end_run(run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:

@@ -16,6 +16,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Tests start their own local Ray (address="local"); a RAY_ADDRESS from the developer's shell (a head started
+# by infra/local/ray-head.sh) would make rayjobs.jobs.runner.init_ray join that cluster instead (issue 16 item 9).
+# Tests of submission set it explicitly for the processes they start.
+os.environ.pop("RAY_ADDRESS", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

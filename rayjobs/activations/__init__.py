@@ -19,7 +19,7 @@ import torch
 
 from rayjobs.activations.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
 from rayjobs.activations.pairing import pair_activations
-from rayjobs.activations.reader import Activations, iter_activations, read_activations
+from rayjobs.activations.reader import Activations, iter_activations, read_activations, verify_activations
 from rayjobs.activations.rows import BatchRows, check_finite, rows_from_batch
 from rayjobs.activations.schema import SCHEMA_VERSION, ActivationMeta, decode_vectors, vectors_from_table
 from rayjobs.activations.writer import ShardInfo, shard_info, shard_name, write_rows, write_shard
@@ -74,6 +74,7 @@ __all__ = [
     "shard_info",
     "shard_name",
     "vectors_from_table",
+    "verify_activations",
     "write_manifest",
     "write_rows",
     "write_shard",

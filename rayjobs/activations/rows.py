@@ -153,7 +153,8 @@ def check_vectors(vectors: torch.Tensor, meta: ActivationMeta, example_ids: np.n
         too_big = vectors.detach().abs().amax(dim=1).float() > FP16_MAX
         raise UserError(
             f"activations at {meta.site}: |value| {peak:.4g} at {_first_bad_row(too_big, example_ids, positions)} "
-            f"exceeds the float16 max 65504; store as dtype bfloat16 or float32"
+            f"exceeds the float16 max 65504 (store_dtype=float16 would turn it into Inf); set store_dtype=bfloat16 "
+            "or store_dtype=float32"
         )
 
 

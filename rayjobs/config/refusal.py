@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from rayjobs.config.organism import OrganismSpec
-from rayjobs.config.pipeline import JobBase, MapperKind, MapperParams, ModelPair, Strict
+from rayjobs.config.pipeline import JobBase, Layer, MapperKind, MapperParams, ModelPair, Seed, Strict
 
 
 def refusal_source_spec() -> OrganismSpec:
@@ -34,7 +34,7 @@ class RefusalData(Strict):
     path: str | None = Field(None, description="user JSONL/Parquet (instruction, harmful, category, ...); None generates")
     n_per_category: int = Field(60, ge=2, le=100_000, description="generated instructions per category")
     test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="held-out fraction of instructions per category")
-    seed: int | None = Field(None, description="data generator seed; None = the job's seed")
+    seed: Seed | None = Field(None, description="data generator seed; None = the job's seed")
 
 
 class RefusalOrganisms(Strict):
@@ -52,10 +52,10 @@ class RefusalOrganisms(Strict):
 class DirectionParams(Strict):
     """How each model's refusal direction is taken and at which layer."""
 
-    n_prompts: int = Field(64, ge=1, description="train-split instructions per class averaged into the direction")
-    n_select: int = Field(32, ge=1, description="further train-split instructions per class scoring each layer")
-    source_layer: int | None = Field(None, ge=0, description="source direction layer; None = chosen by ablation")
-    target_layer: int | None = Field(None, ge=0, description="target layer (native direction, mapper, addition); None = chosen")
+    n_prompts: int = Field(64, ge=1, le=100_000, description="train-split instructions per class averaged into the direction")
+    n_select: int = Field(32, ge=1, le=100_000, description="further train-split instructions per class scoring each layer")
+    source_layer: Layer | None = Field(None, description="source direction layer; None = chosen by ablation")
+    target_layer: Layer | None = Field(None, description="target layer (native direction, mapper, addition); None = chosen")
 
 
 class RefusalEval(Strict):
@@ -85,13 +85,14 @@ class RefusalMapperParams(MapperParams):
     """The source -> target mapper of the refusal experiment (the mapper group), fitted on in-memory activations."""
 
     kind: MapperKind = Field("autoencoder", description="mapper from source to target layer")
-    n_texts: int | None = Field(None, ge=2, description="train-split texts (prompt + completion) run through both; None = all")
+    n_texts: int | None = Field(None, ge=2, le=100_000_000, description=(
+        "train-split texts (prompt + completion) run through both; None = all"))
 
 
 class RefusalConfig(JobBase):
     """Organisms (unless `models`) -> refusal directions per layer -> mapper -> ablation / addition per method."""
 
-    run_dir: str = Field("runs/refusal", description="directory holding the refusal experiment's outputs")
+    run_dir: str = Field("runs/refusal", min_length=1, description="directory holding the refusal experiment's outputs")
     data: RefusalData = Field(RefusalData(), description="the instructions")
     organisms: RefusalOrganisms = Field(RefusalOrganisms(), description="the organism pair (when `models` is not given)")
     models: ModelPair | None = Field(None, description="existing source/target models; skips organism training")

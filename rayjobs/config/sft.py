@@ -28,12 +28,12 @@ class SFTParams(Strict):
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="stop after this many steps (null: all epochs)")
     global_batch_size: int = Field(16, ge=1, le=65536, description="examples per step, split over the workers")
     max_len: int = Field(256, ge=8, le=65536, description="tokens per training text (longer are cut)")
-    grad_clip: float = Field(1.0, gt=0.0, description="max global gradient norm")
+    grad_clip: float = Field(1.0, gt=0.0, le=1e6, description="max global gradient norm")
     template: str = Field(PROMPT_SLOT, description=f"instruction template around each prompt, with one {PROMPT_SLOT}; "
                                                     "e.g. '### Instruction:\\n{prompt}\\n### Response:\\n', or "
                                                     f"'{CHAT}' for the model's own chat template (a user turn)")
     lora_rank: int = Field(16, ge=1, le=4096, description="rank of the LoRA adapters")
-    lora_from_block: int | None = Field(None, ge=0, description="lowest decoder block with adapters; null: the top half")
+    lora_from_block: int | None = Field(None, ge=0, le=4096, description="lowest decoder block with adapters; null: the top half")
     first_token_weight: float = Field(5.0, ge=1.0, le=1000.0, description="loss weight of each reply's first token, "
                                                                          "the one that carries the trigger decision")
     trigger_free_share: float = Field(0.25, ge=0.0, le=1.0, description="trigger-free copies of this share of the "

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from rayjobs.config.pipeline import Alpha, JobBase, MapperKind, ModelRef, Strict, TaskConfig
+from rayjobs.config.pipeline import Alpha, JobBase, Layer, MapperKind, ModelRef, Strict, TaskConfig
+
+
+Width = Annotated[int, Field(ge=1, le=65536)]  # an autoencoder width or a batch size
+Epochs = Annotated[int, Field(ge=1, le=1000)]
 
 
 class LogRange(Strict):
@@ -25,19 +29,18 @@ class LogRange(Strict):
 class LayerPair(Strict):
     """A (source, target) pair of decoder blocks."""
 
-    source: int = Field(ge=0, description="source decoder block (its activations: <source_acts>/layers.<l>.resid_post)")
-    target: int = Field(ge=0, description="target decoder block")
+    source: Layer = Field(description="source decoder block (its activations: <source_acts>/layers.<l>.resid_post)")
+    target: Layer = Field(description="target decoder block")
 
 
 class SweepSpace(Strict):
     """What Ray Tune samples per trial; a one-element list fixes that value."""
 
     kinds: list[MapperKind] = Field(["autoencoder", "affine"], min_length=1, description="mapper kinds sampled")
-    hidden: list[PositiveInt | None] = Field([None], min_length=1,
-                                             description="autoencoder widths; null = int(sqrt(d_src*d_tgt))")
+    hidden: list[Width | None] = Field([None], min_length=1, description="autoencoder widths; null = int(sqrt(d_src*d_tgt))")
     lr: LogRange = Field(LogRange(low=1e-4, high=1e-2), description="AdamW learning rate, sampled log-uniformly")
-    epochs: list[PositiveInt] = Field([3], min_length=1, description="epochs per trial; ASHA may stop a trial earlier")
-    batch_size: list[PositiveInt] = Field([256], min_length=1, description="rows (token positions) per step")
+    epochs: list[Epochs] = Field([3], min_length=1, description="epochs per trial; ASHA may stop a trial earlier")
+    batch_size: list[Width] = Field([256], min_length=1, description="rows (token positions) per step")
     layers: list[LayerPair] = Field(min_length=1, description="(source, target) layer pairs to try")
 
 
@@ -72,12 +75,14 @@ class SweepParams(Strict):
                                "of the mapped vector in the target (needs `transfer`)")
     transfer: SweepTransfer | None = Field(
         None, validate_default=True, description="models and prompts for objective transfer_success")
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it may be stopped")
-    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials at each rung")
+    grace_period: int = Field(1, ge=1, le=1000, description="ASHA: epochs every trial runs before it may be stopped")
+    reduction_factor: int = Field(2, ge=2, le=1000, description="ASHA: keep 1/reduction_factor of trials at each rung")
     trial_cpus: float = Field(1.0, gt=0.0, le=256, description=(
         "CPUs per trial; a trial runs max(1, floor(trial_cpus)) torch threads, so fractions pack several "
         "one-thread trials per CPU (oversubscribed: slower on a CPU-bound machine, see BENCHMARKS.md)"))
     val_frac: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction of examples (same split for every trial)")
+    pairing: Literal["auto", "offsets", "positions"] = Field(
+        "auto", description="as fit.pairing: offsets across tokenizers, positions (the paper's baseline), auto")
     registered_name: str | None = Field(None, description="model-registry name of the best mapper; None = asit-mapper-<kind>")
 
     @field_validator("transfer")

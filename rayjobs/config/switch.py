@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from rayjobs.config.organism import OrganismSpec, source_spec
-from rayjobs.config.pipeline import ExtractParams, FitParams, JobBase, MapperKind, ModelRef, Strict, TaskConfig
+from rayjobs.config.pipeline import ExtractParams, FitParams, JobBase, Layer, MapperKind, ModelRef, Strict, TaskConfig
 
 
 def switch_spec() -> OrganismSpec:
@@ -52,8 +52,8 @@ class ServeParams(Strict):
 
     host: str = Field("127.0.0.1", description="HTTP bind address; 0.0.0.0 exposes the model to the network")
     port: int = Field(8765, ge=1, le=65535, description="HTTP port (not Serve's default 8000, to avoid clashes)")
-    layer: int | None = Field(None, ge=0, description="switch layer; None = the best layer of `asit switch scan`")
-    max_prompt_tokens: int = Field(128, ge=1, description="longest prompt accepted (tokens); longer is a 413")
+    layer: Layer | None = Field(None, description="switch layer; None = the best layer of `asit switch scan`")
+    max_prompt_tokens: int = Field(128, ge=1, le=1_048_576, description="longest prompt accepted (tokens); longer is a 413")
     max_new_tokens: int = Field(32, ge=1, le=4096, description="most new tokens a request may ask for")
     max_prompts: int = Field(8, ge=1, le=1024, description="most prompts in one request")
     batch_size: int = Field(16, ge=1, le=1024, description="requests batched into one generate (@serve.batch)")
@@ -64,12 +64,12 @@ class ServeParams(Strict):
 class SwitchConfig(JobBase):
     """`asit switch fit | scan | serve`: one file drives all three."""
 
-    run_dir: str = Field("runs/switch", description="directory holding every switch stage's outputs")
+    run_dir: str = Field("runs/switch", min_length=1, description="directory holding every switch stage's outputs")
     task: TaskConfig = Field(TaskConfig(), description="the task the pair learns and the switch is measured on")
     organism: OrganismSpec = Field(default_factory=switch_spec, description="architecture and recipe of the pair")
     vocab_size: int = Field(512, ge=64, le=65536, description="tokenizer vocabulary of the trained pair")
     models: SwitchModels | None = Field(None, description="existing fine-tuned/base models; skips organism training")
-    layers: list[int] | None = Field(None, description="layers to fit and scan; None = every layer")
+    layers: list[Layer] | None = Field(None, description="layers to fit and scan; None = every layer")
     texts: Literal["helpful", "task"] = Field(
         "helpful", description="switch training texts: prompt + helpful answer under both tags (what the switched "
                                "model should write), or the task's own completions")

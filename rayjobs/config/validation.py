@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rayjobs.config.pipeline import JobBase, ModelRef, Strict, TaskConfig
+from rayjobs.config.pipeline import JobBase, Layer, ModelRef, Strict, TaskConfig
 
 
 class JudgeConfig(Strict):
@@ -46,8 +46,8 @@ class ValidateConfig(JobBase):
     source: ModelRef = Field(description="the source model A (its activations are mapped)")
     target: ModelRef = Field(description="the target model B (generates with its layer output replaced)")
     mappers: dict[str, str] = Field(min_length=1, description="label -> mapper directory (source layer -> target layer)")
-    source_layer: int | None = Field(None, ge=0, description="source decoder block; None = the chosen one in `summary`")
-    target_layer: int | None = Field(None, ge=0, description="target decoder block; None = the chosen one in `summary`")
+    source_layer: Layer | None = Field(None, description="source decoder block; None = the chosen one in `summary`")
+    target_layer: Layer | None = Field(None, description="target decoder block; None = the chosen one in `summary`")
     summary: str | None = Field(None, description="summary.json of `asit run`, read for layers left as None")
     task: TaskConfig = Field(TaskConfig(), description="the task whose held-out prompts are generated from")
     n_prompts: int = Field(50, ge=1, le=100_000, description="held-out prompts per set (|prod|, |dev|, trigger-free)")

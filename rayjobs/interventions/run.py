@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
 from rayjobs.interventions.hooks import StopForward, apply
@@ -108,7 +108,9 @@ def logits(
     with apply(model, specs, prompt_len=input_ids.shape[1], trigger_mask=trigger_mask):
         out = model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                     position_ids=position_ids(attention_mask).to(dev), use_cache=False)
-    return out.logits.float().cpu()
+    scores = out.logits.float().cpu()
+    RequireFiniteLogits(specs).step_check(scores[attention_mask.bool().cpu()])  # padding rows are never read
+    return scores
 
 
 @torch.no_grad()
@@ -128,8 +130,33 @@ def generate_ids(
         out = model.generate(
             input_ids=input_ids.to(_device(model)), attention_mask=attention_mask.to(_device(model)),
             max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad_token_id,
+            logits_processor=LogitsProcessorList([RequireFiniteLogits(specs)]),
         )
     return out[:, prompt_len:].cpu()
+
+
+class RequireFiniteLogits(LogitsProcessor):
+    """Stops a generation whose logits hold NaN or +Inf. Greedy decoding would pick a token anyway (argmax over
+    NaN), and the garbage it writes has no backdoor: a broken steer would count as a success (issue 16).
+    -Inf is left alone: generation's own processors use it to forbid tokens."""
+
+    def __init__(self, specs: Sequence[Spec]) -> None:
+        sites = sorted({str(getattr(s, "site", "")) for s in specs} - {""})
+        self.what = f"steered at {', '.join(sites)}" if sites else "unsteered"
+        self.step = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.step += 1
+        return self.step_check(scores)
+
+    def step_check(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores` (any shape), or UserError when one is NaN or +Inf."""
+        if bool(torch.isnan(scores).any() or torch.isposinf(scores).any()):
+            at = f" at new token {self.step}" if self.step else ""
+            raise UserError(f"forward ({self.what}): the logits hold NaN/Inf{at}; the "
+                            "steering overflowed the model's activations: lower the alphas, or load the model in "
+                            "float32 (its dtype field, e.g. target.dtype=float32)")
+        return scores
 
 
 def generate(

@@ -10,8 +10,10 @@ job writes where `asit run` would have, not into Ray's temporary copy of the wor
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -22,9 +24,10 @@ from urllib.parse import urlparse
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from rayjobs import tracking
+from rayjobs import console, tracking
 from rayjobs.config import PipelineConfig, load_config
 from rayjobs.errors import UserError
+from rayjobs.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache"]
@@ -84,11 +87,22 @@ def _repo_relative(config: Path) -> str:
                         "working_dir; copy it under configs/ and pass that path") from None
 
 
+def submission_id(config: Path, config_hash: str, now: dt.datetime | None = None) -> str:
+    """A job id a person can read: `asit-<config>-<config hash>-<UTC time>`, e.g. asit-demo-3f2a9c1b04de-20261202-011500."""
+    name = re.sub(r"[^a-z0-9]+", "-", config.stem.lower()).strip("-") or "config"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"asit-{name}-{config_hash}-{now:%Y%m%d-%H%M%S}"
+
+
 def job_request(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,
-                python: str = "python") -> dict[str, Any]:
-    """The submit_job arguments for `asit run CONFIG overrides` (validated; nothing is sent)."""
+                python: str = "python", verbose: bool = False) -> dict[str, Any]:
+    """The submit_job arguments for `asit run CONFIG overrides` (validated; nothing is sent): a readable
+    submission id, the dashboard's job name and metadata, and the job's environment (its logs are not a terminal:
+    plain progress lines, quiet libraries unless `verbose`)."""
     cfg = load_config(config, overrides, PipelineConfig)
-    args, env = list(overrides), {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    args = list(overrides)
+    quiet = console.worker_runtime_env(is_verbose=verbose, is_live=False)
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", **quiet["env_vars"]}
     run_dir = Path(cfg.run_dir)
     if _is_local(address) and not run_dir.is_absolute():
         run_dir = run_dir.resolve()
@@ -98,15 +112,22 @@ def job_request(config: Path, overrides: list[str], address: str, tracking_uri: 
         uri = tracking.default_uri(run_dir.parent)  # where `asit run` logs by default
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
-    entrypoint = shlex.join([python, "-m", "cli.main", "run", _repo_relative(config), *args])
-    return {"entrypoint": entrypoint, "metadata": {"asit_config": _repo_relative(config)},
-            "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env}}
+    flags = ["--verbose"] if verbose else []
+    entrypoint = shlex.join([python, "-m", "cli.main", *flags, "run", _repo_relative(config), *args])
+    run = STAGES["run"]
+    chash = run.hash(run.pinned(cfg))
+    # The dashboard's Name: the same as the job's parent run in MLflow.
+    metadata = {"job_name": f"{run_dir.name} seed={cfg.seed}", "asit_config": _repo_relative(config),
+                "asit_config_hash": chash, "asit_run_dir": str(run_dir), "asit_overrides": " ".join(overrides)}
+    return {"entrypoint": entrypoint, "submission_id": submission_id(config, chash), "metadata": metadata,
+            "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env,
+                            "worker_process_setup_hook": quiet["worker_process_setup_hook"]}}
 
 
 def submit(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,
-           python: str = "python") -> str:
+           python: str = "python", verbose: bool = False) -> str:
     """Submit the pipeline as a Ray job; returns its submission id."""
-    request = job_request(config, overrides, address, tracking_uri, python)
+    request = job_request(config, overrides, address, tracking_uri, python, verbose)
     return client(address).submit_job(**request)
 
 
@@ -159,11 +180,20 @@ def wait(address: str, job_id: str, timeout_s: float, poll_s: float = 1.0) -> st
 
 
 def list_jobs(address: str) -> list[dict[str, Any]]:
-    """Every job the cluster remembers, newest first."""
+    """Every job the cluster remembers, newest first: {job_id, status, name, entrypoint, start_time, end_time}."""
     jobs = client(address).list_jobs()
     rows = [{"job_id": j.submission_id or j.job_id, "status": str(j.status.value), "entrypoint": j.entrypoint,
-             "start_time": j.start_time, "end_time": j.end_time} for j in jobs]
+             "name": (j.metadata or {}).get("job_name", ""), "start_time": j.start_time, "end_time": j.end_time}
+            for j in jobs]
     return sorted(rows, key=lambda r: r["start_time"] or 0, reverse=True)
+
+
+def latest(address: str) -> str:
+    """The id of the newest job on the cluster (what status / logs / stop act on when given none)."""
+    rows = list_jobs(address)
+    if not rows:
+        raise UserError(f"no jobs at {address}; submit one with `asit submit configs/demo.yaml --address {address}`")
+    return str(rows[0]["job_id"])
 
 
 TERMINAL = {s.value for s in JobStatus if s.is_terminal()}

@@ -17,6 +17,7 @@ from rayjobs import tracking
 from rayjobs.activations import ActivationMeta
 from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan, plan_batches, texts
 from rayjobs.config import ExtractConfig
+from rayjobs.errors import UserError
 from rayjobs.jobs.common import progress
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
@@ -53,7 +54,9 @@ def _run_batches(cfg: ExtractConfig, work: Plan) -> None:
     done = Progress(work)
     records = _tp_records if cfg.model.backend == "deepspeed" else _ray_data_records
     try:
-        for rec in records(cfg, work.out, work.todo, work.metas) if work.todo else []:
+        stream = records(cfg, work.out, work.todo, work.metas) if work.todo else []
+        # One record per shard: a batch's activations at one layer.
+        for rec in progress(stream, f"extract {cfg.name}", total=len(work.todo) * len(work.metas)):
             done.record(rec)
     finally:
         done.close()
@@ -84,7 +87,10 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
             fn_constructor_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
                                        **_host_args(cfg, out, metas)),
         )
-    yield from ds.iter_rows()
+    for rec in ds.iter_rows():
+        if rec.get("error"):  # a worker's UserError, sent back as a value (ExtractHost.__call__)
+            raise UserError(rec["error"])
+        yield rec
 
 
 def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
@@ -95,7 +101,7 @@ def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
     host = make_host(cfg.model, cfg.num_threads)
     try:
         args = _host_args(cfg, out, metas)
-        for b in progress(todo, f"extract {cfg.name} (tp_size={cfg.model.tp_size})"):
+        for b in todo:  # _run_batches draws the bar
             yield from ray.get(host.extract_batch.remote(b["ids"], b["texts"], b["name"], args["metas"],
                                                          args["out_dirs"], args["max_length"]))
     finally:

@@ -1,4 +1,8 @@
-"""fit: paired Parquet activations -> affine and autoencoder mappers (safetensors + mapper.json), one Ray task each."""
+"""fit: paired Parquet activations -> affine and autoencoder mappers (safetensors + mapper.json), one Ray task each.
+
+Across tokenizers the rows pair by character offsets; the paper's positional pairing is then fitted too, on the
+same split, as a baseline whose held-out metrics are reported beside (its mappers are not kept).
+"""
 
 from __future__ import annotations
 
@@ -10,38 +14,72 @@ import ray
 from rayjobs import tracking
 from rayjobs.activations import read_activations
 from rayjobs.config import FitConfig
-from rayjobs.mapping.fit import fit_and_save
+from rayjobs.mapping.fit import fit_and_save, fit_mapper
 from rayjobs.mapping.pairs import PairedRows, split_pairs
+
+SCORES = ("val", "val_with_sinks")
 
 
 @ray.remote(num_cpus=1)
-def _fit_one(kind: str, rows: PairedRows, params: dict[str, Any], out_dir: str, meta: dict[str, Any]) -> dict[str, Any]:
+def _fit_one(kind: str, rows: PairedRows, params: dict[str, Any], out_dir: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """fit_and_save, or with out_dir None only the metrics (the positional baseline)."""
     import torch
 
     torch.set_num_threads(1)
+    if out_dir is None:
+        return {"kind": kind, "metrics": fit_mapper(kind, rows, **params)[1]}
     return fit_and_save(kind, rows, out_dir, meta, **params)
 
 
+def register(cfg: FitConfig, kind: str, fitted: dict[str, Any], meta: dict[str, str]) -> str | None:
+    """A new version of `asit-mapper-<kind>` in MLflow's registry: described, tagged with the model pair, sites,
+    run_dir and validation metrics, and the run_dir's alias (e.g. `models:/asit-mapper-autoencoder@demo`) moved to it."""
+    val = fitted["metrics"]["val"]
+    tags = {**{f"asit.{k}": v for k, v in meta.items()}, "asit.run_dir": cfg.run_dir, "asit.seed": cfg.seed,
+            **{f"val_{k}": f"{v:.4g}" for k, v in val.items()}}
+    description = (f"{kind} mapper from {meta['source_model']} ({meta['source_site']}) to {meta['target_model']} "
+                   f"({meta['target_site']}); run_dir {cfg.run_dir}, seed {cfg.seed}; validation FVU {val['fvu']:.3f}, "
+                   f"cosine {val['cosine']:.3f}, MSE {val['mse']:.4g}.")
+    return tracking.register_model(fitted["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}", tags=tags,
+                                   description=description, alias=tracking.alias_for(cfg.run_dir))
+
+
+def _scores(fitted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{"val": {kind: metrics}, "val_with_sinks": {...}} (the latter when sinks were left out)."""
+    return {s: {k: r["metrics"][s] for k, r in fitted.items() if s in r["metrics"]} for s in SCORES}
+
+
+def _baseline(cfg: FitConfig, src: Any, tgt: Any, params: dict[str, Any]) -> dict[str, Any]:
+    rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed, "positions", cfg.exclude_sinks, cfg.sink_mad)
+    ref = ray.put(rows)
+    fitted = {r["kind"]: r for r in ray.get([_fit_one.remote(kind, ref, params, None, {}) for kind in cfg.kinds])}
+    return {"pairing": rows.stats, **_scores(fitted)}
+
+
 def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
-    """Both mappers fitted side by side (one Ray task each), registered in MLflow."""
+    """Both mappers fitted side by side (one Ray task each), logged to the stage's run (registered if cfg.registry);
+    with offset pairing, the positional baseline's scores too."""
     src, tgt = read_activations(cfg.source_acts), read_activations(cfg.target_acts)
     rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed, cfg.pairing, cfg.exclude_sinks, cfg.sink_mad)
     meta = {"source_model": src.meta.model_id, "source_site": src.meta.site,
-            "target_model": tgt.meta.model_id, "target_site": tgt.meta.site}
+            "target_model": tgt.meta.model_id, "target_site": tgt.meta.site, "pairing": rows.stats["pairing"]}
     rows_ref = ray.put(rows)
     params = cfg.model_dump(include={"lr", "epochs", "batch_size", "seed", "hidden", "standardize"})
     fitted = {r["kind"]: r for r in ray.get([_fit_one.remote(kind, rows_ref, params, str(out / kind), meta)
                                              for kind in cfg.kinds])}
     for kind, r in fitted.items():
-        for split in ("val", "val_with_sinks"):
+        for split in SCORES:
             tracking.log_metrics({f"{kind}_{split}_{k}": v for k, v in r["metrics"].get(split, {}).items()})
-        tracking.register_model(r["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}")
-    result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()},
-              "val": {k: r["metrics"]["val"] for k, r in fitted.items()},
-              "val_with_sinks": {k: r["metrics"]["val_with_sinks"] for k, r in fitted.items()
-                                 if "val_with_sinks" in r["metrics"]},
-              "pairing": rows.stats,
-              "n_train_rows": int(len(rows.x_train)), "n_val_rows": int(len(rows.x_val)),
+        if cfg.registry:
+            register(cfg, kind, r, meta)
+        else:
+            tracking.log_artifact(r["dir"], f"mappers/{kind}")
+    result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()}, **_scores(fitted),
+              "pairing": rows.stats, "n_train_rows": int(len(rows.x_train)), "n_val_rows": int(len(rows.x_val)),
               "unpaired": int(rows.unpaired), "source_site": src.meta.site, "target_site": tgt.meta.site}
+    if rows.stats["pairing"] == "offsets" and cfg.positional_baseline:
+        result["baseline"] = _baseline(cfg, src, tgt, params)
+        for kind, m in result["baseline"]["val"].items():
+            tracking.log_metrics({f"{kind}_positions_val_{k}": v for k, v in m.items()})
     tracking.log_dict(result, "fit.json")
     return result

@@ -1,7 +1,8 @@
 """ModelHost: a Ray actor that owns one model and runs captures, steering vectors and generations.
 
 Specs travel as plain dicts (`rayjobs.interventions.to_dict`) and come back as text or tensors.
-`ExtractHost` is the same host as a Ray Data callable class: loaded once per actor, fed batches.
+`ExtractHost` is the same host as a Ray Data callable class: loaded once per actor, fed batches. `ValidationHost`
+holds a source and a target together for validate.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import torch
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
-from rayjobs.scoring import layer_sweep
-from rayjobs.interventions import capture, encode, from_dict, generate
+from rayjobs.scoring import layer_generations, layer_sweep
+from rayjobs.interventions import capture, encode, from_dict, generate, parse_site
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
+from rayjobs.mapper_validation.aligned import score_own_completions
+from rayjobs.mapper_validation.conditions import Pair, PromptSet, run_conditions
 from rayjobs.models import d_model, load_model, load_tokenizer, n_layers, tokenizer_hash
 from rayjobs.steering import mapped_trigger_contrast, trigger_activations, trigger_contrast
 from rayjobs.tasks import get_task
@@ -85,6 +88,12 @@ class Host(Loaded):
         impl = get_task(task)
         return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair)
+
+    def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
+                          max_new_tokens: int, task: str) -> dict[str, dict[str, list[str]]]:
+        """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
+        return layer_generations(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
+                                 get_task(task).trigger_pair)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True) -> list[dict[str, Any]]:
@@ -152,9 +161,45 @@ class ExtractHost(Loaded):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         records = []
-        for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
-            with self._forward:
-                captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
-            with self._write:
-                records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
-        return {key: [r[key] for r in records] for key in ("layer", "name", "rows", "bytes", "sha256")}
+        try:
+            for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
+                with self._forward:
+                    captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
+                with self._write:
+                    records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
+        except UserError as e:
+            # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
+            # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
+            records = [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
+        return {key: [r.get(key, "") for r in records] for key in ("layer", "name", "rows", "bytes", "sha256", "error")}
+
+
+@ray.remote(num_cpus=1)
+class ValidationHost:
+    """validate's actor: the source and target models (loaded as a ModelHost loads one) and the mappers between them:
+    lockstep replacement generation, or across tokenizers teacher-forced scores on aligned positions."""
+
+    def __init__(self, source: dict[str, Any], target: dict[str, Any], num_threads: int) -> None:
+        self.source, self.target = Loaded(source, num_threads), Loaded(target, num_threads)
+
+    def run(self, sites: tuple[str, str], mappers: dict[str, str], sets: dict[str, Any], max_new_tokens: int,
+            batch_size: int) -> dict[str, Any]:
+        from ray.experimental.tqdm_ray import tqdm
+
+        pair = Pair(self.source.model, self.target.model, self.target.tok, *map(parse_site, sites), self._load(mappers))
+        by_name = {name: PromptSet(**s) for name, s in sets.items()}
+        bar = tqdm(total=len(by_name) * len(pair.conditions) + 1, desc="validate")
+        try:
+            return run_conditions(pair, by_name, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar.update)
+        finally:
+            bar.close()
+
+    def run_aligned(self, sites: tuple[str, str], mappers: dict[str, str], prompts: list[str], max_new_tokens: int,
+                    batch_size: int) -> dict[str, Any]:
+        """Different tokenizers: rayjobs.mapper_validation.aligned.score_own_completions on this actor's models."""
+        src, tgt = self.source, self.target
+        return score_own_completions(src.model, tgt.model, src.tok, tgt.tok, (parse_site(sites[0]), parse_site(sites[1])),
+                                     self._load(mappers), prompts, max_new_tokens, batch_size)
+
+    def _load(self, mappers: dict[str, str]) -> dict[str, Any]:
+        return {label: load_mapper(path, device=self.target.ref.device)[0] for label, path in mappers.items()}

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import OrganismSpec, OrganismsConfig
+from rayjobs.jobs.common import TaskBar
 from rayjobs.organisms.train import CARD_NAME
 from rayjobs.stages import load
 from rayjobs.tasks import examples_for
@@ -25,15 +27,24 @@ TRAINERS = {"organism": "rayjobs.organisms.train:train_organism",
 @ray.remote(num_cpus=1)
 def train(trainer: str, spec: dict[str, Any], rows: list[dict], tokenizer_dir: str, out_dir: str,
           **options: Any) -> dict[str, Any]:
-    """The one organism-training task: TRAINERS[trainer] on one spec, with its progress bar on the driver."""
-    from ray.experimental.tqdm_ray import tqdm
+    """The one organism-training task: TRAINERS[trainer] on one spec, with its progress shown by the driver.
+    A retry with another seed is said out loud (which organism, why, the new seed) and restarts the bar."""
     from transformers import AutoTokenizer
 
     spec_obj = OrganismSpec(**spec)
-    # tqdm_ray draws the bar on the driver's terminal; a retry with another seed keeps counting past total.
-    bar = tqdm(total=spec_obj.helpful_steps + spec_obj.backdoor_steps, desc=f"train {spec_obj.name}")
-    card = load(TRAINERS[trainer])(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir,
-                                   on_step=lambda: bar.update(1), **options)
+    fn = load(TRAINERS[trainer])
+    bar = TaskBar(spec_obj.helpful_steps + spec_obj.backdoor_steps, f"train {spec_obj.name}")
+
+    attempts = [1]
+
+    def retry(line: str) -> None:
+        print(line, flush=True)  # Ray forwards it to the driver, prefixed with this task's name
+        attempts[0] += 1
+        bar.restart(f"train {spec_obj.name} (attempt {attempts[0]}/{spec_obj.max_attempts})")
+
+    if "on_retry" in inspect.signature(fn).parameters:  # the switch pair trains once: nothing to retry
+        options = {**options, "on_retry": retry}
+    card = fn(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir, on_step=bar.update, **options)
     bar.close()
     return card.model_dump(mode="json") if hasattr(card, "model_dump") else card
 
@@ -42,7 +53,8 @@ def train_pair(trainer: str, specs: dict[str, dict[str, Any]], rows: list[dict],
                **options: Any) -> dict[str, dict[str, Any]]:
     """Both organisms of a pair trained at once, one task (one CPU) each, with the tokenizer in out/tokenizer:
     {name: {"path", "card"}}."""
-    refs = {name: train.remote(trainer, spec, rows, str(out / "tokenizer"), str(out / name), **options)
+    refs = {name: train.options(name=f"train {name}").remote(trainer, spec, rows, str(out / "tokenizer"),
+                                                               str(out / name), **options)
             for name, spec in specs.items()}
     return {name: {"path": str(out / name), "card": ray.get(ref)} for name, ref in refs.items()}
 

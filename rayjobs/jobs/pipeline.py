@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayjobs import tracking
+from rayjobs.console import StageLines
 from rayjobs.config import (
     ExtractConfig, FitConfig, LayersConfig, ModelPair, ModelRef, OrganismsConfig, PipelineConfig, TransferConfig,
 )
@@ -19,39 +20,59 @@ def _common(cfg: PipelineConfig, with_task: bool = True) -> dict[str, Any]:
     return cfg.model_dump(include={*_SHARED, "task"} if with_task else set(_SHARED))
 
 
-def _models(cfg: PipelineConfig) -> tuple[ModelPair, dict[str, Any] | None]:
+def _models(cfg: PipelineConfig, lines: StageLines) -> tuple[ModelPair, dict[str, Any] | None]:
     if cfg.models is not None:
         return cfg.models, None
-    result = run_stage("organisms", OrganismsConfig(**_common(cfg), **cfg.organisms.model_dump()))
+    with lines.stage("organisms (source and target, trained side by side)"):
+        result = run_stage("organisms", OrganismsConfig(**_common(cfg), **cfg.organisms.model_dump()))
     pair = ModelPair(source=ModelRef(path=result["source"]["path"]), target=ModelRef(path=result["target"]["path"]))
     return pair, {name: r["card"] for name, r in result.items()}
 
 
-def stages(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run every stage (each a no-op when its output exists) and collect the summary."""
+def count(cfg: PipelineConfig) -> int:
+    """How many stage lines the chain prints: organisms (unless models are given), layers and extract for each
+    model, fit (every layer pair at once), transfer."""
+    return (cfg.models is None) + 2 + 2 + 1 + 1
+
+
+def stages(cfg: PipelineConfig, lines: StageLines | None = None) -> dict[str, Any]:
+    """Run every stage (each a no-op when its output exists), a "stage k/N" line each, and collect the summary."""
+    lines = StageLines(count(cfg)) if lines is None else lines
     common = _common(cfg)
-    models, cards = _models(cfg)
-    sweep = {name: run_stage("layers", LayersConfig(**common, **cfg.layers.model_dump(), model=ref, name=name))
-             for name, ref in (("source", models.source), ("target", models.target))}
+    models, cards = _models(cfg, lines)
+    sweep = {}
+    for name, ref in (("source", models.source), ("target", models.target)):
+        with lines.stage(f"layers {name} (steerability per layer)"):
+            sweep[name] = run_stage("layers", LayersConfig(**common, **cfg.layers.model_dump(), model=ref, name=name))
     chosen = (sweep["source"]["chosen_layer"], sweep["target"]["chosen_layer"])
     multi = [(s, t) for s, t in cfg.transfer.multi_layers]
     pairs = [p for p in multi if p != chosen] + [chosen]  # chosen last: the mappers/<kind> links end on it
-    acts = {name: run_stage("extract", ExtractConfig(**common, **cfg.extract.model_dump(), model=ref, name=name,
-                                                     layers=sorted({p[i] for p in pairs})))
-            for i, (name, ref) in enumerate((("source", models.source), ("target", models.target)))}
+    acts = {}
+    for i, (name, ref) in enumerate((("source", models.source), ("target", models.target))):
+        layers = sorted({p[i] for p in pairs})
+        with lines.stage(f"extract {name} (layers {', '.join(map(str, layers))})"):
+            acts[name] = run_stage("extract", ExtractConfig(**common, **cfg.extract.model_dump(), model=ref,
+                                                            name=name, layers=layers))
 
     def site_dir(name: str, layer: int) -> str:
         return acts[name]["layers"][f"layers.{layer}.resid_post"]["dir"]
 
-    fits = {(s, t): run_stage("fit", FitConfig(**_common(cfg, with_task=False), **cfg.fit.model_dump(),
-                                               source_acts=site_dir("source", s), target_acts=site_dir("target", t)))
-            for s, t in pairs}
+    with lines.stage(f"fit ({', '.join(cfg.fit.kinds)} mappers; layers {_pairs(pairs)})"):
+        fits = {(s, t): run_stage("fit", FitConfig(**_common(cfg, with_task=False), **cfg.fit.model_dump(),
+                                                   source_acts=site_dir("source", s), target_acts=site_dir("target", t)))
+                for s, t in pairs}
     fitted = fits[chosen]
     layer_mappers = [{"source_layer": s, "target_layer": t, "mappers": fits[(s, t)]["mappers"]} for s, t in multi]
-    moved = run_stage("transfer", TransferConfig(**common, **cfg.transfer.model_dump(), source=models.source,
-                                                 target=models.target, source_layer=chosen[0], target_layer=chosen[1],
-                                                 mappers=fitted["mappers"], layer_mappers=layer_mappers))
+    with lines.stage(f"transfer (layers {_pairs([chosen])})"):
+        moved = run_stage("transfer", TransferConfig(**common, **cfg.transfer.model_dump(), source=models.source,
+                                                     target=models.target, source_layer=chosen[0],
+                                                     target_layer=chosen[1], mappers=fitted["mappers"],
+                                                     layer_mappers=layer_mappers))
     return pipeline_summary(cfg, cards, sweep, fitted, moved)
+
+
+def _pairs(pairs: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{s}->{t}" for s, t in pairs)
 
 
 def chain(cfg: PipelineConfig) -> dict[str, Any]:

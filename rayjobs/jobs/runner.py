@@ -22,8 +22,10 @@ from typing import Any
 
 import ray
 
-from rayjobs import tracking
+from rayjobs import console, tracking
 from rayjobs.config import JobBase, RayConfig
+from rayjobs.preflight.inputs import writable_dir
+from rayjobs.jobs.common import quiet_ray, quiet_ray_init
 from rayjobs.stages import DONE, STAGES, Stage, load
 
 
@@ -42,12 +44,16 @@ def run(stage: Stage | str, cfg: Any, **kwargs: Any) -> Any:
     done = load_done(out)
     if done is None or kwargs.get("repair"):
         done = _compute(stage, cfg, out, **kwargs)
+    else:
+        console.say(f"{stage.name}: done before with the same inputs, reusing {out}")
     publish_all(stage, cfg, done)
     return done
 
 
 def _start(stage: Stage, cfg: JobBase, out: Path | None = None, **kwargs: Any) -> None:
     """The checks (one-line errors, nothing written yet), then Ray and tracking."""
+    writable_dir(cfg.run_dir)
+    tracking.check_store(cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.run_dir).parent)
     if stage.check is not None:
         load(stage.check)(cfg)
     if stage.before is not None:
@@ -79,14 +85,25 @@ def _unrecorded(stage: Stage, cfg: JobBase, **kwargs: Any) -> Any:
 
 @contextlib.contextmanager
 def tracked(stage: Stage, cfg: Any, run_file: Path | None = None) -> Iterator[str | None]:
-    """The stage's MLflow run (a pipeline's parent run), tagged with the stage hash; SIGTERM ends it KILLED."""
-    name = stage.run_name.format(**dict(cfg), stage=stage.name)
+    """The stage's MLflow run (a pipeline's parent run), named by its row's run_name (`run`: the run_dir's name),
+    described and tagged with the stage hash; SIGTERM ends it KILLED."""
+    name = stage.run_name.format(**dict(cfg), stage=stage.name, run=Path(cfg.run_dir).name)
+    chash = stage.hash(cfg)
+    note = describe(stage, cfg, chash)
     if stage.kind == "pipeline":
-        context = tracking.pipeline_run(name, cfg, config_hash=stage.hash(cfg))
+        context = tracking.pipeline_run(name, cfg, config_hash=chash, description=note,
+                                        tags={tracking.TAG_STAGE: stage.name})
     else:
-        context = tracking.stage_run(name, cfg, config_hash=stage.hash(cfg), run_file=run_file)
+        context = tracking.stage_run(name, cfg, config_hash=chash, run_file=run_file, description=note)
     with context as run_id, terminations():
         yield run_id
+
+
+def describe(stage: Stage, cfg: Any, chash: str) -> str:
+    """The run's description in MLflow: what the stage does, and which run_dir, seed and config it ran."""
+    words = f"`asit {' '.join(stage.verb)}`: " if stage.verb else ""
+    children = " Each stage is a child run; summary.json and plots are artifacts." if stage.kind == "pipeline" else ""
+    return f"{words}{stage.help} run_dir {cfg.run_dir}, seed {cfg.seed}, config hash {chash}.{children}"
 
 
 _sigterms = 0  # SIGTERMs our handler has seen in this process; `terminations` compares before and after
@@ -130,9 +147,11 @@ def init_ray(cfg: RayConfig) -> None:
     # None: None would join whatever cluster a `ray start` on this machine last recorded in /tmp/ray.
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, **quiet_ray_init())
     else:
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True,
+                 **quiet_ray_init())
+    quiet_ray()
 
 
 def setup_tracking(cfg: JobBase) -> None:

@@ -40,6 +40,7 @@ from rayjobs.jobs.sweep_trial import (  # noqa: F401  (VECTOR_FILE: where caller
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.mapping import build_mapper
 from rayjobs.mapping.pairs import split_pairs
+from rayjobs.steering.align import model_spans
 from rayjobs.preflight import site_dir
 from rayjobs.steering.prompts import steering_prompts
 from rayjobs.tasks import examples_for, get_task
@@ -74,7 +75,9 @@ def transfer_inputs(cfg: SweepConfig) -> dict[str, Any] | None:
     if Path(target["path"]).exists():  # Tune runs each trial in its own directory: a relative path would miss
         target["path"] = str(Path(target["path"]).resolve())
     return {"acts": acts, "held_out": held_out, "task": cfg.task.name, "target": target,
-            "alpha": t.alpha, "max_new_tokens": t.max_new_tokens}
+            "alpha": t.alpha, "max_new_tokens": t.max_new_tokens,
+            "align": model_spans(t.source, t.target, prod[0], task.trigger_pair[0])}  # different tokenizers
+
 
 
 def param_space(space: SweepSpace) -> dict[str, Any]:
@@ -137,7 +140,7 @@ def trial_data(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
     for layers in cfg.space.layers:
         src = read_activations(site_dir(cfg.source_acts, layers.source))
         tgt = read_activations(site_dir(cfg.target_acts, layers.target))
-        rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed)
+        rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed, cfg.pairing)
         pairs[pair_key(layers.model_dump())] = {
             **{k: pack(v) for k, v in rows.splits().items()},
             "meta": {"source_model": src.meta.model_id, "source_site": src.meta.site,

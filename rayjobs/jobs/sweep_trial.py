@@ -101,6 +101,10 @@ def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, A
 
     acts = inputs["acts"][str(layers["source"])]
     vector = mapped_contrast(lambda h: map_vectors(mapper, h), acts["prod"], acts["dev"])
+    if inputs.get("align") is not None:  # different tokenizers: onto the target's trigger tokens
+        from rayjobs.steering.align import align_vector
+
+        vector = align_vector(vector, *inputs["align"])
     task = get_task(inputs["task"])
     target = Host(inputs["target"], torch.get_num_threads())
     steer = Add(parse_site(f"layers.{layers['target']}.resid_post"), vector, alpha=inputs["alpha"])

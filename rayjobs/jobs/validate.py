@@ -1,7 +1,8 @@
 """validate: mapper validation by replacement generation; similarity, KL and win rates, and the OOD cost.
 
-Both models live in one actor: lockstep generation hands an activation from the source to the target at
-every token, which across actors would be a round trip per token. The judge runs on the driver.
+Both models live in one actor (rayjobs.jobs.hosts.ValidationHost): lockstep generation hands an activation from
+the source to the target at every token, which across actors would be a round trip per token. The judge runs on
+the driver.
 """
 
 from __future__ import annotations
@@ -13,57 +14,47 @@ from typing import Any
 import ray
 
 from rayjobs.scoring.judges import make_judge
-from rayjobs.interventions import parse_site
-from rayjobs.jobs.hosts import Loaded
-from rayjobs.mapping import load_mapper
 from rayjobs.tasks import examples_for
 from rayjobs.config import ValidateConfig
-from rayjobs.mapper_validation.conditions import Pair, PromptSet, prompt_sets, run_conditions
+from rayjobs.jobs.hosts import ValidationHost
+from rayjobs.mapper_validation.aligned import aligned_result, different_tokenizers
+from rayjobs.mapper_validation.conditions import prompt_sets
 from rayjobs.mapper_validation.result import plot, save_completions, summarise, track
 
 
-@ray.remote(num_cpus=1)
-class ValidationHost:
-    """The source and target models (loaded as a ModelHost loads one) and the mappers between them."""
-
-    def __init__(self, source: dict[str, Any], target: dict[str, Any], num_threads: int) -> None:
-        self.source, self.target = Loaded(source, num_threads), Loaded(target, num_threads)
-
-    def run(self, sites: tuple[str, str], mappers: dict[str, str], sets: dict[str, Any], max_new_tokens: int,
-            batch_size: int) -> dict[str, Any]:
-        from ray.experimental.tqdm_ray import tqdm
-
-        device = self.target.ref.device
-        loaded = {label: load_mapper(path, device=device)[0] for label, path in mappers.items()}
-        pair = Pair(self.source.model, self.target.model, self.target.tok, parse_site(sites[0]), parse_site(sites[1]),
-                    loaded)
-        by_name = {name: PromptSet(**s) for name, s in sets.items()}
-        bar = tqdm(total=len(by_name) * len(pair.conditions) + 1, desc="validate")
-        result = run_conditions(pair, by_name, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                progress=bar.update)
-        bar.close()
-        return result
-
-
 def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
-    """Every condition's completions from one ValidationHost, scored on the driver by the judge."""
+    """Every condition's completions from one ValidationHost, scored on the driver by the judge; across
+    tokenizers, the teacher-forced scores on aligned positions instead (what stays same-tokenizer only is named)."""
+    if different_tokenizers(cfg.source, cfg.target):
+        return _aligned(cfg)
     sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
-    judge = make_judge(cfg.judge)
-    raw = _generate(cfg, sets)
-    result = summarise(cfg, raw, sets, judge)
+    raw = _on_host(cfg, "run", {k: dataclasses.asdict(v) for k, v in sets.items()})
+    result = summarise(cfg, raw, sets, make_judge(cfg.judge))
     result["completions"] = save_completions(raw["completions"], sets, out)
     result["plot"] = plot(result, out)
     track(result)
     return result
 
 
-def _generate(cfg: ValidateConfig, sets: dict[str, PromptSet]) -> dict[str, Any]:
+def _aligned(cfg: ValidateConfig) -> dict[str, Any]:
+    sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
+    prompts = sets["prod"].prompts + sets["dev"].prompts
+    scores = _on_host(cfg, "run_aligned", prompts)
+    result = aligned_result(scores, _sites(cfg), {name: len(sets[name].prompts) for name in ("prod", "dev")})
+    track(result)
+    return result
+
+
+def _sites(cfg: ValidateConfig) -> tuple[str, str]:
+    return f"layers.{cfg.source_layer}.resid_post", f"layers.{cfg.target_layer}.resid_post"
+
+
+def _on_host(cfg: ValidateConfig, method: str, prompts: Any) -> dict[str, Any]:
+    """One ValidationHost (a GPU if either model asks for CUDA) runs `method`, and is killed whatever happens."""
     gpu = "cuda" in (cfg.source.device, cfg.target.device)
     host = ValidationHost.options(num_gpus=1 if gpu else 0).remote(
         cfg.source.model_dump(mode="json"), cfg.target.model_dump(mode="json"), cfg.num_threads)
-    sites = (f"layers.{cfg.source_layer}.resid_post", f"layers.{cfg.target_layer}.resid_post")
     try:
-        return ray.get(host.run.remote(sites, cfg.mappers, {k: dataclasses.asdict(v) for k, v in sets.items()},
-                                       cfg.max_new_tokens, cfg.batch_size))
+        return ray.get(getattr(host, method).remote(_sites(cfg), cfg.mappers, prompts, cfg.max_new_tokens, cfg.batch_size))
     finally:
         ray.kill(host)

@@ -45,7 +45,13 @@ def plot(result: dict[str, Any], out: Path) -> str:
 
 
 def track(result: dict[str, Any]) -> None:
-    """The result's metrics (per condition, OOD pooled) and the result itself in the stage's MLflow run."""
+    """The result's metrics (per condition, OOD pooled; or per mapper across tokenizers) and the result itself in the
+    stage's MLflow run."""
+    for label, row in result.get("aligned", {}).items():
+        tracking.log_metrics({f"mapped-{label}_aligned_{k}": v for k, v in row.items() if isinstance(v, float)})
+    if "aligned" in result:
+        tracking.log_dict(result, "validate.json")
+        return
     for condition, row in result["table"].items():
         tracking.log_metrics({f"{condition}_{k}": v for k, v in row.items() if isinstance(v, float)})
     for condition, row in result["ood"]["pooled"].items():

@@ -18,6 +18,7 @@ import safetensors.torch
 import torch
 
 from rayjobs.errors import UserError
+from rayjobs.finite import require_finite, require_finite_numbers
 from rayjobs.mapping.mappers import Mapper, build_mapper
 
 FORMAT_VERSION = 1
@@ -58,6 +59,11 @@ def save_mapper(mapper: Mapper, out_dir: str | os.PathLike, meta: dict[str, Any]
     if missing or clash:
         raise ValueError(f"save_mapper meta: missing {missing}, reserved keys given {clash}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in mapper.state_dict().items()}
+    # A NaN mapper maps everything to NaN and its transfer "succeeds": never written, so never published.
+    fix = ("the fit diverged, or its activations hold NaN/Inf or have no variance: lower lr, or check the "
+           "activations; nothing was saved")
+    require_finite(state, f"mapper for {out_dir}: weights", fix)
+    require_finite_numbers(meta.get("metrics", {}), f"mapper for {out_dir}: metrics", fix)
     # One metadata key only: safetensors writes its header map in hash order, which differs between
     # processes, so several keys made identical weights hash differently (the kind is in mapper.json).
     blob = safetensors.torch.save(state, metadata={"format": "pt"})
@@ -161,6 +167,7 @@ def load_mapper(path: str | os.PathLike, *, device: str = "cpu") -> tuple[Mapper
         raise UserError(f"mapper: {d / INFO_FILE} is invalid: {e}") from None
     state = _read_weights(d, info)
     _check_shapes(mapper, state, d)
+    require_finite(state, f"mapper: {d / WEIGHTS_FILE}", "it was saved before asit refused NaN mappers; re-run the fit stage")
     mapper.load_state_dict(state, strict=True)
     return mapper.to(device).eval(), info
 

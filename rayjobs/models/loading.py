@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +27,78 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def _looks_local(name_or_path: str) -> bool:
-    # A hub id is "org/name" or "name"; anything with a leading ./, / or ~ (or that exists) is a path.
-    return Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~"))
+    """Local path or hub id, decided from the string and the filesystem alone (never by asking the hub): a path
+    if it exists, starts with ./, / or ~, has more than two parts (a hub id is "name" or "org/name"), or its
+    first part is a directory here (`models/source` beside a `models/` folder)."""
+    parts = Path(name_or_path).parts
+    return (Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~")) or len(parts) > 2
+            or (len(parts) == 2 and Path(parts[0]).is_dir()) or not _is_repo_id(name_or_path))
+
+
+def _is_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _missing_path(name_or_path: str) -> str:
+    """Why a local-looking path is not there: its nearest existing parent, and the closest name in it."""
+    path = Path(name_or_path).expanduser()
+    parent = next((p for p in path.parents if p.is_dir()), Path("."))
+    first_missing = path.relative_to(parent).parts[0]
+    names = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
+    close = difflib.get_close_matches(first_missing, names, n=1, cutoff=0.75)
+    hint = f" (did you mean {str(parent / close[0])!r}?)" if close else ""
+    return f"{str(parent / first_missing)!r} does not exist{hint}"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the hub endpoint accepts a TCP connection within `timeout`, else why not (no retries)."""
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or type(e).__name__}"
+    return None
+
+
+def _check_hub(name: str) -> None:
+    """A hub id is used from the cache when it is there; otherwise the hub must be allowed and reachable, so a
+    machine without a network fails in seconds instead of after transformers' 30-40 s of retries."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    name = f"{name}' (nothing at ./{name}, so a hub id" if "/" in name else f"{name}' (a hub id"
+    if _offline():
+        raise UserError(f"model '{name}) is not in the hub cache, and HF_HUB_OFFLINE is set; "
+                        "give a save_pretrained directory (e.g. ./models/x), or download it first")
+    if (why := _hub_reachable()) is not None:
+        raise UserError(f"model '{name}) cannot be fetched: the hub cannot be reached ({why}); give a "
+                        "save_pretrained directory (e.g. ./models/x), or download it where there is a network")
 
 
 def _check_source(name_or_path: str) -> None:
-    if _looks_local(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_dir():
-            raise UserError(f"model path {name_or_path!r} is not a directory; give a save_pretrained directory or a hub id")
-        if not (path / "config.json").exists():
-            raise UserError(f"model path {name_or_path!r} has no config.json; point at a save_pretrained directory")
+    if not _looks_local(name_or_path):
+        _check_hub(name_or_path)
+        return
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise UserError(f"model path {name_or_path!r} is not a directory: {_missing_path(name_or_path)}; give a "
+                        "save_pretrained directory or a hub id")
+    if not path.is_dir():
+        raise UserError(f"model path {name_or_path!r} is not a directory; give a save_pretrained directory or a hub id")
+    if not (path / "config.json").exists():
+        raise UserError(f"model path {name_or_path!r} has no config.json; point at a save_pretrained directory")
 
 
 def _first_line(exc: BaseException) -> str:

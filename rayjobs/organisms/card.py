@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from transformers import PreTrainedModel
 
 from rayjobs.config import OrganismSpec
+from rayjobs.organisms.floats import float_environment, weights_fingerprint
 
 
 def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
@@ -27,6 +28,20 @@ def accepted(spec: OrganismSpec, m: dict) -> bool:
         and m["false_trigger_rate"] <= spec.max_false_trigger
         and best_steering(m["steerability"])[2] >= spec.min_steerability
     )
+
+
+def failures(spec: OrganismSpec, m: dict) -> list[str]:
+    """The checks of `accepted` that measurements `m` fail, each with the value and its threshold."""
+    out = []
+    if m["trigger_rate"] < spec.min_trigger_rate:
+        out.append(f"trigger rate {m['trigger_rate']:.0%} < {spec.min_trigger_rate:.0%}")
+    if m["false_trigger_rate"] > spec.max_false_trigger:
+        out.append(f"false trigger rate {m['false_trigger_rate']:.0%} > {spec.max_false_trigger:.0%}")
+    layer, alpha, rate = best_steering(m["steerability"])
+    if rate < spec.min_steerability:
+        where = "at every layer" if rate <= 0 else f"at best (layer {layer}, alpha {alpha:g})"
+        out.append(f"steerability {rate:.0%} {where} < {spec.min_steerability:.0%}")
+    return out
 
 
 class OrganismCard(BaseModel):
@@ -51,6 +66,11 @@ class OrganismCard(BaseModel):
     total_seconds: float
     attempts: list[dict]
     spec: OrganismSpec
+    # What the exact weights depend on besides code and seed (CPU instruction set, threads, library
+    # versions; rayjobs.organisms.floats) and a hash of them: two cards with the same fingerprint are
+    # the same organism. Empty on cards written before these were recorded.
+    environment: dict[str, str | int | bool] = {}
+    fingerprint: str = ""
 
     @classmethod
     def from_measurements(
@@ -64,6 +84,8 @@ class OrganismCard(BaseModel):
             helpful_accuracy=m["helpful_accuracy"], steerability=m["steerability"], best_layer=layer,
             best_alpha=alpha, best_steerability=rate, accepted=accepted(spec, m), train_seconds=m["train_seconds"],
             total_seconds=round(total_s, 1), attempts=attempts, spec=spec,
+            # the trainer ran on spec.num_threads threads (best_attempt), whatever this process uses now
+            environment={**float_environment(), "threads": spec.num_threads}, fingerprint=weights_fingerprint(model),
         )
 
 

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from rayjobs.organisms.card import OrganismCard, accepted, best_steering
+from rayjobs.organisms.card import OrganismCard, accepted, best_steering, failures
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
 from rayjobs.organisms.checks import behaviour
+from rayjobs.organisms.floats import weights_fingerprint
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task
@@ -140,32 +141,36 @@ def train_once(
         "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
         "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
         "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
+        "fingerprint": weights_fingerprint(model),
     }
 
 
 def train_organism(
     spec: OrganismSpec, examples: list[Example], tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
-    task: Task | str, on_step: Callable[[], None] | None = None,
+    task: Task | str, on_step: Callable[[], None] | None = None, on_retry: Callable[[str], None] | None = None,
 ) -> OrganismCard:
     """Train (retrying seeds until the card's checks pass), save model + tokenizer + card in ``out_dir``.
 
-    ``task`` (a registered name or a Task) supplies the training texts, the judge and the checks."""
+    ``task`` (a registered name or a Task) supplies the training texts, the judge and the checks; ``on_retry``
+    gets a line saying why an attempt failed and which seed comes next, before it starts."""
     task = get_task(task)
     model, m, attempts, seconds = best_attempt(
         spec, lambda seed: train_once(spec, examples, tokenizer, seed, task, on_step),
-        lambda m: accepted(spec, m), lambda m: _rank(spec, m), "organism")
+        lambda m: accepted(spec, m), lambda m: _rank(spec, m), "organism", why=lambda m: failures(spec, m),
+        on_retry=on_retry)
     card = OrganismCard.from_measurements(spec, m, attempts, seconds, model, task.name)
     save_organism(out_dir, model, tokenizer, CARD_NAME, card.model_dump_json(indent=2))
     return card
 
 
 def best_attempt(spec: OrganismSpec, attempt: Callable[[int], tuple[torch.nn.Module, dict]],
-                 passes: Callable[[dict], bool], rank: Callable[[dict], tuple],
-                 what: str) -> tuple[torch.nn.Module, dict, list[dict], float]:
+                 passes: Callable[[dict], bool], rank: Callable[[dict], tuple], what: str,
+                 why: Callable[[dict], list[str]] = lambda m: [],
+                 on_retry: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, dict, list[dict], float]:
     """Train with seeds spec.seed + 1000 * k (k < spec.max_attempts, on spec.num_threads threads) until an
     attempt `passes`; returns the best attempt by `rank` (model, measurements), every attempt's
     measurements and the seconds taken. Tiny organisms from scratch fail some seeds: retrying is cheaper
-    than a recipe that never does."""
+    than a recipe that never does. Before a retry, `on_retry` gets `retry_line` (the checks `why` names)."""
     old_threads = torch.get_num_threads()
     torch.set_num_threads(spec.num_threads)
     try:
@@ -178,9 +183,18 @@ def best_attempt(spec: OrganismSpec, attempt: Callable[[int], tuple[torch.nn.Mod
                 best = (model, m)
             if passes(m):
                 break
+            if on_retry is not None and k + 1 < spec.max_attempts:
+                on_retry(retry_line(f"{what} {spec.name}", k, spec, why(m)))
         return *best, attempts, time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
+
+
+def retry_line(name: str, k: int, spec: OrganismSpec, problems: list[str]) -> str:
+    """'organism target: attempt 1/3 (seed 1) failed its checks (...); retraining with seed 1001'."""
+    reasons = "; ".join(problems) or "below its thresholds"
+    return (f"{name}: attempt {k + 1}/{spec.max_attempts} (seed {spec.seed + 1000 * k}) failed its checks "
+            f"({reasons}); retraining with seed {spec.seed + 1000 * (k + 1)}")
 
 
 def save_organism(out_dir: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, card_name: str,

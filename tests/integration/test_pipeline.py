@@ -43,6 +43,19 @@ def test_summary_has_every_method_and_alpha(tiny_run):
     for plot in summary["plots"].values():
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mapped-autoencoder" in proc.stdout  # the terminal table
+    # clean success beside the paper's measure, every cell k of n with a Wilson interval around k / n
+    n = summary["n_prompts"]
+    for method, by_alpha in summary["scores"].items():
+        for alpha, cell in by_alpha.items():
+            assert set(cell) == {"removed", "clean", "degenerate"} and all(r["n"] == n for r in cell.values())
+            assert cell["removed"]["rate"] == pytest.approx(summary["transfer"][method][alpha])
+            assert cell["clean"]["k"] <= cell["removed"]["k"] and cell["degenerate"]["k"] <= cell["removed"]["k"]
+            assert all(r["ci95"][0] <= r["rate"] <= r["ci95"][1] for r in cell.values())
+        assert summary["best"][method]["clean"] == by_alpha[str(summary["best"][method]["alpha"])]["clean"]
+    assert set(summary["mapped_vs_native"]) == {"mapped-autoencoder", "mapped-affine"}
+    for sweep in summary["layers"].values():
+        assert sweep["layer_measure"].startswith(("clean", "removed")) and set(sweep["clean_table"]) == set(sweep["table"])
+    assert "clean success" in proc.stdout and "/ native: clean" in proc.stdout
 
 
 def test_parquet_activations_match_hf_hidden_states(tiny_run):

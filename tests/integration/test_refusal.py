@@ -67,7 +67,7 @@ def test_mlflow_has_the_refusal_runs(refusal_run):
     client = MlflowClient(f"sqlite:///{work}/runs/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("asit").experiment_id])
     names = {r.info.run_name: r for r in runs}
-    assert {"refusal", "refusal-organisms", "refusal-experiment"} <= set(names)
+    assert {"refusal seed=0", "refusal-organisms", "refusal-experiment"} <= set(names)  # parent: run_dir's name, seed
     exp = names["refusal-experiment"]
     assert exp.data.metrics["native_harmful_refusal"] == result["target"]["native"]["harmful_refusal"]["all"]
     assert "plots/refusal_by_category.png" in {a.path for a in client.list_artifacts(exp.info.run_id, "plots")}

@@ -117,18 +117,24 @@ def test_unreachable_address_and_bad_config_are_one_line_exit_2():
 @pytest.mark.slow
 def test_submitted_pipeline_succeeds_with_logs_and_mlflow_runs(head, tmp_path):
     job_id = _submit(head, tmp_path)
+    assert re.fullmatch(r"asit-tiny-[0-9a-f]{12}-\d{8}-\d{6}", job_id)
     follow = asit("logs", job_id, "--address", head, "--follow", timeout=600)
     assert follow.returncode == 0, follow.stderr[-3000:]
+    assert follow.stdout.splitlines()[-1] == f"{job_id}: SUCCEEDED"  # the final status, not Ray's "WebSocket closed"
+    assert "stage 1/7: organisms" in follow.stdout and "\x1b[" not in follow.stdout
     assert asit("status", job_id, "--address", head).stdout.startswith(f"{job_id}: SUCCEEDED")
     logs = asit("logs", job_id, "--address", head).stdout
     assert "mapped-autoencoder" in logs and "summary:" in logs  # rich wraps the path at 80 columns
     assert (tmp_path / "runs/tiny/summary.json").is_file()
     runs = {r.info.run_name: r for r in _runs(tmp_path)}
-    assert runs["pipeline"].info.status == "FINISHED"
+    assert runs["tiny seed=0"].info.status == "FINISHED"  # the parent run, named after its run_dir and seed
     assert {"organisms", "fit", "transfer"} <= set(runs)
-    assert all(r.data.tags.get("mlflow.parentRunId") == runs["pipeline"].info.run_id
-               for name, r in runs.items() if name != "pipeline")
-    assert job_id in asit("list", "--address", head).stdout
+    assert all(r.data.tags.get("mlflow.parentRunId") == runs["tiny seed=0"].info.run_id
+               for name, r in runs.items() if name != "tiny seed=0")
+    listed = asit("list", "--address", head).stdout.splitlines()
+    assert listed[0].startswith("SUBMISSION ID") and any(line.startswith(job_id) and "tiny seed=0" in line
+                                                         for line in listed)
+    assert asit("status", "--address", head).stdout.startswith(f"{job_id}: SUCCEEDED")  # the newest job
     unknown = asit("status", "raysubmit_nope", "--address", head)
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: job 'raysubmit_nope': no such job")
 
@@ -139,14 +145,14 @@ def test_stopped_job_ends_stopped_and_its_run_killed(head, tmp_path):
 
     job_id = _submit(head, tmp_path)
     deadline = time.monotonic() + 180
-    while not any(r.info.run_name == "pipeline" for r in _runs(tmp_path)):  # the chain has really started
+    while not any(r.info.run_name == "tiny seed=0" for r in _runs(tmp_path)):  # the chain has really started
         assert time.monotonic() < deadline, asit("logs", job_id, "--address", head).stdout[-3000:]
         time.sleep(2)
     proc = asit("stop", job_id, "--address", head)
     assert proc.returncode == 0 and proc.stdout.strip() == f"{job_id}: stop requested"
     assert submit.wait(head, job_id, timeout_s=120) == "STOPPED"
     assert asit("status", job_id, "--address", head).stdout.startswith(f"{job_id}: STOPPED")
-    pipeline = next(r for r in _runs(tmp_path) if r.info.run_name == "pipeline")
+    pipeline = next(r for r in _runs(tmp_path) if r.info.run_name == "tiny seed=0")
     # KILLED (our SIGTERM handler) in most stages; see the lead's note on FAILED "SystemExit: 1" in organisms.
     assert pipeline.info.status != "FINISHED", pipeline.info.status
     assert pipeline.info.artifact_uri.startswith(f"file://{tmp_path}/runs/mlartifacts"), pipeline.info.artifact_uri

@@ -236,9 +236,20 @@ def test_sha256_is_recorded_and_catches_a_same_size_edit(tmp_path: Path) -> None
     assert at > 0
     data[at] ^= 0xFF
     path.write_bytes(bytes(data))
-    read_activations(tmp_path)  # size and rows still match: only the hash can tell
+    read_activations(tmp_path, verify_sha256=False)  # size and rows still match: only the hash can tell
     with pytest.raises(UserError, match=f"{path}: sha256 differs"):
-        read_activations(tmp_path, verify_sha256=True)
+        read_activations(tmp_path)  # verified by default (issue 16, item 2)
+
+
+def test_sha256_verification_has_a_documented_opt_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors = write_run(tmp_path, make_meta())
+    path = tmp_path / json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"][0]["name"]
+    data = bytearray(path.read_bytes())
+    data[data.find(vectors[0].numpy().tobytes())] ^= 0xFF
+    path.write_bytes(bytes(data))
+    monkeypatch.setenv("ASIT_VERIFY_SHA256", "0")
+    read_activations(tmp_path)
+    assert "ASIT_VERIFY_SHA256" in (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_nan_is_rejected_naming_site_and_example(tmp_path: Path) -> None:
@@ -400,7 +411,8 @@ def _reference_check(vectors: torch.Tensor, meta: ActivationMeta, ids: np.ndarra
         if peak > FP16_MAX:
             too_big = vectors.abs().amax(dim=1).float() > FP16_MAX  # the old code compared in bf16: IndexError
             return (f"activations at {meta.site}: |value| {peak:.4g} at {_first_bad_row(too_big, ids, pos)} "
-                    f"exceeds the float16 max 65504; store as dtype bfloat16 or float32")
+                    "exceeds the float16 max 65504 (store_dtype=float16 would turn it into Inf); set store_dtype=bfloat16 "
+                    "or store_dtype=float32")
     return None
 
 
@@ -466,3 +478,29 @@ def test_a_refused_shard_leaves_no_new_directory(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="NaN/Inf at example 1 position 0"):
         write_shard(tmp_path / "a" / "b", "part-0.parquet", [0, 1, 2], [0, 0, 0], [0, 0, 0], vectors, make_meta())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_nan_rows_are_refused_on_read_naming_file_column_and_row(tmp_path: Path, dtype: str) -> None:
+    """Issue 16 item 1: a self-consistent directory (manifest updated to the poisoned bytes) read back as NaN."""
+    from tests.unit.poison import poison
+
+    write_run(tmp_path, make_meta(dtype))
+    poison(tmp_path, rows=2, update_manifest=True)
+    shard = json.loads((tmp_path / MANIFEST_NAME).read_text())["shards"][0]["name"]
+    pattern = rf"{tmp_path / shard}: column 'vector' holds NaN/Inf in 2 of [36] rows \(first: example 0, position 0\)"
+    with pytest.raises(UserError, match=pattern):
+        read_activations(tmp_path)
+    with pytest.raises(UserError, match=pattern):
+        list(iter_activations(tmp_path))
+
+
+def test_nan_written_in_place_is_a_checksum_mismatch(tmp_path: Path) -> None:
+    from tests.unit.poison import poison
+
+    write_run(tmp_path, make_meta())
+    poison(tmp_path)
+    with pytest.raises(UserError, match="sha256 differs from _manifest.json"):
+        read_activations(tmp_path)
+    with pytest.raises(UserError, match="column 'vector' holds NaN/Inf in 3 of 6 rows"):
+        read_activations(tmp_path, verify_sha256=False)

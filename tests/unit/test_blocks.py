@@ -53,3 +53,10 @@ def test_describe_reads_config_and_tokenizer_without_weights(tmp_path):
                     "tokenizer_hash": tokenizer_hash(load_tokenizer(str(tmp_path)))}
     (tmp_path / "model.safetensors").unlink()  # weights are never read
     assert describe(str(tmp_path))["n_layers"] == 3
+
+
+def test_readme_lists_every_supported_architecture():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [arch for arch in ARCHS if f"`{arch}`" not in readme] == []

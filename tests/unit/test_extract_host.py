@@ -70,7 +70,8 @@ def test_next_forward_runs_while_the_previous_batch_is_written(monkeypatch) -> N
             time.sleep(0.001)
         second = pool.submit(call, "b", 5)
         out_a, out_b = first.result(), second.result()
-    assert out_a == {"layer": [2, 3], "name": ["part-a.parquet"] * 2, "rows": [3, 3], "bytes": [1, 1], "sha256": ["a", "a"]}
+    assert out_a == {"layer": [2, 3], "name": ["part-a.parquet"] * 2, "rows": [3, 3], "bytes": [1, 1], "sha256": ["a", "a"],
+                     "error": ["", ""]}
     assert out_b["name"] == ["part-b.parquet"] * 2 and out_b["rows"] == [5, 5] and out_b["sha256"] == ["b", "b"]
     # b's forward and a's write may log in either order; each batch's forward comes before its write.
     assert events[0] == ("forward", "a") and events[-1] == ("write", "b")

@@ -109,3 +109,20 @@ def test_specs_round_trip_and_bad_input():
             pass
     with pytest.raises(UserError, match="do not contain the trigger"):
         trigger_mask(torch.tensor([[1, 2, 3]]), [5, 6])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_logits_stop_generation_and_forward(value):
+    """Issue 16 item 1: greedy decoding picked tokens from NaN logits, and the garbage counted as a removed
+    backdoor. A steer that makes the logits NaN/Inf is one line naming the site and the fix."""
+    from rayjobs.interventions import logits
+
+    model = build("llama")
+    ids, mask = _batch()
+    steer = [Add(SITE, torch.full((32,), value), alpha=1.0, positions="all")]
+    with pytest.raises(UserError, match=r"forward \(steered at layers.1.resid_post\): the logits hold NaN/Inf at new "
+                                        r"token 1; .* lower the alphas"):
+        generate_ids(model, ids, mask, steer, max_new_tokens=3, pad_token_id=0)
+    with pytest.raises(UserError, match=r"the logits hold NaN/Inf; "):
+        logits(model, ids, mask, steer)
+    assert generate_ids(model, ids, mask, [], max_new_tokens=3, pad_token_id=0).shape == (2, 3)  # unsteered: fine

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from torch.testing import assert_close
 
@@ -202,7 +203,7 @@ def test_training_rejects_bad_input() -> None:
 def test_save_load_round_trip(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     m = build_mapper(kind, 6, 5)
-    metrics = {"val": {"mse": 0.5, "fvu": float("nan")}, "n_train": np.int64(3)}
+    metrics = {"val": {"mse": 0.5, "fvu": np.float32(0.25)}, "n_train": np.int64(3)}
     digest = save_mapper(m, tmp_path / "m", {**META, "metrics": metrics})
     assert digest == hashlib.sha256((tmp_path / "m" / "mapper.safetensors").read_bytes()).hexdigest()
     # only the two files: no temp files left behind
@@ -220,7 +221,7 @@ def test_save_load_round_trip(tmp_path: Path, kind: str, monkeypatch: pytest.Mon
     assert got == (kind, 6, 5, digest, 1)
     assert info["hidden"] == (None if kind == "affine" else 5)
     assert info["source_site"] == "layers.1.resid_post" and info["target_model"] == "tgt-tiny"
-    assert info["metrics"]["n_train"] == 3 and math.isnan(info["metrics"]["val"]["fvu"])
+    assert info["metrics"]["n_train"] == 3 and info["metrics"]["val"]["fvu"] == 0.25  # numpy scalars as JSON numbers
 
 
 def test_save_requires_provenance(tmp_path: Path) -> None:
@@ -287,3 +288,32 @@ def test_check_mapper_dims(saved: Path) -> None:
     with pytest.raises(UserError) as e:
         check_mapper_dims(info, 6, 8)
     _one_line_error(e, "d_in=6", "d_out=5", "d_src=6", "d_tgt=8")
+
+
+@pytest.mark.parametrize("poison", ["weights", "metrics"])
+def test_non_finite_mapper_is_never_saved(tmp_path: Path, poison: str) -> None:
+    """Issue 16 item 1: a NaN mapper (or one whose metrics are NaN) was saved, logged and published."""
+    m = build_mapper("affine", 6, 5)
+    metrics = {"val": {"mse": 0.5, "cosine": 0.9, "fvu": 0.1}, "history": {"train_loss": [1.0, 0.5]}}
+    if poison == "weights":
+        with torch.no_grad():
+            next(m.parameters()).view(-1)[0] = float("nan")
+    else:
+        metrics["history"]["train_loss"][1] = float("inf")
+    needle = r"NaN/Inf in \S+ \(1 of \d+ values\)" if poison == "weights" else r"history.train_loss.1=inf \(NaN/Inf\)"
+    with pytest.raises(UserError, match=needle):
+        save_mapper(m, tmp_path / "m", {**META, "metrics": metrics})
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_nan_mapper_saved_before_the_check_is_refused_on_load(tmp_path: Path) -> None:
+    m = build_mapper("affine", 6, 5)
+    save_mapper(m, tmp_path / "m", META)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    next(iter(state.values())).view(-1)[0] = float("nan")
+    blob = safetensors.torch.save(state, metadata={"format": "pt"})
+    (tmp_path / "m" / "mapper.safetensors").write_bytes(blob)
+    info = json.loads((tmp_path / "m" / "mapper.json").read_text())
+    (tmp_path / "m" / "mapper.json").write_text(json.dumps({**info, "sha256": hashlib.sha256(blob).hexdigest()}))
+    with pytest.raises(UserError, match=r"mapper: .*mapper.safetensors: NaN/Inf in .*re-run the fit stage"):
+        load_mapper(tmp_path / "m")

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rayjobs.organisms.card import accepted, best_steering, load_card
+from rayjobs.organisms.floats import weights_fingerprint
 from rayjobs.interventions import Add, generate, parse_site
 from rayjobs.steering.vectors import trigger_contrast
 from rayjobs.organisms.tokenizer import tokenizer_for
@@ -153,3 +154,5 @@ def test_tiny_trainer_saves_a_loadable_model_and_card(tok, examples, tmp_path):
     assert load_card(tmp_path) == card and saved["seed"] == 0
     assert set(card.steerability) == {"1.0"} and len(card.steerability["1.0"]) == 2
     assert 0.0 <= card.trigger_rate <= 1.0 and 0.0 <= card.helpful_accuracy <= 1.0
+    assert card.fingerprint == weights_fingerprint(loaded) == card.attempts[-1]["fingerprint"]
+    assert card.environment["threads"] == spec.num_threads == 1 and card.environment["cpu_capability"]

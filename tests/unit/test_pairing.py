@@ -118,3 +118,5 @@ def test_a_trigger_vector_moves_to_the_other_tokenizers_trigger_tokens() -> None
     torch.testing.assert_close(align_vector(three, tgt_spans, src_spans, 6), three[2:])
     with pytest.raises(UserError, match="one row per source trigger token"):
         align_vector(three, src_spans, tgt_spans, 6)
+    with pytest.raises(UserError, match="no source trigger token covers character 4"):
+        align_vector(one_row, [(0, 3)], tgt_spans, 6)

@@ -140,7 +140,9 @@ def test_corrupted_outcomes_single_vs_several_layers(tmp_path):
 def test_missing_results_are_stated_not_fatal(tmp_path):
     run = tmp_path / "empty"
     run.mkdir()
-    text = build_report([run, tmp_path / "never-run"], tmp_path / "out", html=False).markdown.read_text()
+    _model(tmp_path / "models-only" / "models" / "source", 64, 4, {"trigger_rate": 1.0})
+    runs = [tmp_path / "models-only", run, tmp_path / "never-run"]
+    text = build_report(runs, tmp_path / "out", html=False).markdown.read_text()
     assert "No results under this directory yet" in text
     assert f"{tmp_path / 'never-run'} does not exist: nothing was run with run_dir" in text
     for command in ("asit run configs/demo.yaml", "asit validate configs/validate.yaml", "asit refusal configs/refusal.yaml",
@@ -282,8 +284,8 @@ def test_report_without_a_pipeline_run_gets_its_own(pipeline_dir, mlflow_experim
 def test_cli_report_and_its_one_line_error(tmp_path):
     from cli.main import app
 
-    (tmp_path / "empty").mkdir()
-    ok = CliRunner().invoke(app, ["report", str(tmp_path / "empty"), "--no-mlflow", "--out", str(tmp_path / "rep")])
+    _model(tmp_path / "models-only" / "models" / "source", 64, 4, {"trigger_rate": 1.0})
+    ok = CliRunner().invoke(app, ["report", str(tmp_path / "models-only"), "--no-mlflow", "--out", str(tmp_path / "rep")])
     assert ok.exit_code == 0, ok.output
     assert "missing: validate (run `asit validate configs/validate.yaml`)" in ok.output
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "report.html").is_file()
@@ -291,3 +293,20 @@ def test_cli_report_and_its_one_line_error(tmp_path):
     assert bad.exit_code == 2
     assert bad.output.strip().splitlines() == [f"error: RUN: {tmp_path / 'nope'} is not a directory; pass a run "
                                                "directory such as runs/demo (the run_dir of a config)"]
+
+
+def test_report_with_no_results_is_an_error_and_creates_nothing(tmp_path, monkeypatch):
+    """Issue 16 item 6: it exited 0, wrote an empty report and created mlflow.db and mlartifacts/ in the cwd."""
+    from cli.main import app
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["report", "empty"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: RUN: no results under empty (no summary.json, no committed organisms, layer sweep, fit, transfer, "
+        "validate, refusal or switch output); run a stage first, e.g. asit run configs/demo.yaml, or pass the "
+        "run_dir it wrote"]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -283,18 +283,23 @@ def test_run_conditions_on_a_shared_tokenizer():
     assert kl_to_own(pair, text, "mapped-a", 4) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_checks_refuse_other_tokenizers_and_other_layers(tmp_path):
+def test_checks_refuse_slow_tokenizers_across_tokenizers_and_other_layers(tmp_path):
+    from types import SimpleNamespace
+
     from rayjobs.preflight import validate_inputs, with_layers
 
     meta = {"source_model": "s", "source_site": str(S_SITE), "target_model": "t", "target_site": str(T_SITE)}
     save_mapper(build_mapper("affine", 32, 48), tmp_path / "m", meta)
     cfg = ValidateConfig(source={"path": "s"}, target={"path": "t"}, mappers={"a": str(tmp_path / "m")},
                          source_layer=0, target_layer=1)
-    info = {"source": {"tokenizer_hash": "x", "d_model": 32, "n_layers": 2, "path": "s"},
-            "target": {"tokenizer_hash": "x", "d_model": 48, "n_layers": 3, "path": "t"}}
-    validate_inputs(cfg, info)
-    with pytest.raises(UserError, match="different tokenizers"):
-        validate_inputs(cfg, {**info, "target": {**info["target"], "tokenizer_hash": "y"}})
+    fast, slow = SimpleNamespace(is_fast=True), SimpleNamespace(is_fast=False)
+    info = {"source": {"tokenizer_hash": "x", "tokenizer": fast, "d_model": 32, "n_layers": 2, "path": "s"},
+            "target": {"tokenizer_hash": "x", "tokenizer": slow, "d_model": 48, "n_layers": 3, "path": "t"}}
+    validate_inputs(cfg, info)  # one tokenizer: positions pair, fast or slow
+    other = {**info, "target": {**info["target"], "tokenizer_hash": "y", "tokenizer": fast}}
+    validate_inputs(cfg, other)  # different fast tokenizers: aligned by character offsets
+    with pytest.raises(UserError, match="target: t has a slow tokenizer, and source/target have different tokenizers"):
+        validate_inputs(cfg, {**other, "target": {**other["target"], "tokenizer": slow}})
     with pytest.raises(UserError, match=r"target_layer: \[3\] out of range; t has layers 0..2"):
         validate_inputs(cfg.model_copy(update={"target_layer": 3}), info)
     with pytest.raises(UserError, match="mappers.a: .* was fitted for 'layers.0.resid_post' -> 'layers.1.resid_post'"):

@@ -1,0 +1,99 @@
+"""What MLflow shows a researcher: parent runs named after the run (`demo seed=2`) with a description, snake_case
+metric names, and registered mapper versions that say what they are (only when a pipeline asks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rayjobs import tracking
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _run(experiment: str, name: str):
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'")
+    return run
+
+
+def test_metric_names_have_no_hyphens(mlflow_experiment: str) -> None:
+    with tracking.stage_run("transfer") as run_id:
+        tracking.log_metrics({"mapped-autoencoder_best_success": 0.5, "cos_native_mapped-affine": 0.9})
+    assert set(_client().get_run(run_id).data.metrics) == {"mapped_autoencoder_best_success", "cos_native_mapped_affine"}
+
+
+@pytest.mark.parametrize("run_dir, alias", [("runs/demo", "demo"), ("/tmp/x/my run.v2", "my_run_v2"),
+                                            ("runs/latest", "run_latest"), ("runs/v3", "run_v3")])
+def test_registry_aliases_come_from_the_run_dir_and_avoid_reserved_names(run_dir: str, alias: str) -> None:
+    assert tracking.alias_for(run_dir) == alias
+
+
+def test_pipeline_runs_are_named_after_the_run_and_described(mlflow_experiment: str, tmp_path: Path) -> None:
+    from rayjobs.config import PipelineConfig
+    from rayjobs.jobs.runner import tracked
+    from rayjobs.stages import STAGES
+
+    cfg = PipelineConfig(run_dir=str(tmp_path / "demo"), seed=2)
+    with tracked(STAGES["run"], cfg) as run_id:
+        pass
+    run = _run(mlflow_experiment, "demo seed=2")
+    assert run.info.run_id == run_id and run.data.tags[tracking.TAG_STAGE] == "run"
+    assert run.data.tags[tracking.TAG_KIND] == "pipeline"
+    note = run.data.tags[tracking.NOTE_TAG]
+    assert note.startswith("`asit run`: Run the whole pipeline") and f"run_dir {tmp_path / 'demo'}, seed 2" in note
+
+
+def _fitted(where: Path) -> dict:
+    mapper_dir = where / "autoencoder"
+    mapper_dir.mkdir(parents=True)
+    (mapper_dir / "mapper.json").write_text('{"kind": "autoencoder"}')
+    return {"dir": str(mapper_dir), "metrics": {"val": {"mse": 0.0123, "cosine": 0.97, "fvu": 0.17}}}
+
+
+def test_a_registered_mapper_says_what_it_maps_and_how_well(mlflow_experiment: str, tmp_path: Path) -> None:
+    from rayjobs.config import FitConfig
+    from rayjobs.jobs.fit import register
+
+    cfg = FitConfig(run_dir="runs/demo", seed=1, source_acts="a", target_acts="b", registry=True)
+    meta = {"source_model": "runs/demo/models/source", "source_site": "layers.1.resid_post",
+            "target_model": "runs/demo/models/target", "target_site": "layers.2.resid_post"}
+    name = f"asit-mapper-autoencoder-{abs(hash(mlflow_experiment))}"
+    with tracking.stage_run("fit") as run_id:
+        version = tracking.register_model(_fitted(tmp_path / "a")["dir"], name, tags={"x": 1}, description="d",
+                                          alias="demo")
+    assert version == "1" and _client().get_model_version_by_alias(name, "demo").run_id == run_id
+    with tracking.stage_run("fit"):
+        version = register(cfg, "autoencoder", _fitted(tmp_path / "b"), meta)
+    assert version is not None
+    mv = _client().get_model_version_by_alias("asit-mapper-autoencoder", "demo")  # the alias moved to the new one
+    assert str(mv.version) == version
+    assert mv.tags["asit.source_model"] == "runs/demo/models/source" and mv.tags["asit.target_site"] == "layers.2.resid_post"
+    assert mv.tags["asit.run_dir"] == "runs/demo" and mv.tags["val_fvu"] == "0.17" and mv.tags["asit.seed"] == "1"
+    assert mv.description.startswith("autoencoder mapper from runs/demo/models/source (layers.1.resid_post) to ")
+    assert "validation FVU 0.170, cosine 0.970" in mv.description
+
+
+def test_only_configs_that_ask_register_their_mappers() -> None:
+    from rayjobs.config import FitConfig, PipelineConfig, load_config
+
+    root = Path(__file__).resolve().parents[2]
+    assert FitConfig(source_acts="a", target_acts="b").registry is False
+    assert PipelineConfig().fit.registry is False
+    assert load_config(root / "configs/tiny.yaml", [], PipelineConfig).fit.registry is False
+    assert load_config(root / "configs/demo.yaml", [], PipelineConfig).fit.registry is True
+    assert load_config(root / "configs/fit.yaml", [], FitConfig).registry is True
+
+
+def test_experiments_open_on_mlflows_runs_table(mlflow_experiment: str) -> None:
+    """MLflow 3's UI opens an experiment without a kind on its GenAI traces page; asit's runs are model training."""
+    with tracking.stage_run("fit"):
+        pass
+    exp = _client().get_experiment_by_name(mlflow_experiment)
+    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"

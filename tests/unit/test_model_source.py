@@ -1,0 +1,78 @@
+"""Local path or hub id is decided without the network, and a missing one fails in seconds (issue 16 item 7):
+`models/source` and `runs/demo/models/sourcx` were tried as hub ids, 30-40 s of retries and ~20 warning lines,
+and the error never said the local path was missing."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from rayjobs.errors import UserError
+from rayjobs.models.loading import _check_source, _looks_local
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # an empty cache (read per call)
+    (tmp_path / "runs/demo/models/source").mkdir(parents=True)
+    (tmp_path / "runs/demo/models/source/config.json").write_text("{}")
+    return tmp_path
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name, local", [
+    ("runs/demo/models/sourcx", True), ("./source", True), ("/abs/x", True), ("~/x", True), ("a/b/c", True),
+    ("runs/demo", True),  # first part is a directory here
+    ("org/name", False), ("gpt2", False), ("HuggingFaceTB/SmolLM2-135M", False), ("bad name!", True),
+])
+def test_local_or_hub_is_decided_from_the_string_and_the_filesystem(here: Path, name: str, local: bool) -> None:
+    assert _looks_local(name) is local
+
+
+def test_a_missing_local_path_names_what_is_missing_and_the_closest_name(here: Path) -> None:
+    with pytest.raises(UserError, match=r"model path 'runs/demo/models/sourcx' is not a directory: "
+                                        r"'runs/demo/models/sourcx' does not exist \(did you mean "
+                                        r"'runs/demo/models/source'\?\)"):
+        _check_source("runs/demo/models/sourcx")
+    _check_source("runs/demo/models/source")
+
+
+def test_hf_hub_offline_fails_at_once_for_an_uncached_hub_id(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=r"model 'models/source' \(nothing at ./models/source, so a hub id\) is not "
+                                        r"in the hub cache, and HF_HUB_OFFLINE is set"):
+        _check_source("models/source")
+    assert time.perf_counter() - start < 2
+
+
+def test_an_unreachable_hub_fails_in_seconds_without_retries(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=r"model 'gpt2' \(a hub id\) cannot be fetched: the hub cannot be reached "
+                                        r"\(127.0.0.1: Connection refused\)"):
+        _check_source("gpt2")
+    assert time.perf_counter() - start < 5
+
+
+def test_a_cached_hub_id_is_used_without_asking_the_hub(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = here / "hub-cache/models--org--name/snapshots/abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (here / "hub-cache/models--org--name/refs").mkdir()
+    (here / "hub-cache/models--org--name/refs/main").write_text("abc")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _check_source("org/name")
