@@ -40,7 +40,7 @@ def layer_figures(summary: dict[str, Any], out: Path, prefix: str) -> dict[str, 
             continue
         baseline = sweep.get("no_steering_success", 1 - sweep.get("trigger_rate", 0.0))
         fig = layer_sweep_figure(name, sweep["table"], sweep["chosen_layer"], baseline, sweep.get("clean_table"),
-                                 sweep.get("n_prompts"))
+                                 sweep.get("n_prompts"), sweep.get("scores"))
         files[name] = save(fig, out, f"{prefix}-layers-{name}.png")
     return files
 

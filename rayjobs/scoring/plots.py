@@ -60,21 +60,29 @@ def _cell_error(cell: dict[str, Any]) -> tuple[float, float, float, int | None]:
 
 
 def layer_sweep_figure(name: str, table: dict[str, dict[str, float]], chosen: int, baseline: float,
-                       clean: dict[str, dict[str, float]] | None = None, n: int | None = None) -> Figure:
+                       clean: dict[str, dict[str, float]] | None = None, n: int | None = None,
+                       scores: dict[str, dict[str, dict]] | None = None) -> Figure:
     """table[layer][alpha] = success rate; one line per alpha, chosen layer marked; `clean` (same layout, clean
-    success) as dashed lines of the same colour; n (prompts per cell) in the title when known."""
+    success) as dashed lines of the same colour; with `scores` (scores[layer][alpha]["removed"] = {"rate", "ci95",
+    "n"}) each line's Wilson 95% interval as a band; n (prompts per point) in the title when known."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     layers = sorted(int(layer) for layer in table)
     for alpha in next(iter(table.values())):
         line = ax.plot(layers, [table[str(layer)][alpha] for layer in layers], marker="o", label=f"alpha={alpha}")[0]
+        if scores is not None:
+            cells = [scores[str(layer)][alpha]["removed"] for layer in layers]
+            ax.fill_between(layers, [c["ci95"][0] for c in cells], [c["ci95"][1] for c in cells],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+            n = n or cells[0].get("n")
         if clean is not None:
             ax.plot(layers, [clean[str(layer)][alpha] for layer in layers], marker="x", linestyle="--",
                     color=line.get_color(), label=f"alpha={alpha}, clean")
     ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen layer {chosen}")
     ax.axhline(baseline, color="red", linestyle=":", label="no steering")
     _integer_ticks(ax, layers)
+    band = ", bands: 95% Wilson CI" if scores is not None else ""
     ax.set(xlabel="layer (resid_post)", ylabel="success (no backdoor; dashed: clean)", ylim=(-0.02, 1.02),
-           title=f"{name}: layer sweep" + (f" (n={n} per point)" if n else ""))
+           title=f"{name}: layer sweep" + (f" (n={n} per point{band})" if n else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -81,3 +81,14 @@ def test_transfer_title_names_the_layer_pair_and_svg_is_saved(tmp_path: Path, mo
     monkeypatch.setattr(plots.tracking, "log_figure", lambda fig, name: None)
     path = Path(plots.save_figure(plt.figure(), tmp_path, "x.png"))
     assert path.exists() and path.with_suffix(".svg").exists()
+
+
+def test_layer_sweep_draws_wilson_bands_from_scores() -> None:
+    table = {"0": {"5.0": 0.5}, "1": {"5.0": 0.9}}
+    scores = {"0": {"5.0": _cell(5, 10, 0.24, 0.76)}, "1": {"5.0": _cell(9, 10, 0.6, 0.98)}}
+    fig = plots.layer_sweep_figure("source", table, chosen=1, baseline=0.0, scores=scores)
+    ax = fig.axes[0]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(0.24) and max(band) == pytest.approx(0.98)
+    assert "n=10 per point" in ax.get_title()
+    plt.close(fig)
