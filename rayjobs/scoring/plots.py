@@ -123,6 +123,7 @@ def save_figure(fig: Figure, out: Path, name: str) -> str:
     path = out / name
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".svg"))
-    tracking.log_figure(fig, f"plots/{name}")
+    for logged in (name, path.with_suffix(".svg").name):
+        tracking.log_figure(fig, f"plots/{logged}")
     plt.close(fig)
     return str(path)

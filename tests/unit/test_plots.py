@@ -78,9 +78,10 @@ def test_transfer_title_names_the_layer_pair_and_svg_is_saved(tmp_path: Path, mo
     figures.transfer_figures({"transfer": TABLE, "layers": {"source": {"chosen_layer": 1},
                                                             "target": {"chosen_layer": 2}}}, tmp_path, "demo")
     assert titles == ["demo (layers 1 -> 2): success vs alpha"]
-    monkeypatch.setattr(plots.tracking, "log_figure", lambda fig, name: None)
+    logged = []
+    monkeypatch.setattr(plots.tracking, "log_figure", lambda fig, name: logged.append(name))
     path = Path(plots.save_figure(plt.figure(), tmp_path, "x.png"))
-    assert path.exists() and path.with_suffix(".svg").exists()
+    assert path.exists() and path.with_suffix(".svg").exists() and logged == ["plots/x.png", "plots/x.svg"]
 
 
 def test_layer_sweep_draws_wilson_bands_from_scores() -> None:
