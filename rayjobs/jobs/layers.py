@@ -57,7 +57,8 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
               "best_success": max(table[str(chosen)].values()), "clean_table": clean_table, "layer_measure": measure,
               "paper_chosen_layer": paper, "n_prompts": len(held_out),
               "scores": {layer: {a: clean.scores(c) for a, c in v.items()} for layer, v in cats.items()}}
-    result["plot"] = save_figure(layer_sweep_figure(cfg.name, table, chosen, baseline, clean_table), out, "layer_sweep.png")
+    result["plot"] = save_figure(layer_sweep_figure(cfg.name, table, chosen, baseline, clean_table, len(held_out),
+                                                    result["scores"]), out, "layer_sweep.png")
     tracking.log_metrics({"chosen_layer": chosen, "paper_chosen_layer": paper, "trigger_rate": 1 - baseline,
                           "best_success": result["best_success"], "best_clean": max(clean_table[str(chosen)].values())})
     for layer, by_alpha in table.items():

@@ -106,10 +106,11 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
         tracking.log_metrics({f"{m}_best_{goal}": r[goal] for m, r in result["best_outcome"].items()})
     result["vectors"] = save_vectors(flat_vectors(methods), out,
                                      {"target_site": str(site), "source_layer": str(cfg.source_layer)})
-    result["plot"] = save_figure(alpha_sweep_figure(table, "transfer: success vs alpha", result["scores"]), out,
+    title = f"transfer (layers {cfg.source_layer} -> {cfg.target_layer}): {{}} vs alpha"
+    result["plot"] = save_figure(alpha_sweep_figure(table, title.format("success"), result["scores"]), out,
                                  "transfer_alpha.png")
-    result["plot_clean"] = save_figure(alpha_sweep_figure(table, "transfer: clean success vs alpha", result["scores"],
-                                                          "clean"), out, "transfer_clean.png")
+    result["plot_clean"] = save_figure(alpha_sweep_figure(table, title.format("clean success"), result["scores"], "clean"),
+                                       out, "transfer_clean.png")
     tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
     tracking.log_metrics({f"{m}_best_clean": v["clean"]["rate"] for m, v in result["best"].items()})
     tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
