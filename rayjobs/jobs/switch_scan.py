@@ -28,7 +28,9 @@ def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> 
     prompts = eval_prompts(examples, cfg_obj.scan.n_prompts, get_task(cfg_obj.task.name))
     result = scan_layers(finetuned.model, base, finetuned.tok, prompts, fitted["switches"],
                          max_new_tokens=cfg_obj.scan.max_new_tokens, weight_swap=cfg_obj.scan.weight_swap)
-    return {**result, "model_params": parameter_count(finetuned.model)}
+    # n behind every rate (|prod| for trigger rates, |dev| for answers kept) so the terminal table can give intervals
+    return {**result, "model_params": parameter_count(finetuned.model), "n_prod": len(prompts.prod),
+            "n_dev": len(prompts.dev)}
 
 
 def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
