@@ -43,3 +43,37 @@ def test_the_scan_prints_one_row_per_layer_with_intervals_and_points_at_its_json
 def test_a_result_that_is_not_a_scan_is_printed_as_json(capsys) -> None:
     print_scan({"anything": 1})
     assert '"anything": 1' in capsys.readouterr().out
+
+
+def _scan_compute(monkeypatch, capsys, fit_ran: bool) -> list[str]:
+    """switch_scan.compute with its Ray task and outputs stood in; the fit stands in for the real one's lines."""
+    from rayjobs.config import SwitchConfig
+    from rayjobs.jobs import switch_fit, switch_scan
+
+    def fake_run(stage: str, cfg: SwitchConfig) -> dict:
+        assert stage == "switch-fit"
+        if fit_ran:  # what switch_fit.compute does with the lines it is given
+            lines = switch_fit._LINES.get()
+            for name in ("organisms", "extract", "fit"):
+                with lines.stage(name):
+                    pass
+        return {}
+
+    monkeypatch.setattr(switch_scan.runner, "run", fake_run)
+    monkeypatch.setattr(switch_scan.ray, "get", lambda ref: {})
+    monkeypatch.setattr(switch_scan._scan, "remote", lambda *a: None)
+    monkeypatch.setattr(switch_scan, "examples_for", lambda *a: [])
+    monkeypatch.setattr(switch_scan, "summarise", lambda cfg, fitted, scan: {})
+    monkeypatch.setattr(switch_scan, "plot", lambda scan, out: "p.png")
+    monkeypatch.setattr(switch_scan, "track", lambda result, scan: None)
+    switch_scan.compute(SwitchConfig(), Path("unused"))
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("stage ")]
+
+
+def test_switch_scan_numbers_its_stages_whether_or_not_the_fit_ran(monkeypatch, capsys) -> None:
+    fresh = _scan_compute(monkeypatch, capsys, fit_ran=True)
+    assert [line.split(" done in")[0] for line in fresh[::2]] == [
+        "stage 1/4: organisms", "stage 2/4: extract", "stage 3/4: fit",
+        "stage 4/4: scan (switch on/off per layer; patching and weight-swap baselines)"]
+    reused = _scan_compute(monkeypatch, capsys, fit_ran=False)
+    assert reused[0] == "stage 4/4: scan (switch on/off per layer; patching and weight-swap baselines)"
