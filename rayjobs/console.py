@@ -163,6 +163,10 @@ class StageLines:
         now = self.clock()
         self.write(f"{label} done in {duration(now - start)} (elapsed {duration(now - self.t0)})")
 
+    def reach(self, k: int) -> None:
+        """Count stages 1..k as passed (done before with the same inputs: nothing ran, no line)."""
+        self.k = max(self.k, k)
+
 
 def progress_line(desc: str, n: int, total: int, seconds: float) -> str:
     """A plain progress line for logs: 'train target: 450/900 (50%) in 31.0 s, about 31.0 s left'."""

@@ -190,7 +190,7 @@ _ROWS = (
           verb=("switch", "scan"), example="configs/switch.yaml", folder="switch", dir_name="scan",
           hashed=frozenset({"task", "organism", "vocab_size", "seed", "models", "layers", "texts", "extract", "fit",
                             "scan"}),
-          inputs=("task.path", "models.*.path"), check=f"{_PREFLIGHT}:switch"),
+          inputs=("task.path", "models.*.path"), check=f"{_PREFLIGHT}:switch", printer="cli.switch:print_scan"),
     Stage("switch-serve", "rayjobs.config:SwitchConfig", "rayjobs.jobs.switch_serve:compute",
           "Serve the fine-tuned model with its switch (Ray Serve, 127.0.0.1); each request says on or off.",
           verb=("switch", "serve"), example="configs/switch.yaml", kind="service",

@@ -32,7 +32,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -404,6 +404,20 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Log scalar metrics (floats, ints, 0-d tensors / numpy scalars) at an optional step."""
     if (mlflow := _active()) is not None:
         mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_curves(curves: Mapping[str, Sequence[float]], first_step: int = 0) -> None:
+    """Each named series as one metric whose step is the position in it (+ first_step): training curves per epoch,
+    success per alpha index. One batched write per 1000 points, not one request per point."""
+    if (run_id := active_run_id()) is None:
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [Metric(metric_name(k), float(v), now, first_step + i) for k, vs in curves.items() for i, v in enumerate(vs)]
+    client = _mlflow().MlflowClient()  # the active run's tracking URI
+    for i in range(0, len(points), 1000):  # MLflow's log_batch limit
+        client.log_batch(run_id, metrics=points[i:i + 1000])
 
 
 def log_params(params: Any) -> None:

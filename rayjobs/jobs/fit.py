@@ -44,6 +44,14 @@ def register(cfg: FitConfig, kind: str, fitted: dict[str, Any], meta: dict[str, 
                                    description=description, alias=tracking.alias_for(cfg.run_dir))
 
 
+def log_fitted(kind: str, metrics: dict[str, Any]) -> None:
+    """A mapper's scores (`<kind>_val_fvu`, ...) and its training curves (`<kind>_train_loss`, `<kind>_val_loss`
+    at step = epoch, from 1) in the stage's run."""
+    for split in SCORES:
+        tracking.log_metrics({f"{kind}_{split}_{k}": v for k, v in metrics.get(split, {}).items()})
+    tracking.log_curves({f"{kind}_{k}": v for k, v in metrics.get("history", {}).items()}, first_step=1)
+
+
 def _scores(fitted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{"val": {kind: metrics}, "val_with_sinks": {...}} (the latter when sinks were left out)."""
     return {s: {k: r["metrics"][s] for k, r in fitted.items() if s in r["metrics"]} for s in SCORES}
@@ -68,8 +76,7 @@ def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
     fitted = {r["kind"]: r for r in ray.get([_fit_one.remote(kind, rows_ref, params, str(out / kind), meta)
                                              for kind in cfg.kinds])}
     for kind, r in fitted.items():
-        for split in SCORES:
-            tracking.log_metrics({f"{kind}_{split}_{k}": v for k, v in r["metrics"].get(split, {}).items()})
+        log_fitted(kind, r["metrics"])
         if cfg.registry:
             register(cfg, kind, r, meta)
         else:

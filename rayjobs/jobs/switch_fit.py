@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from rayjobs import tracking
+from rayjobs.console import StageLines
 from rayjobs.config import ExtractConfig, ModelRef, SwitchConfig, SwitchModels
 from rayjobs.jobs import runner
 from rayjobs.jobs.organisms import train
@@ -17,6 +21,26 @@ from rayjobs.mapping.pairs import split_pairs
 from rayjobs.models.loading import load_hf_config
 from rayjobs.switch.pair import helpful_texts
 from rayjobs.tasks import examples_for, get_task
+
+
+# The "stage k/N" lines of the command that runs this stage (switch scan counts its own scan too); a fit run on its
+# own (`asit switch fit`) numbers its stages itself.
+_LINES: ContextVar[StageLines | None] = ContextVar("switch_stage_lines", default=None)
+
+
+def count(cfg: SwitchConfig) -> int:
+    """The stage lines a switch fit prints: organisms (unless models are given), extract, fit."""
+    return (cfg.models is None) + 2
+
+
+@contextlib.contextmanager
+def stage_lines(lines: StageLines) -> Iterator[StageLines]:
+    """Number the fit's stages as part of a longer chain (switch scan)."""
+    token = _LINES.set(lines)
+    try:
+        yield lines
+    finally:
+        _LINES.reset(token)
 
 
 def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
@@ -67,17 +91,21 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
 
 def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
     """Organisms (unless given) and both models' activations, each a stage; then one switch per layer."""
-    models, cards = organisms(cfg)
+    lines = _LINES.get() or StageLines(count(cfg))
+    with lines.stage("organisms (base, then fine-tuned)") if cfg.models is None else contextlib.nullcontext():
+        models, cards = organisms(cfg)
     ref = models.finetuned
     n_layers = int(load_hf_config(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code).num_hidden_layers)
     layers = cfg.layers if cfg.layers is not None else list(range(n_layers))
-    acts = extract_both(cfg, models, layers)
+    with lines.stage(f"extract fine-tuned and base (layers {', '.join(map(str, layers))})"):
+        acts = extract_both(cfg, models, layers)
     meta = {"source_model": models.finetuned.path, "target_model": models.base.path}
     params = {**cfg.fit.model_dump(), "seed": cfg.seed}
     sites = [f"layers.{layer}.resid_post" for layer in layers]
-    refs = {site: _fit_layer.remote(site, acts["finetuned"]["layers"][site]["dir"], acts["base"]["layers"][site]["dir"],
-                                    params, str(out), meta) for site in sites}
-    fitted = {site: ray.get(ref) for site, ref in refs.items()}
+    with lines.stage(f"fit (one {' + '.join(cfg.fit.kinds)} switch per layer)"):
+        refs = {site: _fit_layer.remote(site, acts["finetuned"]["layers"][site]["dir"],
+                                        acts["base"]["layers"][site]["dir"], params, str(out), meta) for site in sites}
+        fitted = {site: ray.get(ref) for site, ref in refs.items()}
     switches = {kind: {site: fitted[site][kind]["dir"] for site in sites} for kind in cfg.fit.kinds}
     for i, site in enumerate(sites):
         tracking.log_metrics({f"{kind}_val_{k}": v for kind in cfg.fit.kinds

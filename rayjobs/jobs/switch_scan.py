@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 
+from rayjobs.console import StageLines
 from rayjobs.jobs import runner, switch_fit
 from rayjobs.jobs.hosts import Loaded
 from rayjobs.config import SwitchConfig
@@ -28,13 +29,19 @@ def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> 
     prompts = eval_prompts(examples, cfg_obj.scan.n_prompts, get_task(cfg_obj.task.name))
     result = scan_layers(finetuned.model, base, finetuned.tok, prompts, fitted["switches"],
                          max_new_tokens=cfg_obj.scan.max_new_tokens, weight_swap=cfg_obj.scan.weight_swap)
-    return {**result, "model_params": parameter_count(finetuned.model)}
+    # n behind every rate (|prod| for trigger rates, |dev| for answers kept) so the terminal table can give intervals
+    return {**result, "model_params": parameter_count(finetuned.model), "n_prod": len(prompts.prod),
+            "n_dev": len(prompts.dev)}
 
 
 def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
     """The fitted switches (the switch-fit stage, run first when needed) measured in one Ray task."""
-    fitted = runner.run("switch-fit", cfg)
-    scan = ray.get(_scan.remote(cfg.model_dump(mode="json"), fitted, examples_for(cfg.task, cfg.seed)))
+    lines = StageLines(switch_fit.count(cfg) + 1)
+    with switch_fit.stage_lines(lines):
+        fitted = runner.run("switch-fit", cfg)
+    lines.reach(lines.total - 1)  # a fit done before printed no lines of its own
+    with lines.stage("scan (switch on/off per layer; patching and weight-swap baselines)"):
+        scan = ray.get(_scan.remote(cfg.model_dump(mode="json"), fitted, examples_for(cfg.task, cfg.seed)))
     result = summarise(cfg, fitted, scan)
     result["plot"] = plot(scan, out)
     track(result, scan)

