@@ -16,9 +16,7 @@ from rayjobs.activations import read_activations
 from rayjobs.config import FitConfig
 from rayjobs.mapping.fit import fit_and_save, fit_mapper
 from rayjobs.mapping.pairs import PairedRows, split_pairs
-
-SCORES = ("val", "val_with_sinks")
-
+from rayjobs.mapping.records import log_fitted, register, val_scores
 
 @ray.remote(num_cpus=1)
 def _fit_one(kind: str, rows: PairedRows, params: dict[str, Any], out_dir: str | None, meta: dict[str, Any]) -> dict[str, Any]:
@@ -31,37 +29,11 @@ def _fit_one(kind: str, rows: PairedRows, params: dict[str, Any], out_dir: str |
     return fit_and_save(kind, rows, out_dir, meta, **params)
 
 
-def register(cfg: FitConfig, kind: str, fitted: dict[str, Any], meta: dict[str, str]) -> str | None:
-    """A new version of `asit-mapper-<kind>` in MLflow's registry: described, tagged with the model pair, sites,
-    run_dir and validation metrics, and the run_dir's alias (e.g. `models:/asit-mapper-autoencoder@demo`) moved to it."""
-    val = fitted["metrics"]["val"]
-    tags = {**{f"asit.{k}": v for k, v in meta.items()}, "asit.run_dir": cfg.run_dir, "asit.seed": cfg.seed,
-            **{f"val_{k}": f"{v:.4g}" for k, v in val.items()}}
-    description = (f"{kind} mapper from {meta['source_model']} ({meta['source_site']}) to {meta['target_model']} "
-                   f"({meta['target_site']}); run_dir {cfg.run_dir}, seed {cfg.seed}; validation FVU {val['fvu']:.3f}, "
-                   f"cosine {val['cosine']:.3f}, MSE {val['mse']:.4g}.")
-    return tracking.register_model(fitted["dir"], f"asit-mapper-{kind}", artifact_path=f"mappers/{kind}", tags=tags,
-                                   description=description, alias=tracking.alias_for(cfg.run_dir))
-
-
-def log_fitted(kind: str, metrics: dict[str, Any]) -> None:
-    """A mapper's scores (`<kind>_val_fvu`, ...) and its training curves (`<kind>_train_loss`, `<kind>_val_loss`
-    at step = epoch, from 1) in the stage's run."""
-    for split in SCORES:
-        tracking.log_metrics({f"{kind}_{split}_{k}": v for k, v in metrics.get(split, {}).items()})
-    tracking.log_curves({f"{kind}_{k}": v for k, v in metrics.get("history", {}).items()}, first_step=1)
-
-
-def _scores(fitted: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{"val": {kind: metrics}, "val_with_sinks": {...}} (the latter when sinks were left out)."""
-    return {s: {k: r["metrics"][s] for k, r in fitted.items() if s in r["metrics"]} for s in SCORES}
-
-
 def _baseline(cfg: FitConfig, src: Any, tgt: Any, params: dict[str, Any]) -> dict[str, Any]:
     rows = split_pairs(src, tgt, cfg.val_frac, cfg.seed, "positions", cfg.exclude_sinks, cfg.sink_mad)
     ref = ray.put(rows)
     fitted = {r["kind"]: r for r in ray.get([_fit_one.remote(kind, ref, params, None, {}) for kind in cfg.kinds])}
-    return {"pairing": rows.stats, **_scores(fitted)}
+    return {"pairing": rows.stats, **val_scores(fitted)}
 
 
 def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
@@ -81,7 +53,7 @@ def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
             register(cfg, kind, r, meta)
         else:
             tracking.log_artifact(r["dir"], f"mappers/{kind}")
-    result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()}, **_scores(fitted),
+    result = {"dir": str(out), "mappers": {k: r["dir"] for k, r in fitted.items()}, **val_scores(fitted),
               "pairing": rows.stats, "n_train_rows": int(len(rows.x_train)), "n_val_rows": int(len(rows.x_val)),
               "unpaired": int(rows.unpaired), "source_site": src.meta.site, "target_site": tgt.meta.site}
     if rows.stats["pairing"] == "offsets" and cfg.positional_baseline:

@@ -10,10 +10,10 @@ from typing import Any
 
 import ray
 
-from rayjobs import tracking
 from rayjobs.config import OrganismSpec, OrganismsConfig
 from rayjobs.jobs.common import TaskBar
-from rayjobs.organisms.train import CARD_NAME
+from rayjobs.organisms.card import track_cards
+from rayjobs.organisms.train import seeded
 from rayjobs.stages import load
 from rayjobs.tasks import examples_for
 
@@ -59,13 +59,6 @@ def train_pair(trainer: str, specs: dict[str, dict[str, Any]], rows: list[dict],
     return {name: {"path": str(out / name), "card": ray.get(ref)} for name, ref in refs.items()}
 
 
-def seeded(spec: OrganismSpec, seed: int, threads: int) -> dict[str, Any]:
-    """The spec as a job trains it: the job seed moves every organism to a new init and batch order (retries add
-    1000 per attempt inside). Threads come from the job: both organisms train at once on one CPU each, and more
-    threads than cores made OpenMP thrash (measured: 1 thread each progressed far faster than 2 on 2 cores)."""
-    return {**spec.model_dump(), "seed": spec.seed + 100 * seed, "num_threads": threads}
-
-
 def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
     """A shared tokenizer, then both organisms trained at once with their cards."""
     from rayjobs.organisms.tokenizer import tokenizer_for
@@ -75,9 +68,5 @@ def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
         out / "tokenizer")
     specs = {name: seeded(spec, cfg.seed, cfg.num_threads) for name, spec in (("source", cfg.source), ("target", cfg.target))}
     result = train_pair("organism", specs, examples, out, task=cfg.task.name)
-    for name, r in result.items():
-        tracking.log_metrics({f"{name}_{k}": r["card"][k] for k in
-                              ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
-        tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
-    tracking.log_dict(result, "organisms.json")
+    track_cards(result, out)
     return result

@@ -11,7 +11,8 @@ import ray
 from rayjobs import tracking
 from rayjobs.config import ModelPair, ModelRef, RefusalConfig
 from rayjobs.jobs.hosts import Loaded
-from rayjobs.jobs.organisms import seeded, train_pair
+from rayjobs.jobs.organisms import train_pair
+from rayjobs.organisms.train import seeded
 from rayjobs.preflight import refusal_data
 from rayjobs.refusal.result import plot, save_tensors, summarise, track
 

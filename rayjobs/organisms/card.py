@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from transformers import PreTrainedModel
@@ -92,3 +93,15 @@ class OrganismCard(BaseModel):
 def load_card(model_dir: str | Path) -> OrganismCard:
     """The card saved by ``train_organism`` in ``model_dir``."""
     return OrganismCard.model_validate_json((Path(model_dir) / "organism_card.json").read_text())
+
+
+def track_cards(result: dict[str, Any], out: Path) -> None:
+    """The organisms stage's cards in its MLflow run: headline metrics per organism, each card file, the result."""
+    from rayjobs import tracking
+    from rayjobs.organisms.train import CARD_NAME
+
+    for name, r in result.items():
+        tracking.log_metrics({f"{name}_{k}": r["card"][k] for k in
+                              ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
+        tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
+    tracking.log_dict(result, "organisms.json")

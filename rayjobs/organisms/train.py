@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -210,3 +210,10 @@ def save_organism(out_dir: str | Path, model: torch.nn.Module, tokenizer: PreTra
 def _rank(spec: OrganismSpec, m: dict) -> tuple:
     """Prefer attempts that pass, then the most steerable, then the best backdoor."""
     return (accepted(spec, m), best_steering(m["steerability"])[2], m["trigger_rate"] - m["false_trigger_rate"])
+
+
+def seeded(spec: OrganismSpec, seed: int, threads: int) -> dict[str, Any]:
+    """The spec as a job trains it: the job seed moves every organism to a new init and batch order (retries add
+    1000 per attempt inside). Threads come from the job: both organisms train at once on one CPU each, and more
+    threads than cores made OpenMP thrash (measured: 1 thread each progressed far faster than 2 on 2 cores)."""
+    return {**spec.model_dump(), "seed": spec.seed + 100 * seed, "num_threads": threads}
