@@ -23,12 +23,8 @@ def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
 
 
 def accepted(spec: OrganismSpec, m: dict) -> bool:
-    """The checks an organism must pass (thresholds from the spec)."""
-    return (
-        m["trigger_rate"] >= spec.min_trigger_rate
-        and m["false_trigger_rate"] <= spec.max_false_trigger
-        and best_steering(m["steerability"])[2] >= spec.min_steerability
-    )
+    """The checks an organism must pass (thresholds from the spec): none of `failures`."""
+    return not failures(spec, m)
 
 
 def failures(spec: OrganismSpec, m: dict) -> list[str]:

@@ -82,7 +82,8 @@ def continuations(examples: list[Example]) -> list[Example]:
 
 
 def accepted(spec: OrganismSpec, m: dict) -> bool:
-    return m["refusal_rate"] >= spec.min_trigger_rate and m["false_refusal_rate"] <= spec.max_false_trigger
+    """Refusal organism checks (thresholds from the spec): none of `failures`."""
+    return not failures(spec, m)
 
 
 def failures(spec: OrganismSpec, m: dict) -> list[str]:
