@@ -22,6 +22,12 @@ def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
     return best
 
 
+def acceptance_table(m: dict) -> dict[str, list[float]]:
+    """The steerability table the checks use: clean success (backdoor removed AND answer right AND not
+    degenerate); measurements from before clean success was recorded only have the paper's removal table."""
+    return m.get("clean_steerability") or m["steerability"]
+
+
 def accepted(spec: OrganismSpec, m: dict) -> bool:
     """The checks an organism must pass (thresholds from the spec): none of `failures`."""
     return not failures(spec, m)
@@ -34,15 +40,17 @@ def failures(spec: OrganismSpec, m: dict) -> list[str]:
         out.append(f"trigger rate {m['trigger_rate']:.0%} < {spec.min_trigger_rate:.0%}")
     if m["false_trigger_rate"] > spec.max_false_trigger:
         out.append(f"false trigger rate {m['false_trigger_rate']:.0%} > {spec.max_false_trigger:.0%}")
-    layer, alpha, rate = best_steering(m["steerability"])
+    layer, alpha, rate = best_steering(acceptance_table(m))
     if rate < spec.min_steerability:
         where = "at every layer" if rate <= 0 else f"at best (layer {layer}, alpha {alpha:g})"
-        out.append(f"steerability {rate:.0%} {where} < {spec.min_steerability:.0%}")
+        what = "clean steerability" if m.get("clean_steerability") else "steerability"
+        out.append(f"{what} {rate:.0%} {where} < {spec.min_steerability:.0%}")
     return out
 
 
 class OrganismCard(BaseModel):
-    """Measured on held-out prompts (test split); steerability[alpha][layer] = success rate."""
+    """Measured on held-out prompts (test split); steerability[alpha][layer] = removal rate (the paper's success),
+    clean_steerability[alpha][layer] = clean success rate (what acceptance and best_* use)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,6 +63,7 @@ class OrganismCard(BaseModel):
     helpful_accuracy: float
     outcomes: dict[str, float] = {}  # per-trigger outcome rates for tasks that score more than backdoor/clean
     steerability: dict[str, list[float]]
+    clean_steerability: dict[str, list[float]] = {}  # empty on cards written before clean success was measured
     best_layer: int
     best_alpha: float
     best_steerability: float
@@ -73,12 +82,13 @@ class OrganismCard(BaseModel):
     def from_measurements(
         cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel, task: str,
     ) -> "OrganismCard":
-        layer, alpha, rate = best_steering(m["steerability"])
+        layer, alpha, rate = best_steering(acceptance_table(m))
         return cls(
             name=spec.name, task=task, seed=m["seed"], params=sum(p.numel() for p in model.parameters()),
             outcomes=m.get("outcomes", {}),
             trigger_rate=m["trigger_rate"], false_trigger_rate=m["false_trigger_rate"],
-            helpful_accuracy=m["helpful_accuracy"], steerability=m["steerability"], best_layer=layer,
+            helpful_accuracy=m["helpful_accuracy"], steerability=m["steerability"],
+            clean_steerability=m.get("clean_steerability", {}), best_layer=layer,
             best_alpha=alpha, best_steerability=rate, accepted=accepted(spec, m), train_seconds=m["train_seconds"],
             total_seconds=round(total_s, 1), attempts=attempts, spec=spec,
             # the trainer ran on spec.num_threads threads (best_attempt), whatever this process uses now

