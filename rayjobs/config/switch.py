@@ -18,7 +18,9 @@ from rayjobs.config.pipeline import ExtractParams, FitParams, JobBase, Layer, Ma
 
 def switch_spec() -> OrganismSpec:
     """The demo pair's architecture: the small source organism's, trained in two saved phases."""
-    return source_spec().model_copy(update={"name": "switch", "max_attempts": 1})
+    # the switch's own recipe: the demo's phase-2 options (organism.DEMO_PHASE2) need the task's trigger tags
+    return source_spec().model_copy(update={"name": "switch", "max_attempts": 1, "backdoor_steps": 300, "interchange": 0.0,
+                                            "train_trigger_embeddings": False})
 
 
 class SwitchModels(Strict):
