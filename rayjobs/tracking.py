@@ -39,6 +39,7 @@ from urllib.parse import urlparse
 
 from rayjobs.errors import UserError
 from rayjobs.identity import config_hash
+from rayjobs.naming import metric_name  # snake_case words (rayjobs.naming: the one table of names)
 
 log = logging.getLogger(__name__)
 
@@ -392,12 +393,6 @@ def active_run_id() -> str | None:
 def _active() -> Any | None:
     """mlflow, when a run is active; the log functions are no-ops otherwise."""
     return None if active_run_id() is None else _mlflow()
-
-
-def metric_name(name: str) -> str:
-    """One naming scheme for metrics: snake_case words (`mapped-autoencoder` -> `mapped_autoencoder`), so every
-    metric reads the same in MLflow's charts and filters (where a hyphen needs backquotes)."""
-    return name.replace("-", "_")
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:

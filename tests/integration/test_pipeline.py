@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from rayjobs import naming
 from rayjobs.activations import read_activations, vectors_from_table
 from rayjobs.models import load_model, load_tokenizer
 from tests.integration.cli import ROOT, asit
@@ -120,6 +121,17 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
     assert sorted(m.step for m in epochs) == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
     assert {"plots/transfer_alpha.png", "vectors"} <= {a.path for a in client.list_artifacts(transfer_id, "plots")} | {
         a.path for a in client.list_artifacts(children["transfer"].info.run_id)}
+    # one naming scheme (rayjobs.naming): the parent carries summary.json's figures under the table's names, and the
+    # transfer and fit children log the same figure under the same name; no hyphen anywhere
+    parent = parents[0].data.metrics
+    assert parent == pytest.approx(naming.metrics(tiny_run[1])) and "native_best_success" in parent
+    for stage in ("transfer", "fit"):
+        child = children[stage].data.metrics
+        shared = set(parent) & set(child)
+        assert {k: child[k] for k in shared} == pytest.approx({k: parent[k] for k in shared})
+    assert {"native_best_success", "mapped_autoencoder_cosine_to_native"} <= set(children["transfer"].data.metrics)
+    assert "autoencoder_val_fvu" in set(parent) & set(children["fit"].data.metrics)
+    assert not [k for r in runs for k in r.data.metrics if "-" in k]
 
 
 def test_a_log_gets_stage_lines_and_none_of_the_libraries_chatter(tiny_run):
