@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from rayjobs.organisms import curve
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering, failures
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
 from rayjobs.organisms.checks import behaviour
@@ -64,8 +65,10 @@ def run_phase(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        curve.record(loss)  # the loss curve, when the caller records one (organisms.curve)
         if on_step is not None:
             on_step()
+    curve.end_phase()
     model.eval()
     return loss.item()
 

@@ -119,6 +119,12 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
     assert sorted(m.value for m in client.get_metric_history(transfer_id, "alpha")) == [float(a) for a in alphas]
     epochs = client.get_metric_history(fit_id, "autoencoder_train_loss")
     assert sorted(m.step for m in epochs) == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
+    # each organism's loss per optimiser step (tiny: 40 + 30 steps, one point each), and which steps each phase is
+    organisms = children["organisms"]
+    for name in ("source", "target"):
+        losses = client.get_metric_history(organisms.info.run_id, f"{name}_train_loss")
+        assert sorted(m.step for m in losses) == list(range(1, 71)) and all(0 < m.value < 20 for m in losses)
+        assert organisms.data.params[f"{name}_train_loss_phases"] == "steps 1-40 phase 1 (helpful), 41-70 phase 2 (backdoor)"
     assert {"plots/transfer_alpha.png", "vectors"} <= {a.path for a in client.list_artifacts(transfer_id, "plots")} | {
         a.path for a in client.list_artifacts(children["transfer"].info.run_id)}
     # one naming scheme (rayjobs.naming): the parent carries summary.json's figures under the table's names, and the
