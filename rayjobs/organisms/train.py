@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from rayjobs.organisms import curve
 from rayjobs.organisms.card import OrganismCard, accepted, best_steering, failures
 from rayjobs.organisms.data import TrainingText, batches, encode_examples
 from rayjobs.organisms.checks import behaviour
 from rayjobs.organisms.floats import weights_fingerprint
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
+from rayjobs.organisms import curve
 from rayjobs.tasks import Example, Task, get_task
 
 log = logging.getLogger(__name__)
