@@ -120,6 +120,16 @@ def _transfer_lines(console: Console, summary: dict[str, Any]) -> None:
         console.print(ratio_line(method, ratio))
 
 
+def _phrases(console: Console, first: str, second: str) -> None:
+    """"first; second" on one line, or the second phrase on its own indented line when both do not fit."""
+    line = f"{first}; {second}"
+    if len(line) <= console.width:
+        console.print(line)
+    else:
+        console.print(f"{first};")
+        console.print(f"  {second}")
+
+
 def print_pipeline_summary(summary: dict[str, Any]) -> None:
     """The final table and its footer, one phrase per line so that nothing wraps mid-phrase at 80 columns."""
     console = Console()
@@ -129,8 +139,8 @@ def print_pipeline_summary(summary: dict[str, Any]) -> None:
             f"{k} {v['precision']:.2f} / {v['recall']:.2f} (n={v['n']:.0f})" for k, v in summary["judge"].items()))
     for name, sweep in summary["layers"].items():
         if "layer_measure" in sweep:
-            console.print(f"{name} layer {sweep['chosen_layer']} chosen on {sweep['layer_measure']}; "
-                          f"on the paper's measure alone: {sweep['paper_chosen_layer']}")
+            _phrases(console, f"{name} layer {sweep['chosen_layer']} chosen on {sweep['layer_measure']}",
+                     f"on the paper's measure alone: {sweep['paper_chosen_layer']}")
     console.print("mapper validation (held-out rows):")
     for kind, v in summary["mapper_val"].items():
         console.print(f"  {kind}: FVU {v['fvu']:.3f}, cosine {v['cosine']:.3f}")

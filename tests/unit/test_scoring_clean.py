@@ -178,7 +178,9 @@ def test_at_80_columns_no_phrase_of_the_final_table_or_its_footer_is_cut(tmp_pat
     # four alphas (configs/corrupted.yaml's transfer sweeps 0.5, 1, 2, 5) and the longest method name
     scored = {m: {**c, "0.5": c["1.0"], "2.0": c["5.0"]} for m, c in _scored().items()}
     scored["mapped-autoencoder"] = scored.pop("mapped-ae")
-    print_pipeline_summary(_pipeline(tmp_path, scored))
+    summary = _pipeline(tmp_path, scored)
+    summary["layers"]["source"]["layer_measure"] = "removed (no clean success at any layer)"  # the longest one
+    print_pipeline_summary(summary)
     lines = capsys.readouterr().out.splitlines()
     assert lines and max(len(line) for line in lines if not line.startswith(("plot: ", "summary: "))) <= 80
     for phrase in ("transfer into the target: source layer 1 -> target layer 1",
@@ -188,8 +190,12 @@ def test_at_80_columns_no_phrase_of_the_final_table_or_its_footer_is_cut(tmp_pat
                    "mapped / native, each at its best alpha (95% paired bootstrap over prompts):",
                    "mapped-autoencoder / native: clean 1.00x [1.00-1.00], removed 1.00x [1.00-1.00]",
                    "  autoencoder: FVU 0.200, cosine 0.900", "│ mapped-autoencoder │",
-                   "│   removed (paper)  │", f"summary: {tmp_path / 'run'}/summary.json"):
+                   "│   removed (paper)  │", f"summary: {tmp_path / 'run'}/summary.json",
+                   "target layer 1 chosen on clean; on the paper's measure alone: 1"):
         assert any(phrase in line for line in lines), phrase
+    # a layer choice too long for one line keeps each phrase whole
+    at = lines.index("source layer 1 chosen on removed (no clean success at any layer);")
+    assert lines[at + 1] == "  on the paper's measure alone: 1"
     # every cell whole: no "…", and mapped-autoencoder's intervals (5/10 clean at 0.5 and 1) each in their column
     assert not any("…" in line for line in lines)
     header = next(line for line in lines if "method / measure" in line)
