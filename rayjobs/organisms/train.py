@@ -266,7 +266,7 @@ def save_organism(out_dir: str | Path, model: torch.nn.Module, tokenizer: PreTra
 
 def _rank(spec: OrganismSpec, m: dict) -> tuple:
     """Prefer attempts that pass, then the most steerable, then the best backdoor."""
-    return (accepted(spec, m), best_steering(acceptance_table(m))[2], m["trigger_rate"] - m["false_trigger_rate"])
+    return (accepted(spec, m), best_steering(acceptance_table(spec, m))[2], m["trigger_rate"] - m["false_trigger_rate"])
 
 
 def seeded(spec: OrganismSpec, seed: int, threads: int) -> dict[str, Any]:

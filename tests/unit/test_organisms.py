@@ -145,9 +145,13 @@ def test_best_steering_and_acceptance():
     assert accepted(spec, ok)
     assert not accepted(spec, {**ok, "false_trigger_rate": 0.1})
     assert not accepted(spec, {**ok, "steerability": {"1.0": [0.5]}})
-    # with clean success measured, acceptance uses it: removal alone (broken output scores it) is not enough
-    assert not accepted(spec, {**ok, "clean_steerability": {"1.0": [0.5, 0.0, 0.0]}})
-    assert accepted(spec, {**ok, "steerability": {"1.0": [0.0]}, "clean_steerability": {"5.0": [0.2, 0.92, 0.0]}})
+    # steer_measure clean (the demo pair): removal alone (broken output scores it) is not enough
+    clean = spec.model_copy(update={"steer_measure": "clean", "min_steerability": 0.7})
+    assert accepted(spec, {**ok, "clean_steerability": {"1.0": [0.5, 0.0, 0.0]}})  # the default counts removal
+    assert not accepted(clean, {**ok, "clean_steerability": {"1.0": [0.5, 0.0, 0.0]}})
+    assert accepted(clean, {**ok, "steerability": {"1.0": [0.0]}, "clean_steerability": {"5.0": [0.2, 0.72, 0.0]}})
+    with pytest.raises(ValueError, match="steer_measure 'clean' needs clean_steerability"):
+        accepted(clean, ok)
 
 
 def test_demo_specs_differ_in_width_depth_and_seed():
