@@ -3,7 +3,8 @@
     flock /work/coord/heavy.lock nice -n 15 .venv/bin/python bench/research/seed_pass.py --seeds 0,1 \
         --tag iit --set interchange=0.5 --out /work/cache/science/seeds
 
-For job seed s the organisms stage trains source seed 0 + 100 s and target seed 1 + 100 s (retries add
+For job seed s the organisms stage trains the demo's (configs/demo.yaml) source seed 0 + 100 s and target
+seed 1 + 100 s (retries add
 1000); this runs only the first attempt of each (train_once: both phases, behaviour and steerability
 checks, one thread each, source and target side by side as in the stage) and records the measurements,
 whether the card's checks pass (accepted) and the spec used. `--set k=v` overrides a field of both specs
@@ -23,9 +24,10 @@ import yaml
 
 
 def spec_for(which: str, sets: list[str]):
-    from rayjobs.config.organism import source_spec, target_spec
+    """The demo's organism spec (configs/demo.yaml, job seed 0) with the `--set` overrides."""
+    from rayjobs.config import PipelineConfig, load_config
 
-    spec = (source_spec if which == "source" else target_spec)(0)
+    spec = getattr(load_config("configs/demo.yaml", [], PipelineConfig).organisms, which)
     update = {}
     for item in sets:
         key, value = item.split("=", 1)
