@@ -112,7 +112,8 @@ def track_cards(result: dict[str, Any], out: Path) -> None:
     from rayjobs.organisms.train import CARD_NAME
 
     for name, r in result.items():
-        tracking.log_metrics({f"{name}_{k}": r["card"][k] for k in
+        # "card" in the name: the parent run's target_trigger_rate is another figure (held-out transfer prompts).
+        tracking.log_metrics({f"{name}_card_{k}": r["card"][k] for k in
                               ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
         tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
     tracking.log_dict(result, "organisms.json")
