@@ -1,7 +1,7 @@
-"""extract: texts -> ExtractHost actors under Ray Data (or the AutoTP host) -> Parquet activations per layer.
+"""extract: texts -> Ray Data tasks (extract_worker; or the AutoTP host) -> Parquet activations per layer.
 
 The plan of batches, the journal of finished shards, what a rerun or `--repair` keeps and the manifests are
-rayjobs.activations.commit's; this module fans the batches out to the actors and reports back.
+rayjobs.activations.commit's; this module fans the batches out to the workers and reports back.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs.common import progress
-from rayjobs.jobs.hosts import ExtractHost
+from rayjobs.jobs.extract_worker import extract_batches
 from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
 from rayjobs.tasks import examples_for
+
+_TASK_CPUS = 1  # per batch task: two at a time on two CPUs, one batch written while another runs its forward
 
 
 def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
@@ -71,24 +73,22 @@ def _host_args(cfg: ExtractConfig, out: Path, metas: dict[int, ActivationMeta]) 
 def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
                       metas: dict[int, ActivationMeta]) -> Iterator[dict[str, Any]]:
     # One planned batch per Ray Data batch: Ray's own batching depends on block sizes, the plan does not.
+    # Tasks, not an actor: their worker processes, and the model each keeps, outlive the stage (extract_worker).
     # Ray Data runs a block at least once; the shard names make a second run overwrite, not duplicate.
     # A UserError in a worker (NaN/Inf, float16 overflow, a text over max_length) must reach the CLI as
     # itself, one line: Ray Data's UserCodeException wrapper would drop it and keep only a traceback.
     ray.data.DataContext.get_current().raise_original_map_exception = True
     with warnings.catch_warnings():
-        # Ray 2.60 deprecates **ray_remote_args but has no named parameter for actor restarts yet.
+        # Ray 2.60 deprecates **ray_remote_args but has no named parameter for task retries yet.
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-        ds = ray.data.from_items(todo).map_batches(
-            ExtractHost, batch_size=1, num_cpus=1,
-            # Two calls at once per actor: one batch's shards are written while the next batch's forward runs.
-            compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=ExtractHost.CONCURRENT_CALLS,
-                                               enable_true_multi_threading=True),
-            max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries,
-            fn_constructor_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
-                                       **_host_args(cfg, out, metas)),
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+            extract_batches, batch_size=1, num_cpus=_TASK_CPUS, num_gpus=1 if cfg.model.device == "cuda" else 0,
+            max_retries=cfg.max_retries,
+            fn_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
+                           **_host_args(cfg, out, metas)),
         )
     for rec in ds.iter_rows():
-        if rec.get("error"):  # a worker's UserError, sent back as a value (ExtractHost.__call__)
+        if rec.get("error"):  # a worker's UserError, sent back as a value (extract_worker.extract_batches)
             raise UserError(rec["error"])
         yield rec
 
