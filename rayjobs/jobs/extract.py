@@ -24,8 +24,6 @@ from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
 from rayjobs.tasks import examples_for
 
-_TASK_CPUS = 1  # per batch task: two at a time on two CPUs, one batch written while another runs its forward
-
 
 def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
     return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion)
@@ -82,8 +80,8 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
         # Ray 2.60 deprecates **ray_remote_args but has no named parameter for task retries yet.
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
         ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-            extract_batches, batch_size=1, num_cpus=_TASK_CPUS, num_gpus=1 if cfg.model.device == "cuda" else 0,
-            max_retries=cfg.max_retries,
+            extract_batches, batch_size=1, num_cpus=_task_cpus(cfg.num_threads),
+            num_gpus=1 if cfg.model.device == "cuda" else 0, max_retries=cfg.max_retries,
             fn_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
                            **_host_args(cfg, out, metas)),
         )
@@ -91,6 +89,13 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
         if rec.get("error"):  # a worker's UserError, sent back as a value (extract_worker.extract_batches)
             raise UserError(rec["error"])
         yield rec
+
+
+def _task_cpus(num_threads: int) -> float:
+    """The CPUs a batch task reserves: its torch threads (so tasks at once never use more threads than Ray has CPUs;
+    num_threads 1 runs two batches at a time on two CPUs, one written while the other runs its forward), capped
+    at the cluster's CPUs, or the task could never be scheduled."""
+    return float(min(num_threads, max(ray.cluster_resources().get("CPU", 1), 1)))
 
 
 def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
