@@ -1,11 +1,12 @@
-"""extract's Ray Data function: planned batches in, one Parquet shard per layer each, records out.
+"""extract's Ray Data function for CPU models: planned batches in, one Parquet shard per layer each, records out.
 
 It runs as Ray tasks, not in an actor, because Ray reuses a task's worker process and never an actor's: a
 fresh actor is a fresh process that imports torch and transformers and loads the model again (5-9 s here,
 the bulk of a small stage's fixed cost). A task worker keeps its imports and, in `_WARM`, the last model it
-loaded on the CPU, so the next extraction of the same model in the same Ray (the next stage of a pipeline, a
-rerun, a benchmark round) starts at once. Two tasks run at a time on two CPUs: one batch's shards are
-written while another batch's forward runs, in two processes instead of two threads of one actor.
+loaded, so the next extraction of the same model in the same Ray (the next stage of a pipeline, a rerun, a
+benchmark round) starts at once. Each task reserves its torch threads as CPUs (extract._task_cpus); with one
+thread, two run at a time on two CPUs, one batch's shards written while another batch's forward runs.
+GPU models go to an ExtractHost actor instead (rayjobs.jobs.hosts), which frees the GPU when the stage ends.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """ModelHost: a Ray actor that owns one model and runs captures, steering vectors and generations.
 
 Specs travel as plain dicts (`rayjobs.interventions.to_dict`) and come back as text or tensors.
-extract runs `extract_batch`'s parts as Ray Data tasks (rayjobs.jobs.extract_worker). `ValidationHost` holds a
-source and a target together for validate.
+`ExtractHost` is the same host as a Ray Data callable class: loaded once per actor, fed batches. `ValidationHost`
+holds a source and a target together for validate.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -137,6 +138,40 @@ def write_batch(captured: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
                                enc.get("offset_mapping"))
         records.append({"layer": layer, **write_rows(out_dirs[layer], name, rows, meta).to_dict()})
     return records
+
+
+class ExtractHost(Loaded):
+    """Ray Data callable: planned batches (name, ids, texts) in, one Parquet shard per layer each, records out.
+
+    Run with two concurrent calls per actor (extract.py asks Ray Data for them): one call's shards are
+    written while the other's forward runs. Each call still returns the records of its own batches only,
+    after their shards are renamed into place, so Ray Data's contract, its retries and the driver's journal
+    are as with one call at a time. The locks keep one forward and one batch of writes at a time: at most
+    one batch waits in memory for the writer.
+    """
+
+    CONCURRENT_CALLS = 2
+
+    def __init__(self, ref: dict[str, Any], num_threads: int, metas: dict[int, dict], out_dirs: dict[int, str],
+                 max_length: int) -> None:
+        super().__init__(ref, num_threads)
+        self.metas = {layer: ActivationMeta.from_dict(m) for layer, m in metas.items()}
+        self.out_dirs, self.max_length = out_dirs, max_length
+        self._forward, self._write = threading.Lock(), threading.Lock()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        records = []
+        try:
+            for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
+                with self._forward:
+                    captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
+                with self._write:
+                    records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
+        except UserError as e:
+            # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
+            # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
+            records = [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
+        return {key: [r.get(key, "") for r in records] for key in ("layer", "name", "rows", "bytes", "sha256", "error")}
 
 
 @ray.remote(num_cpus=1)
