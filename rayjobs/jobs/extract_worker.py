@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import numpy as np
+import torch
 
 from rayjobs.activations import ActivationMeta
 from rayjobs.errors import UserError
@@ -44,6 +45,7 @@ def extract_batches(batch: dict[str, np.ndarray], *, ref: dict[str, Any], num_th
     """Ray Data map_batches function: each planned batch (name, ids, texts) captured and written as one shard per
     layer; one record (layer + ShardInfo fields, error "") per shard, after it is renamed into place."""
     host = loaded(ref, num_threads)
+    torch.set_num_threads(num_threads)  # every call: another task in this worker (fit's, say) may have set its own
     layer_metas = {int(layer): ActivationMeta.from_dict(m) for layer, m in metas.items()}
     dirs = {int(layer): d for layer, d in out_dirs.items()}
     records: list[dict[str, Any]] = []

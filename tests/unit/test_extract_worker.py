@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from rayjobs.activations import ActivationMeta
 from rayjobs.errors import UserError
@@ -52,12 +53,16 @@ def _call(monkeypatch, capture) -> dict:
         for layer in metas])
     batch = {"name": np.array(["part-x.parquet"]), "ids": np.array([[4, 5]], dtype=object),
              "texts": np.array([["t1", "t2"]], dtype=object)}
-    return extract_worker.extract_batches(batch, ref={"path": "m"}, num_threads=1, metas={"2": meta},
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: monkeypatch.setattr(torch, "get_num_threads", lambda: n))
+    return extract_worker.extract_batches(batch, ref={"path": "m"}, num_threads=3, metas={"2": meta},
                                           out_dirs={"2": "d"}, max_length=8)
 
 
 def test_one_record_per_layer_with_ray_datas_string_keys_made_ints(loads, monkeypatch) -> None:
-    out = _call(monkeypatch, lambda model, tok, texts, metas, max_length: f"{model}:{'+'.join(texts)}")
+    threads = []
+    out = _call(monkeypatch, lambda model, tok, texts, metas, max_length: threads.append(torch.get_num_threads())
+                or f"{model}:{'+'.join(texts)}")
+    assert threads == [3]  # the call's own thread count, whatever another task in the worker set before
     assert out == {"layer": [2], "name": ["part-x.parquet"], "rows": [2], "bytes": [1], "sha256": ["m:t1+t2"],
                    "error": [""]}
 
