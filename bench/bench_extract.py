@@ -11,8 +11,8 @@ the same texts in the same batches of the same size, dtype and torch thread coun
   bare   the forward up to the deepest captured block, keeping nothing (the floor);
   plain  what one would write by hand: forward hooks on the captured blocks, stop after the deepest, one
          `np.save` per layer and batch of the non-pad rows;
-  asit   `rayjobs.jobs.runner.run("extract", ...)`: Ray Data over an ExtractHost actor, Parquet shards with checks, sha256,
-         fsync and atomic rename, a manifest per layer, an MLflow run;
+  asit   `rayjobs.jobs.runner.run("extract", ...)`: Ray Data tasks (rayjobs.jobs.extract_worker), Parquet shards
+         with checks, sha256, fsync and atomic rename, a manifest per layer, an MLflow run;
   nnsight (with --nnsight; `pip install nnsight`, 0.8 works with transformers 5): what an nnsight user writes, a
          `trace` per batch that saves the captured blocks' outputs and stops after the deepest, then the same
          `np.save` as plain.
@@ -20,8 +20,11 @@ the same texts in the same batches of the same size, dtype and torch thread coun
 of the random Llama; its own tokenizer then tokenizes the texts.
 Repetitions are interleaved (bare, plain, asit, rotating) so machine noise hits all three alike; the table
 reports medians. Ray start-up is timed once on its own. Each asit run also pays a fixed cost (MLflow run,
-Ray Data planning, actor start + model load, manifests): a one-batch asit run next to a one-batch plain
-run estimates it, and "asit steady" is the throughput with it taken out.
+Ray Data planning and tasks, manifests): a one-batch asit run next to a one-batch plain run estimates it, and
+"asit steady" is the throughput with it taken out. The first asit run (the warm-up) also pays the workers'
+imports and model load, which later stages of the same model in the same Ray do not: it is reported on its own.
+TransformerLens (with --transformer-lens; `pip install transformer-lens` in a throwaway venv that sees this one):
+TransformerBridge over the same checkpoint, run_with_cache(stop_at_layer=...), then the same np.save.
 """
 
 from __future__ import annotations
@@ -117,6 +120,24 @@ def run_nnsight(model, tok, texts: list[str], layers: list[int], batch_size: int
     return tokens
 
 
+def run_transformer_lens(bridge, tok, texts: list[str], layers: list[int], batch_size: int, out: Path) -> int:
+    """The plain loop written with TransformerLens 4 (TransformerBridge over the same HF checkpoint):
+    run_with_cache of the captured blocks' resid_post, stopping after the deepest, then the same np.save."""
+    names = {f"blocks.{layer}.hook_resid_post": layer for layer in layers}
+    tokens = 0
+    for i, batch in enumerate(_batches(texts, batch_size)):
+        enc = tok(batch, return_tensors="pt", padding=True)
+        mask = enc["attention_mask"]
+        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(enc["input_ids"], attention_mask=mask, position_ids=pos,
+                                             names_filter=lambda n: n in names, stop_at_layer=max(layers) + 1)
+        for name, layer in names.items():
+            np.save(out / f"layer{layer}-batch{i:05d}.npy", cache[name][mask.bool()].float().numpy())
+        tokens += int(mask.sum())
+    return tokens
+
+
 def _blocks_path(model) -> list[str]:
     """The attribute path from the model to its decoder-block list (e.g. ["model", "layers"])."""
     blocks = get_blocks(model)
@@ -145,6 +166,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="a local save_pretrained checkpoint instead of the random Llama")
     parser.add_argument("--nnsight", action="store_true", help="add nnsight (pip install nnsight) as a contender")
+    parser.add_argument("--transformer-lens", action="store_true",
+                        help="add TransformerLens 4 (pip install transformer-lens, in a throwaway venv) as a contender")
     args = parser.parse_args()
     if args.small:
         args.d, args.n_layers, args.layers, args.texts, args.repeat = 512, 4, [1, 2], 512, 2
@@ -202,6 +225,13 @@ def _run(args: argparse.Namespace, root: Path) -> None:
         if out is not None:
             shutil.rmtree(out)
 
+    bridge = _bridge(path, tok, args.dtype) if args.transformer_lens else None
+
+    def tl(subset: list[str], key: str) -> None:
+        out = Path(tempfile.mkdtemp(dir=root))
+        rows[key] = run_transformer_lens(bridge, tok, subset, args.layers, args.batch_size, out)
+        shutil.rmtree(out)
+
     def nn(subset: list[str], key: str) -> None:
         out = Path(tempfile.mkdtemp(dir=root))
         rows[key] = run_nnsight(model, tok, subset, args.layers, args.batch_size, out)
@@ -217,14 +247,40 @@ def _run(args: argparse.Namespace, root: Path) -> None:
     }
     if args.nnsight:
         jobs["nnsight"] = lambda: nn(corpus, "nnsight")
-    jobs["asit 1 batch"]()  # warm-up: MLflow store, Ray workers, page cache
+    if bridge is not None:
+        jobs["TransformerLens"] = lambda: tl(corpus, "TransformerLens")
+    start = time.perf_counter()
+    jobs["asit 1 batch"]()  # warm-up: MLflow store, Ray workers (their imports and the model), page cache
+    cold = time.perf_counter() - start
     seconds, _ = interleaved(jobs, args.repeat)
-    for key in ("asit", "nnsight"):
+    for key in ("asit", "nnsight", "TransformerLens"):
         if key in rows and rows[key] != rows["plain"]:
             raise SystemExit(f"{key} stored {rows[key]} rows, the plain loop {rows['plain']}: not the same work")
     if args.nnsight:
         _same_captures(model, tok, corpus[: args.batch_size], args.layers, root)
-    report(args, params, ray_start, seconds, rows["plain"], _describe(args, model))
+    if bridge is not None:
+        _same_as_plain(model, tok, corpus[: args.batch_size], args.layers, root, bridge)
+    report(args, params, ray_start, cold, seconds, rows["plain"], _describe(args, model))
+
+
+def _bridge(path: Path, tok, dtype: str):
+    """TransformerLens 4's TransformerBridge over the same local checkpoint (it loads it with eager attention)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(path), device="cpu", dtype=getattr(torch, dtype), tokenizer=tok)
+
+
+def _same_as_plain(model, tok, batch: list[str], layers: list[int], root: Path, bridge) -> None:
+    """TransformerLens runs eager attention where HF runs SDPA: its captures equal the plain loop's to rounding."""
+    a, b = Path(tempfile.mkdtemp(dir=root)), Path(tempfile.mkdtemp(dir=root))
+    run_hf(model, tok, batch, layers, len(batch), a)
+    run_transformer_lens(bridge, tok, batch, layers, len(batch), b)
+    for layer in layers:
+        x, y = np.load(a / f"layer{layer}-batch00000.npy"), np.load(b / f"layer{layer}-batch00000.npy")
+        scale = float(np.abs(x).max())
+        if x.shape != y.shape or not np.allclose(x, y, rtol=1e-3, atol=1e-3 * scale):
+            raise SystemExit(f"TransformerLens's layer {layer} capture differs from the plain loop's")
+        print(f"TransformerLens layer {layer}: max |diff| {np.abs(x - y).max():.3g} (max |x| {scale:.3g})")
 
 
 def _same_captures(model, tok, batch: list[str], layers: list[int], root: Path) -> None:
@@ -246,19 +302,21 @@ def _describe(args: argparse.Namespace, model) -> str:
     return f"{args.model.name} ({cfg.model_type}) d={cfg.hidden_size}, {cfg.num_hidden_layers} layers"
 
 
-def report(args: argparse.Namespace, params: int, ray_start: float, seconds: dict[str, list[float]], n: int,
-           what: str) -> None:
+def report(args: argparse.Namespace, params: int, ray_start: float, cold: float, seconds: dict[str, list[float]],
+           n: int, what: str) -> None:
     med = {name: median(s) for name, s in seconds.items()}
     fixed = med["asit 1 batch"] - med["plain 1 batch"]
     med["asit steady"] = max(med["asit"] - fixed, 1e-9)
-    names = ["asit", "asit steady", *(["nnsight"] if "nnsight" in med else []), "plain", "bare"]
+    peers = [name for name in ("nnsight", "TransformerLens") if name in med]
+    names = ["asit", "asit steady", *peers, "plain", "bare"]
     rate = {name: n / med[name] for name in names}
     print(f"\n{what} ({params / 1e6:.1f}M params), layers {args.layers} captured "
           f"(blocks 0..{max(args.layers)} run, no LM head), {args.dtype}, batch {args.batch_size}, "
           f"{args.texts} texts = {n} tokens; median of {args.repeat}, interleaved")
     print(f"Machine: {machine()}")
     print(f"Ray start-up (once per driver): {ray_start:.1f} s; asit fixed cost per stage run with Ray up "
-          f"(MLflow run, planning, actor start + model load, manifests): {fixed:.1f} s\n")
+          f"(MLflow run, planning, Ray Data tasks, manifests): {fixed:.1f} s; the first stage of this model in this "
+          f"Ray (its workers import torch and load the model): {cold - med['plain 1 batch']:.1f} s\n")
     print("| path | tokens/s | vs plain | vs bare | median s (each round) |")
     print("|---|---|---|---|---|")
     for name in names:
@@ -266,9 +324,9 @@ def report(args: argparse.Namespace, params: int, ray_start: float, seconds: dic
         reps = reps or f"asit minus the {fixed:.1f} s fixed cost"
         print(f"| {name} | {rate[name]:.0f} | **{rate[name] / rate['plain']:.2f}x** | {rate[name] / rate['bare']:.2f}x "
               f"| {med[name]:.1f} ({reps}) |")
-    if "nnsight" in rate:
-        print(f"\nasit vs nnsight: **{rate['asit'] / rate['nnsight']:.2f}x** end to end, "
-              f"{rate['asit steady'] / rate['nnsight']:.2f}x steady")
+    for peer in peers:
+        print(f"\nasit vs {peer}: **{rate['asit'] / rate[peer]:.2f}x** end to end, "
+              f"{rate['asit steady'] / rate[peer]:.2f}x steady")
 
 
 if __name__ == "__main__":

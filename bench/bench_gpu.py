@@ -175,16 +175,20 @@ def transformer_lens(shape: str, device: str, layers: list[int]) -> Callable:
 
 
 def nnsight_trace(model, layers: list[int]) -> Callable:
+    """What an nnsight 0.8 user writes (as bench_extract.run_nnsight): save the captured blocks' outputs inside a
+    trace, stop after the deepest (tracer.stop(): the rest never runs), copy them to the host."""
     from nnsight import NNsight
 
     wrapped = NNsight(model)
-    deepest = max(layers)
 
     def run(ids: torch.Tensor, mask: torch.Tensor, i: int) -> None:
-        with torch.no_grad(), wrapped.trace(input_ids=ids, attention_mask=mask, use_cache=False):
-            saved = [wrapped.model.layers[layer].output.save() for layer in layers]
-            wrapped.model.layers[deepest].output.stop()
-        [getattr(s, "value", s).cpu() for s in saved]
+        saved = {}  # nnsight runs the body in its own frame: a container filled there escapes, names do not
+        with torch.no_grad(), wrapped.trace(input_ids=ids, attention_mask=mask, use_cache=False) as tracer:
+            for layer in sorted(layers):
+                saved[layer] = wrapped.model.layers[layer].output.save()
+            tracer.stop()
+        for value in saved.values():
+            (value[0] if isinstance(value, tuple) else value).cpu()
     return run
 
 
@@ -219,7 +223,8 @@ def main() -> None:
                          "machine with a CUDA torch (ASIT_TORCH=cuda bash infra/local/bootstrap.sh), or pass "
                          "--device cpu --shape tiny for a smoke test of the code paths")
     if args.shape == "tiny":
-        args.layers = [min(layer, SHAPES["tiny"]["num_hidden_layers"] - 1) for layer in args.layers]
+        # clamped into the tiny model's blocks, each once (a site captured twice is a different capture)
+        args.layers = sorted({min(layer, SHAPES["tiny"]["num_hidden_layers"] - 1) for layer in args.layers})
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = build(args.shape, args.device, dtype)
     g = torch.Generator(device="cpu").manual_seed(0)

@@ -1,7 +1,8 @@
-"""extract: texts -> ExtractHost actors under Ray Data (or the AutoTP host) -> Parquet activations per layer.
+"""extract: texts -> Ray Data tasks on the CPU (extract_worker), an ExtractHost actor on a GPU (or the AutoTP host)
+-> Parquet activations per layer.
 
 The plan of batches, the journal of finished shards, what a rerun or `--repair` keeps and the manifests are
-rayjobs.activations.commit's; this module fans the batches out to the actors and reports back.
+rayjobs.activations.commit's; this module fans the batches out to the workers and reports back.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs.common import progress
+from rayjobs.jobs.extract_worker import extract_batches
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
@@ -75,22 +77,34 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
     # A UserError in a worker (NaN/Inf, float16 overflow, a text over max_length) must reach the CLI as
     # itself, one line: Ray Data's UserCodeException wrapper would drop it and keep only a traceback.
     ray.data.DataContext.get_current().raise_original_map_exception = True
+    host = dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads, **_host_args(cfg, out, metas))
+    items = ray.data.from_items(todo, override_num_blocks=len(todo))
     with warnings.catch_warnings():
-        # Ray 2.60 deprecates **ray_remote_args but has no named parameter for actor restarts yet.
+        # Ray 2.60 deprecates **ray_remote_args but has no named parameter for retries and restarts yet.
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-        ds = ray.data.from_items(todo).map_batches(
-            ExtractHost, batch_size=1, num_cpus=1,
-            # Two calls at once per actor: one batch's shards are written while the next batch's forward runs.
-            compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=ExtractHost.CONCURRENT_CALLS,
-                                               enable_true_multi_threading=True),
-            max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries,
-            fn_constructor_kwargs=dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
-                                       **_host_args(cfg, out, metas)),
-        )
+        if cfg.model.device == "cpu":
+            # Tasks: their worker processes, and the model each keeps, outlive the stage (extract_worker).
+            ds = items.map_batches(extract_batches, batch_size=1, num_cpus=_task_cpus(cfg.num_threads),
+                                   max_retries=cfg.max_retries, fn_kwargs=host)
+        else:
+            # On a GPU, one actor for the stage (it frees the GPU at the end), two calls at once: one batch's shards
+            # are written while the next batch's forward runs.
+            ds = items.map_batches(
+                ExtractHost, batch_size=1, num_cpus=1, num_gpus=1, max_restarts=cfg.max_retries,
+                max_task_retries=cfg.max_retries, fn_constructor_kwargs=host,
+                compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=ExtractHost.CONCURRENT_CALLS,
+                                                   enable_true_multi_threading=True))
     for rec in ds.iter_rows():
-        if rec.get("error"):  # a worker's UserError, sent back as a value (ExtractHost.__call__)
+        if rec.get("error"):  # a worker's UserError, sent back as a value (extract_batches, ExtractHost.__call__)
             raise UserError(rec["error"])
         yield rec
+
+
+def _task_cpus(num_threads: int) -> float:
+    """The CPUs a batch task reserves: its torch threads (so tasks at once never use more threads than Ray has CPUs;
+    num_threads 1 runs two batches at a time on two CPUs, one written while the other runs its forward), capped
+    at the cluster's CPUs, or the task could never be scheduled."""
+    return float(min(num_threads, max(ray.cluster_resources().get("CPU", 1), 1)))
 
 
 def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
