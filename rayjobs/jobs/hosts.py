@@ -101,8 +101,7 @@ class Host(Loaded):
                           max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, list[str]]]:
         """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
         return layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
-                                 max_new_tokens,
-                                 get_task(task).trigger_pair, blocks)
+                                 max_new_tokens, get_task(task).trigger_pair, blocks)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True,
