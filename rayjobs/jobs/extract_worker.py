@@ -42,7 +42,7 @@ def loaded(ref: dict[str, Any], num_threads: int) -> Loaded:
 
 def extract_batches(batch: dict[str, np.ndarray], *, ref: dict[str, Any], num_threads: int, metas: dict[int, dict],
                     out_dirs: dict[int, str], max_length: int) -> dict[str, list]:
-    """Ray Data map_batches function: each planned batch (name, ids, texts) captured and written as one shard per
+    """Ray Data map_batches function: each planned batch (name, ids, texts, bounds) captured and written as one shard per
     layer; one record (layer + ShardInfo fields, error "") per shard, after it is renamed into place."""
     host = loaded(ref, num_threads)
     torch.set_num_threads(num_threads)  # every call: another task in this worker (fit's, say) may have set its own
@@ -50,9 +50,11 @@ def extract_batches(batch: dict[str, np.ndarray], *, ref: dict[str, Any], num_th
     dirs = {int(layer): d for layer, d in out_dirs.items()}
     records: list[dict[str, Any]] = []
     try:
-        for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
+        for name, ids, texts, bounds in zip(batch["name"], batch["ids"], batch["texts"], batch["bounds"], strict=True):
             captured = capture_batch(host.model, host.tok, [str(t) for t in texts], layer_metas, max_length)
-            records += write_batch(captured, [int(i) for i in ids], str(name), layer_metas, dirs)
+            # bounds: each text's task-text span inside its template, so pairing can match across two templates
+            records += write_batch(captured, [int(i) for i in ids], str(name), layer_metas, dirs,
+                                   [[int(x) for x in b] for b in bounds])
     except UserError as e:
         # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
         # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.

@@ -44,24 +44,29 @@ def test_a_gpu_model_is_not_kept_by_an_idle_worker(loads) -> None:
     assert loads == [ref, ref] and extract_worker._WARM == {}
 
 
-def _call(monkeypatch, capture) -> dict:
+def _call(monkeypatch, capture, written_bounds: list | None = None) -> dict:
     meta = ActivationMeta(model_id="m", site="layers.2.resid_post", layer=2, dtype="float32", d_model=4,
                           tokenizer_hash="t").to_dict()
     monkeypatch.setattr(extract_worker, "capture_batch", capture)
-    monkeypatch.setattr(extract_worker, "write_batch", lambda captured, ids, name, metas, dirs: [
-        {"layer": layer, "name": name, "rows": len(ids), "bytes": 1, "sha256": captured, "dir": dirs[layer]}
-        for layer in metas])
+
+    def write(captured, ids, name, metas, dirs, bounds):
+        (written_bounds if written_bounds is not None else []).append(bounds)
+        return [{"layer": layer, "name": name, "rows": len(ids), "bytes": 1, "sha256": captured, "dir": dirs[layer]}
+                for layer in metas]
+    monkeypatch.setattr(extract_worker, "write_batch", write)
     batch = {"name": np.array(["part-x.parquet"]), "ids": np.array([[4, 5]], dtype=object),
-             "texts": np.array([["t1", "t2"]], dtype=object)}
+             "texts": np.array([["t1", "t2"]], dtype=object),
+             "bounds": np.array([np.array([[3, 5, 5], [0, 2, 4]])], dtype=object)}
     monkeypatch.setattr(torch, "set_num_threads", lambda n: monkeypatch.setattr(torch, "get_num_threads", lambda: n))
     return extract_worker.extract_batches(batch, ref={"path": "m"}, num_threads=3, metas={"2": meta},
                                           out_dirs={"2": "d"}, max_length=8)
 
 
 def test_one_record_per_layer_with_ray_datas_string_keys_made_ints(loads, monkeypatch) -> None:
-    threads = []
+    threads, bounds = [], []
     out = _call(monkeypatch, lambda model, tok, texts, metas, max_length: threads.append(torch.get_num_threads())
-                or f"{model}:{'+'.join(texts)}")
+                or f"{model}:{'+'.join(texts)}", bounds)
+    assert bounds == [[[3, 5, 5], [0, 2, 4]]]  # each text's task-text span goes to the writer (cross-template pairing)
     assert threads == [3]  # the call's own thread count, whatever another task in the worker set before
     assert out == {"layer": [2], "name": ["part-x.parquet"], "rows": [2], "bytes": [1], "sha256": ["m:t1+t2"],
                    "error": [""]}
