@@ -46,7 +46,7 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
     held_out = [e["prompt"] for e in examples]
     host = make_host(cfg.model, cfg.num_threads)
     info = ray.get(host.info.remote())
-    baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None)), task.has_backdoor)
+    baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
     gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name))
     close_host(host)
     cats = {layer: {a: clean.categories(task, c, examples) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}

@@ -108,5 +108,6 @@ def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, A
     task = get_task(inputs["task"])
     target = Host(inputs["target"], torch.get_num_threads())
     steer = Add(parse_site(f"layers.{layers['target']}.resid_post"), vector, alpha=inputs["alpha"])
-    completions = target.generate(inputs["held_out"], [to_dict(steer)], inputs["max_new_tokens"], task.trigger_pair[0])
+    completions = target.generate(inputs["held_out"], [to_dict(steer)], inputs["max_new_tokens"], task.trigger_pair[0],
+                                  task.name)
     return success_rate(completions, task.has_backdoor), vector
