@@ -24,16 +24,25 @@ from rayjobs.errors import UserError
 
 log = logging.getLogger(__name__)
 DONE = "_done.json"  # the stage directory's commit record (rayjobs.stages.DONE)
-Batch = dict[str, Any]  # {"name": shard name, "ids": [example id, ...], "texts": [text, ...]}
+Batch = dict[str, Any]  # {"name": shard name, "ids": [example id, ...], "texts": [text, ...], "bounds": [...]}
 
 
-def texts(examples: list[dict[str, Any]], split: str, n_examples: int | None, with_completion: bool) -> list[dict[str, Any]]:
-    """{id, text} of the task examples to extract: one split (or all), the first `n_examples`, prompt (+ completion)."""
+def texts(examples: list[dict[str, Any]], split: str, n_examples: int | None, with_completion: bool,
+          template: str = "{prompt}") -> list[dict[str, Any]]:
+    """{id, text, bounds} of the task examples to extract: one split (or all), the first `n_examples`, the prompt in
+    the model's `template` (+ the completion); bounds = where in the text the prompt starts and ends and the
+    completion starts (rayjobs.activations.pairing.task_spans takes the template back out of the spans)."""
     chosen = [e for e in examples if split == "all" or e["split"] == split]
     chosen = chosen[:n_examples] if n_examples else chosen
     if not chosen:
         raise UserError(f"extract.split={split!r} selects no examples; check task.path / task.n_examples")
-    return [{"id": e["id"], "text": e["prompt"] + (e["completion"] if with_completion else "")} for e in chosen]
+    pre, post = template.split("{prompt}")
+    rows = []
+    for e in chosen:
+        end = len(pre) + len(e["prompt"])
+        text = pre + e["prompt"] + post + (e["completion"] if with_completion else "")
+        rows.append({"id": e["id"], "text": text, "bounds": (len(pre), end, end + len(post))})
+    return rows
 
 
 def layer_metas(ref: Any, info: dict[str, Any], layers: list[int], dtype: str) -> dict[int, ActivationMeta]:
@@ -49,7 +58,9 @@ def plan_batches(rows: list[dict[str, Any]], batch_size: int) -> list[Batch]:
     for start in range(0, len(rows), batch_size):
         ids = [int(r["id"]) for r in rows[start : start + batch_size]]
         texts = [r["text"] for r in rows[start : start + batch_size]]
-        batches.append({"name": shard_name(ids, texts), "ids": ids, "texts": texts})
+        # Where the task text sits in each (templated) text: rayjobs.activations.pairing.task_spans.
+        bounds = [list(r.get("bounds") or (0, len(r["text"]), len(r["text"]))) for r in rows[start : start + batch_size]]
+        batches.append({"name": shard_name(ids, texts), "ids": ids, "texts": texts, "bounds": bounds})
     return batches
 
 

@@ -10,6 +10,11 @@ Two ways to say which source token a target token corresponds to:
 - "positions": the same index in the sequence, as the paper does. Exact when both models share a
   tokenizer (then the token ids must agree); across tokenizers it is the paper's positional baseline,
   misaligned after the first token that splits differently.
+
+Two models prompted in two formats (SmolLM2's chat turn, Gemma's Alpaca block) see different texts around the
+same task text. Extract therefore stores each token's span in the *task text* (prompt + completion, the
+template taken out: `task_spans`), and the template's own tokens get an empty span, so offset pairing pairs
+the task text and the answer only and leaves the template tokens unpaired.
 """
 
 from __future__ import annotations
@@ -84,6 +89,27 @@ def _build(src: Activations, tgt: Activations, src_idx: np.ndarray, tgt_idx: np.
     )
 
 
+Bounds = tuple[int, int, int]  # (prompt start, prompt end, completion start) in a templated text
+
+
+def task_spans(start: np.ndarray, end: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token spans [rows] in the templated text -> spans in the task text (the prompt, then the completion).
+
+    bounds [rows, 3]: each row's text's (prompt start, prompt end, completion start). A token counts for the
+    segment its last character is in (a first prompt token may have merged with the template's last character);
+    tokens ending in the template get the empty span (0, 0), which offset pairing leaves unpaired. Rows without
+    spans (-1, a slow tokenizer) stay -1."""
+    p0, p1, c0 = (bounds[:, i].astype(np.int64) for i in range(3))
+    in_prompt = (end > p0) & (end <= p1)
+    keep = (in_prompt | (end > c0)) & (end > start)
+    shift = np.where(in_prompt, p0, p0 + c0 - p1)  # what precedes the task character at each segment
+    lo = np.where(in_prompt, p0, c0)
+    new_start = np.where(keep, np.maximum(start, lo) - shift, 0)
+    new_end = np.where(keep, end - shift, 0)
+    no_span = end < 0
+    return (np.where(no_span, start, new_start).astype(np.int32), np.where(no_span, end, new_end).astype(np.int32))
+
+
 def pair_by_positions(src: Activations, tgt: Activations) -> Pairs:
     """Join rows on (example_id, position). Same tokenizer: the token ids must agree. Different tokenizers:
     the paper's positional baseline (no token check: the tokens differ by design)."""
@@ -130,14 +156,15 @@ def pair_by_offsets(src: Activations, tgt: Activations) -> Pairs:
     at = np.searchsorted(src_keys, tgt_keys).clip(max=max(len(src_keys) - 1, 0))
     found = (src_keys[at] == tgt_keys) if len(src_keys) else np.zeros(len(tgt_keys), bool)
     pairs = _build(src, tgt, src_rows[at[found]], tgt_rows[found], "offsets")
-    _check_share(pairs, src, tgt)
+    _check_share(pairs, src, tgt, len(tgt_rows) - int(found.sum()), len(tgt_rows))
     return pairs
 
 
-def _check_share(pairs: Pairs, src: Activations, tgt: Activations) -> None:
-    if pairs.n_target and pairs.unpaired_share > MAX_UNPAIRED_SHARE:
-        raise UserError(f"pairing {src.meta.model_id} with {tgt.meta.model_id} by offsets: {pairs.unpaired_target} of "
-                        f"{pairs.n_target} target rows ({pairs.unpaired_share:.0%}) found no source token ending at the "
+def _check_share(pairs: Pairs, src: Activations, tgt: Activations, missed: int, with_text: int) -> None:
+    """Of the target rows with text (BOS and template tokens have none), a majority unpaired means other texts."""
+    if with_text and missed / with_text > MAX_UNPAIRED_SHARE:
+        raise UserError(f"pairing {src.meta.model_id} with {tgt.meta.model_id} by offsets: {missed} of {with_text} "
+                        f"target tokens of the task text ({missed / with_text:.0%}) found no source token ending at the "
                         "same character; the two extracts did not see the same texts: re-extract both from one task")
     log.info("paired %d of %d target rows by character offsets (%.1f%% unpaired)", len(pairs), pairs.n_target,
              100 * pairs.unpaired_share)

@@ -96,6 +96,18 @@ class ModelRef(Strict):
         "hf", description="hf: one process on one device; deepspeed: AutoTP over tp_size Ray actors")
     tp_size: int = Field(1, ge=1, le=1024, description="tensor-parallel ranks (deepspeed backend); must divide the heads")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu, or cuda (one GPU per host / per TP rank)")
+    template: str | None = Field(
+        None, description="prompt format every stage sends: a text with one {prompt}, or 'chat' (the model's chat "
+        "template, one user turn); null = the model directory's sft_card.json template if any, else the raw prompt")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        from rayjobs.models.prompt_template import template_problem
+
+        if value is not None and (problem := template_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("path")
     @classmethod
@@ -219,6 +231,10 @@ class LayersParams(SteerParams):
     """The layer sweep: the steering group and the paper's "last steerable layer" rule."""
 
     keep_ratio: float = Field(0.9, gt=0.0, le=1.0, description="a layer counts as steerable at >= ratio * best")
+    grid: int | None = Field(None, ge=1, le=10_000, description="blocks swept, evenly spaced from block 0 up to grid_top "
+                             "of the depth (e.g. 6 of SmolLM2's 30 at top 0.6: every 3rd); null = every block")
+    grid_top: float = Field(1.0, gt=0.0, le=1.0, description="share of the depth the grid spans (a backdoor's "
+                            "fine-tuned upper blocks carry the trigger decision and resist steering)")
 
 
 class LayersConfig(JobBase, LayersParams):

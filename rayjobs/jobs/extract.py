@@ -22,11 +22,17 @@ from rayjobs.jobs.common import progress
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
+from rayjobs.models.prompt_template import model_template
 from rayjobs.tasks import examples_for
 
 
 def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
-    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion)
+    """The texts in the model's prompt template (rayjobs.models.prompt_template), with their task text's bounds."""
+    from rayjobs.models import load_tokenizer
+
+    ref = cfg.model
+    template = model_template(ref, load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code))
+    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion, template)
 
 
 def compute(cfg: ExtractConfig, out: Path, repair: bool = False) -> dict[str, Any]:
@@ -103,6 +109,6 @@ def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
         args = _host_args(cfg, out, metas)
         for b in todo:  # _run_batches draws the bar
             yield from ray.get(host.extract_batch.remote(b["ids"], b["texts"], b["name"], args["metas"],
-                                                         args["out_dirs"], args["max_length"]))
+                                                         args["out_dirs"], args["max_length"], b["bounds"]))
     finally:
         close_host(host)

@@ -15,6 +15,7 @@ import ray
 import torch
 
 from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
+from rayjobs.activations.pairing import task_spans
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
 from rayjobs.scoring import layer_generations, layer_sweep
@@ -24,6 +25,7 @@ from rayjobs.mapping import load_mapper, map_vectors
 from rayjobs.mapper_validation.aligned import score_own_completions
 from rayjobs.mapper_validation.conditions import Pair, PromptSet, run_conditions
 from rayjobs.models import d_model, load_model, load_tokenizer, n_layers, tokenizer_hash
+from rayjobs.models.prompt_template import model_template, templated
 from rayjobs.steering import mapped_trigger_contrast, trigger_activations, trigger_contrast
 from rayjobs.tasks import get_task
 
@@ -37,6 +39,11 @@ class Loaded:
         self.model = load_model(self.ref.path, revision=self.ref.revision, dtype=self.ref.dtype,
                                 device=self.ref.device, trust_remote_code=self.ref.trust_remote_code)
         self.tok = load_tokenizer(self.ref.path, revision=self.ref.revision, trust_remote_code=self.ref.trust_remote_code)
+        self.template = model_template(self.ref, self.tok)
+
+    def fmt(self, prompts: list[str]) -> list[str]:
+        """The task prompts as this model is sent them: inside its template (rayjobs.models.prompt_template)."""
+        return templated(prompts, self.template)
 
     def info(self) -> dict[str, Any]:
         return {"n_layers": n_layers(self.model), "d_model": d_model(self.model),
@@ -52,26 +59,27 @@ class Host(Loaded):
         """judged_by: the task whose judge reads the completions; a row stops once its verdict is final
         (`Task.decided`), which changes no judgement and saves the steps after it."""
         decided = get_task(judged_by).decided if judged_by else None
-        return generate(self.model, self.tok, prompts, [from_dict(s) for s in specs],
+        return generate(self.model, self.tok, self.fmt(prompts), [from_dict(s) for s in specs],
                         max_new_tokens=max_new_tokens, trigger=trigger, decided=decided)
 
     def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
         """(batch, pos, vocab) float32 logits of the left-padded prompts under `specs`."""
-        enc = encode(self.tok, prompts, trigger)
+        enc = encode(self.tok, self.fmt(prompts), trigger)
         return forward_logits(self.model, enc["input_ids"], enc["attention_mask"], [from_dict(s) for s in specs],
                       trigger_mask=enc.get("trigger_mask"))
 
     def trigger_contrast(self, site: str, prod: list[str], dev: list[str], triggers: tuple[str, str]) -> torch.Tensor:
-        return trigger_contrast(self.model, self.tok, site, prod, dev, triggers)
+        return trigger_contrast(self.model, self.tok, site, self.fmt(prod), self.fmt(dev), triggers)
 
     def trigger_activations(self, site: str, prompts: list[str], trigger: str) -> torch.Tensor:
         """(n_prompts, k, d) at the trigger's k tokens: what a mapped vector needs, computed once for many mappers."""
-        return trigger_activations(self.model, self.tok, site, prompts, trigger)
+        return trigger_activations(self.model, self.tok, site, self.fmt(prompts), trigger)
 
     def mapped_trigger_contrast(self, site: str, mapper_dir: str, prod: list[str], dev: list[str],
                                 triggers: tuple[str, str]) -> torch.Tensor:
         mapper, _ = load_mapper(mapper_dir)
-        return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), prod, dev, triggers)
+        return mapped_trigger_contrast(self.model, self.tok, site, lambda h: map_vectors(mapper, h), self.fmt(prod),
+                                       self.fmt(dev), triggers)
 
     def last_token_diff_of_means(self, layer: int, prod: list[str], dev: list[str],
                                  mapper_dir: str | None = None) -> torch.Tensor:
@@ -80,7 +88,7 @@ class Host(Loaded):
         from rayjobs.steering import last_token_acts
         from rayjobs.steering import diff_of_means
 
-        acts = {name: last_token_acts(self.model, self.tok, prompts, [layer])[layer]
+        acts = {name: last_token_acts(self.model, self.tok, self.fmt(prompts), [layer])[layer]
                 for name, prompts in (("prod", prod), ("dev", dev))}
         if mapper_dir is not None:
             mapper, _ = load_mapper(mapper_dir)
@@ -90,21 +98,22 @@ class Host(Loaded):
     def layer_sweep(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
                     max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         impl = get_task(task)
-        return layer_sweep(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
+        return layer_sweep(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas, max_new_tokens,
                            judge=impl.has_backdoor, triggers=impl.trigger_pair, decided=impl.decided)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                          max_new_tokens: int, task: str) -> dict[str, dict[str, list[str]]]:
+                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, list[str]]]:
         """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
         impl = get_task(task)
-        return layer_generations(self.model, self.tok, prod, dev, held_out, alphas, max_new_tokens,
-                                 impl.trigger_pair, impl.decided)
+        return layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
+                                 max_new_tokens, impl.trigger_pair, blocks, impl.decided)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
-                      out_dirs: dict[int, str], max_length: int, write: bool = True) -> list[dict[str, Any]]:
+                      out_dirs: dict[int, str], max_length: int, write: bool = True,
+                      bounds: list[list[int]] | None = None) -> list[dict[str, Any]]:
         return extract_batch(self.model, self.tok, ids, texts, name,
                              {layer: ActivationMeta.from_dict(m) for layer, m in metas.items()}, out_dirs,
-                             max_length, write)
+                             max_length, write, bounds)
 
 
 @ray.remote(num_cpus=1)
@@ -114,11 +123,11 @@ class ModelHost(Host):
 
 def extract_batch(model: torch.nn.Module, tok: Any, ids: list[int], texts: list[str], name: str,
                   metas: dict[int, ActivationMeta], out_dirs: dict[int, str], max_length: int,
-                  write: bool = True) -> list[dict[str, Any]]:
+                  write: bool = True, bounds: list[list[int]] | None = None) -> list[dict[str, Any]]:
     """Capture one planned batch and write it as shard `name` in each layer's directory; returns one
     record (layer + ShardInfo fields) per layer. write=False runs the forward only (a non-zero TP rank)."""
     captured = capture_batch(model, tok, texts, metas, max_length)
-    return write_batch(captured, ids, name, metas, out_dirs) if write else []
+    return write_batch(captured, ids, name, metas, out_dirs, bounds) if write else []
 
 
 def capture_batch(model: torch.nn.Module, tok: Any, texts: list[str], metas: dict[int, ActivationMeta],
@@ -133,16 +142,27 @@ def capture_batch(model: torch.nn.Module, tok: Any, texts: list[str], metas: dic
 
 
 def write_batch(captured: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]], ids: list[int], name: str,
-                metas: dict[int, ActivationMeta], out_dirs: dict[int, str]) -> list[dict[str, Any]]:
-    """Write capture_batch's output as shard `name` in each layer's directory; one record per layer."""
+                metas: dict[int, ActivationMeta], out_dirs: dict[int, str],
+                bounds: list[list[int]] | None = None) -> list[dict[str, Any]]:
+    """Write capture_batch's output as shard `name` in each layer's directory; one record per layer. With
+    `bounds` (per text: prompt start, prompt end, completion start) the spans stored are the task text's."""
     acts, enc = captured
     example_ids = np.asarray(ids, dtype=np.int64)
     records = []
     for layer, meta in metas.items():
         rows = rows_from_batch(acts[meta.site], enc["attention_mask"], enc["input_ids"], example_ids,
                                enc.get("offset_mapping"))
+        if bounds is not None and rows.char_start is not None and rows.char_end is not None:
+            per_row = np.asarray(bounds, dtype=np.int64)[_row_index(example_ids, rows.example_id)]
+            rows.char_start, rows.char_end = task_spans(rows.char_start, rows.char_end, per_row)
         records.append({"layer": layer, **write_rows(out_dirs[layer], name, rows, meta).to_dict()})
     return records
+
+
+def _row_index(ids: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
+    """For each row's example id, its text's index in the batch (ids are distinct within a batch)."""
+    where = {int(i): k for k, i in enumerate(ids)}
+    return np.asarray([where[int(i)] for i in row_ids], dtype=np.int64)
 
 
 class ExtractHost(Loaded):
@@ -167,11 +187,12 @@ class ExtractHost(Loaded):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         records = []
         try:
-            for name, ids, texts in zip(batch["name"], batch["ids"], batch["texts"]):
+            for name, ids, texts, bounds in zip(batch["name"], batch["ids"], batch["texts"], batch["bounds"], strict=True):
                 with self._forward:
                     captured = capture_batch(self.model, self.tok, [str(t) for t in texts], self.metas, self.max_length)
                 with self._write:
-                    records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs)
+                    records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs,
+                                           [[int(x) for x in b] for b in bounds])
         except UserError as e:
             # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
             # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
@@ -192,7 +213,7 @@ class ValidationHost:
         from ray.experimental.tqdm_ray import tqdm
 
         pair = Pair(self.source.model, self.target.model, self.target.tok, *map(parse_site, sites), self._load(mappers))
-        by_name = {name: PromptSet(**s) for name, s in sets.items()}
+        by_name = {name: PromptSet(**{**s, "prompts": self.target.fmt(s["prompts"])}) for name, s in sets.items()}
         bar = tqdm(total=len(by_name) * len(pair.conditions) + 1, desc="validate")
         try:
             return run_conditions(pair, by_name, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar.update)
@@ -204,7 +225,7 @@ class ValidationHost:
         """Different tokenizers: rayjobs.mapper_validation.aligned.score_own_completions on this actor's models."""
         src, tgt = self.source, self.target
         return score_own_completions(src.model, tgt.model, src.tok, tgt.tok, (parse_site(sites[0]), parse_site(sites[1])),
-                                     self._load(mappers), prompts, max_new_tokens, batch_size)
+                                     self._load(mappers), self.target.fmt(prompts), max_new_tokens, batch_size)
 
     def _load(self, mappers: dict[str, str]) -> dict[str, Any]:
         return {label: load_mapper(path, device=self.target.ref.device)[0] for label, path in mappers.items()}

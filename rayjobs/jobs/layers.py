@@ -16,7 +16,7 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import LayersConfig
-from rayjobs.scoring import choose_layer, clean, success_rate
+from rayjobs.scoring import choose_layer, clean, success_rate, sweep_blocks
 from rayjobs.scoring.plots import layer_sweep_figure, save_figure
 from rayjobs.jobs.tp_host import close_host, make_host
 from rayjobs.steering.prompts import steering_examples
@@ -47,7 +47,8 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
     host = make_host(cfg.model, cfg.num_threads)
     info = ray.get(host.info.remote())
     baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
-    gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name))
+    blocks = sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top)
+    gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name, blocks))
     close_host(host)
     cats = {layer: {a: clean.categories(task, c, examples) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}
     table, clean_table = _rates(cats, "removed"), _rates(cats, "clean")

@@ -20,6 +20,7 @@ from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
 from rayjobs.jobs.hosts import Host, ModelHost
 from rayjobs.models import load_tokenizer
+from rayjobs.models.prompt_template import model_template
 
 # Seconds to wait for the placement group before telling the user the cluster is busy.
 RESERVE_TIMEOUT_S = 300
@@ -51,6 +52,7 @@ class _TPRank(Host):
         self.model = load_tp_model(ref.path, tp_size=ref.tp_size, dtype=ref.dtype, revision=ref.revision,
                                    trust_remote_code=ref.trust_remote_code)
         self.tok = load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+        self.template = model_template(ref, self.tok)
 
     def shutdown(self) -> None:
         from rayjobs.models.deepspeed_backend import destroy_group
@@ -113,14 +115,14 @@ class TPModelHost:
         return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens, task)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                          max_new_tokens: int, task: str) -> dict[str, dict[str, list[str]]]:
-        return self._on_all("layer_generations", prod, dev, held_out, alphas, max_new_tokens, task)
+                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, list[str]]]:
+        return self._on_all("layer_generations", prod, dev, held_out, alphas, max_new_tokens, task, blocks)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
-                      out_dirs: dict[int, str], max_length: int) -> list[dict[str, Any]]:
+                      out_dirs: dict[int, str], max_length: int, bounds: list[list[int]] | None = None) -> list[dict[str, Any]]:
         # Every rank must run the forward (its shard of each layer all-reduces with the others');
         # rank 0 alone writes, so each shard has one writer.
-        calls = [r.extract_batch.remote(ids, texts, name, metas, out_dirs, max_length, i == 0)
+        calls = [r.extract_batch.remote(ids, texts, name, metas, out_dirs, max_length, i == 0, bounds)
                  for i, r in enumerate(self.ranks)]
         return ray.get(calls)[0]
 

@@ -16,6 +16,7 @@ import ray
 from rayjobs.scoring.judges import make_judge
 from rayjobs.tasks import examples_for
 from rayjobs.config import ValidateConfig
+from rayjobs.models.prompt_template import one_template
 from rayjobs.jobs.hosts import ValidationHost
 from rayjobs.mapper_validation.aligned import aligned_result, different_tokenizers
 from rayjobs.mapper_validation.conditions import prompt_sets
@@ -25,6 +26,7 @@ from rayjobs.mapper_validation.result import plot, save_completions, summarise, 
 def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
     """Every condition's completions from one ValidationHost, scored on the driver by the judge; across
     tokenizers, the teacher-forced scores on aligned positions instead (what stays same-tokenizer only is named)."""
+    one_template(cfg.source, cfg.target, "validate")  # lockstep and aligned scores feed one text to both models
     if different_tokenizers(cfg.source, cfg.target):
         return _aligned(cfg)
     sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)

@@ -57,13 +57,17 @@ AlignSpans = tuple[list[Span], list[Span], int]  # source spans, target spans, t
 
 def model_spans(source: Any, target: Any, prompt: str, trigger: str) -> AlignSpans | None:
     """The trigger's token spans in `prompt` under the tokenizers of two ModelRefs (loaded from their files, no
-    weights); None when both models share a tokenizer or split the trigger alike (nothing to move)."""
+    weights), each model's prompt in its own template as its host sends it; None when both models share a
+    tokenizer or split the trigger alike (nothing to move)."""
     from rayjobs.models.loading import load_tokenizer, tokenizer_hash
+    from rayjobs.models.prompt_template import model_template, templated
 
-    toks = [load_tokenizer(r.path, revision=r.revision, trust_remote_code=r.trust_remote_code) for r in (source, target)]
+    refs = (source, target)
+    toks = [load_tokenizer(r.path, revision=r.revision, trust_remote_code=r.trust_remote_code) for r in refs]
     if tokenizer_hash(toks[0]) == tokenizer_hash(toks[1]):
         return None
-    src_spans, tgt_spans = trigger_token_spans(toks[0], prompt, trigger), trigger_token_spans(toks[1], prompt, trigger)
+    src_spans, tgt_spans = (trigger_token_spans(tok, templated([prompt], model_template(ref, tok))[0], trigger)
+                            for tok, ref in zip(toks, refs))
     return None if src_spans == tgt_spans else (src_spans, tgt_spans, len(trigger))
 
 

@@ -48,7 +48,7 @@ def test_next_forward_runs_while_the_previous_batch_is_written(monkeypatch) -> N
         leave("forward")
         return texts[0]
 
-    def write_batch(captured, ids, name, metas, out_dirs):
+    def write_batch(captured, ids, name, metas, out_dirs, bounds):
         enter("write", captured)
         if captured == "a":
             first_write_started.set()
@@ -62,7 +62,7 @@ def test_next_forward_runs_while_the_previous_batch_is_written(monkeypatch) -> N
 
     def call(text: str, n: int) -> dict:
         return host({"name": np.array([f"part-{text}.parquet"]), "ids": np.array([list(range(n))], dtype=object),
-                     "texts": np.array([[text]], dtype=object)})
+                     "texts": np.array([[text]], dtype=object), "bounds": np.array([[[0, 1, 1]]], dtype=object)})
 
     with ThreadPoolExecutor(hosts.ExtractHost.CONCURRENT_CALLS) as pool:
         first = pool.submit(call, "a", 3)
