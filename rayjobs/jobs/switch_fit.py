@@ -59,7 +59,7 @@ def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
 def organisms(cfg: SwitchConfig) -> tuple[SwitchModels, dict[str, Any]]:
     """The configured models, or the trained pair (its own stage: re-trained only when its inputs change)."""
     if cfg.models is not None:
-        return cfg.models, {}
+        return shared_template(cfg.models), {}
     pair = runner.run("switch-organisms", cfg)
     return (SwitchModels(finetuned=ModelRef(path=pair["finetuned"]["path"]), base=ModelRef(path=pair["base"]["path"])),
             {name: v["card"] for name, v in pair.items()})
@@ -116,6 +116,18 @@ def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
               "mapper_params": {kind: fitted[sites[0]][kind]["params"] for kind in cfg.fit.kinds}}
     tracking.log_dict(result, "switch_fit.json")
     return result
+
+
+def shared_template(models: SwitchModels) -> SwitchModels:
+    """Both models in the fine-tuned one's prompt format (its template, else its sft card's) unless the base names
+    its own: the switch maps one's activations onto the other's on the same texts, and a plain base checkpoint has
+    no card (it would see the raw prompt, the fine-tune its training format)."""
+    from rayjobs.models.prompt_template import card_template
+
+    own = models.finetuned.template if models.finetuned.template is not None else card_template(models.finetuned.path)
+    if models.base.template is not None or own is None:
+        return models
+    return models.model_copy(update={"base": models.base.model_copy(update={"template": own})})
 
 
 def organisms_refs(fitted: dict[str, Any]) -> SwitchModels:

