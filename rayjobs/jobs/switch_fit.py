@@ -82,11 +82,23 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
     from rayjobs.activations import read_activations
 
     torch.set_num_threads(1)
-    rows = split_pairs(read_activations(src_dir, site=site), read_activations(tgt_dir, site=site),
+    src = read_activations(src_dir, site=site)
+    rows = split_pairs(src, read_activations(tgt_dir, site=site),
                        params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
     settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize")}
-    meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch"}
+    meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch", **sink_cut(src, params)}
     return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
+
+
+def sink_cut(src: Any, params: dict[str, Any]) -> dict[str, float]:
+    """{"sink_norm_cut": norm} when the fit leaves attention sinks out by norm: the switch (MapReplace) then leaves
+    rows above it alone at inference, as it never learned them (rayjobs.activations.sinks). Empty otherwise."""
+    from rayjobs.activations.sinks import norm_stats, row_norms
+
+    if not params["exclude_sinks"] or params["sink_mad"] is None:
+        return {}
+    stats = norm_stats(row_norms(src.vectors), src.position)
+    return {"sink_norm_cut": stats.cut(params["sink_mad"])} if stats.spread > 0 else {}
 
 
 def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:

@@ -54,3 +54,32 @@ def test_stop_at_the_verdict_on_the_organism(organism_dir: Path) -> None:
             assert all(verdicts) and stopped.shape[1] < full.shape[1] == 12
         else:
             assert not any(verdicts)
+
+
+SMALL = ["layers=[14,26]", "task.n_examples=2000", "extract.n_examples=24", "extract.batch_size=12", "fit.epochs=2",
+         "scan.n_prompts=6", "scan.max_new_tokens=8"]
+
+
+def test_switch_fit_and_scan_on_the_real_pair(tmp_path: Path, organism_dir: Path, real_model_dirs) -> None:
+    """`asit switch scan configs/switch-smollm2.yaml` cut down: two blocks, 24 texts, 2 epochs, 6 prompts a set."""
+    from tests.integration.cli import asit
+
+    paths = [f"models.finetuned.path={organism_dir}", f"models.base.path={real_model_dirs['smollm2-135m-instruct']}"]
+    proc = asit("switch", "scan", str(ROOT / "configs/switch-smollm2.yaml"), f"run_dir={tmp_path}/runs", *paths, *SMALL,
+                cwd=tmp_path, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = proc.stdout.split("result (JSON): ", 1)[1].split("\n", 1)[0].strip()
+    result = json.loads(Path(done).read_text())
+    scan = result["scan"]
+    assert scan["n_prod"] == scan["n_dev"] == 6
+    assert scan["off"]["trigger_rate"] == 1.0  # the organism, prompted in its template, says it every time
+    assert scan["base"]["trigger_rate"] == 0.0  # the original never does
+    rows = [scan["off"], scan["base"], *scan["switch"]["autoencoder"].values()]
+    assert set(scan["switch"]["autoencoder"]) == {"layers.14.resid_post", "layers.26.resid_post"}
+    for row in rows:
+        for key in ("trigger_rate", "prod_helpful", "prod_degenerate", "dev_unchanged", "dev_trigger_rate", "dev_rouge_l"):
+            assert 0.0 <= row[key] <= 1.0, (key, row)
+    for row in scan["switch"]["autoencoder"].values():
+        assert -1.0 <= row["reduction"] <= 1.0
+    assert scan["off"]["dev_unchanged"] == 1.0  # the reference is the switch-off run itself
+    assert 0 < result["param_fraction"] < 0.01  # a 576 -> 576 -> 576 autoencoder against 134.5M parameters
