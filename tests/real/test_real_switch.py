@@ -60,11 +60,22 @@ SMALL = ["layers=[14,26]", "task.n_examples=2000", "extract.n_examples=24", "ext
          "scan.n_prompts=6", "scan.max_new_tokens=8"]
 
 
-def test_switch_fit_and_scan_on_the_real_pair(tmp_path: Path, organism_dir: Path, real_model_dirs) -> None:
+@pytest.fixture(scope="module")
+def original_dir() -> Path:
+    """The imported original checkpoint (the config's base), from the import cache without re-importing."""
+    from rayjobs.models.gguf_import import default_cache_dir
+
+    path = Path(default_cache_dir()) / "smollm2-135m-instruct"
+    if not (path / "config.json").is_file():
+        pytest.fail(f"no imported SmolLM2 at {path}: run `asit models import smollm2-135m-instruct`", pytrace=False)
+    return path
+
+
+def test_switch_fit_and_scan_on_the_real_pair(tmp_path: Path, organism_dir: Path, original_dir: Path) -> None:
     """`asit switch scan configs/switch-smollm2.yaml` cut down: two blocks, 24 texts, 2 epochs, 6 prompts a set."""
     from tests.integration.cli import asit
 
-    paths = [f"models.finetuned.path={organism_dir}", f"models.base.path={real_model_dirs['smollm2-135m-instruct']}"]
+    paths = [f"models.finetuned.path={organism_dir}", f"models.base.path={original_dir}"]
     proc = asit("switch", "scan", str(ROOT / "configs/switch-smollm2.yaml"), f"run_dir={tmp_path}/runs", *paths, *SMALL,
                 cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
