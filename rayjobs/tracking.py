@@ -39,6 +39,7 @@ from urllib.parse import urlparse
 
 from rayjobs.errors import UserError
 from rayjobs.identity import config_hash
+from rayjobs.naming import metric_name  # snake_case words (rayjobs.naming: the one table of names)
 
 log = logging.getLogger(__name__)
 
@@ -394,12 +395,6 @@ def _active() -> Any | None:
     return None if active_run_id() is None else _mlflow()
 
 
-def metric_name(name: str) -> str:
-    """One naming scheme for metrics: snake_case words (`mapped-autoencoder` -> `mapped_autoencoder`), so every
-    metric reads the same in MLflow's charts and filters (where a hyphen needs backquotes)."""
-    return name.replace("-", "_")
-
-
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Log scalar metrics (floats, ints, 0-d tensors / numpy scalars) at an optional step."""
     if (mlflow := _active()) is not None:
@@ -409,12 +404,17 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
 def log_curves(curves: Mapping[str, Sequence[float]], first_step: int = 0) -> None:
     """Each named series as one metric whose step is the position in it (+ first_step): training curves per epoch,
     success per alpha index. One batched write per 1000 points, not one request per point."""
+    log_points({k: [(first_step + i, v) for i, v in enumerate(vs)] for k, vs in curves.items()})
+
+
+def log_points(series: Mapping[str, Sequence[tuple[int, float]]]) -> None:
+    """Each named series of (step, value) points as one metric (e.g. a training loss every k steps), batched."""
     if (run_id := active_run_id()) is None:
         return
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    points = [Metric(metric_name(k), float(v), now, first_step + i) for k, vs in curves.items() for i, v in enumerate(vs)]
+    points = [Metric(metric_name(k), float(v), now, int(step)) for k, vs in series.items() for step, v in vs]
     client = _mlflow().MlflowClient()  # the active run's tracking URI
     for i in range(0, len(points), 1000):  # MLflow's log_batch limit
         client.log_batch(run_id, metrics=points[i:i + 1000])

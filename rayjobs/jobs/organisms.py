@@ -13,6 +13,7 @@ import ray
 from rayjobs.config import OrganismSpec, OrganismsConfig
 from rayjobs.jobs.common import TaskBar
 from rayjobs.organisms.card import track_cards
+from rayjobs.organisms.curve import LossCurve, log_curve, recording
 from rayjobs.organisms.train import seeded
 from rayjobs.stages import load
 from rayjobs.tasks import examples_for
@@ -28,35 +29,38 @@ TRAINERS = {"organism": "rayjobs.organisms.train:train_organism",
 def train(trainer: str, spec: dict[str, Any], rows: list[dict], tokenizer_dir: str, out_dir: str,
           **options: Any) -> dict[str, Any]:
     """The one organism-training task: TRAINERS[trainer] on one spec, with its progress shown by the driver.
-    A retry with another seed is said out loud (which organism, why, the new seed) and restarts the bar."""
+    A retry with another seed is said out loud (which organism, why, the new seed), restarts the bar and starts a new
+    series of the loss curve. Returns {"card", "losses"}; `trained` logs the curve in the driver's stage run."""
     from transformers import AutoTokenizer
 
-    spec_obj = OrganismSpec(**spec)
-    fn = load(TRAINERS[trainer])
+    spec_obj, fn = OrganismSpec(**spec), load(TRAINERS[trainer])
     bar = TaskBar(spec_obj.helpful_steps + spec_obj.backdoor_steps, f"train {spec_obj.name}")
-
-    attempts = [1]
+    losses = LossCurve.for_spec(spec_obj)
 
     def retry(line: str) -> None:
         print(line, flush=True)  # Ray forwards it to the driver, prefixed with this task's name
-        attempts[0] += 1
-        bar.restart(f"train {spec_obj.name} (attempt {attempts[0]}/{spec_obj.max_attempts})")
+        losses.new_attempt()
+        bar.restart(f"train {spec_obj.name} (attempt {losses.attempt}/{spec_obj.max_attempts})")
 
     if "on_retry" in inspect.signature(fn).parameters:  # the switch pair trains once: nothing to retry
         options = {**options, "on_retry": retry}
-    card = fn(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir, on_step=bar.update, **options)
+    with recording(losses):
+        card = fn(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir, on_step=bar.update, **options)
     bar.close()
-    return card.model_dump(mode="json") if hasattr(card, "model_dump") else card
+    return {"card": card.model_dump(mode="json") if hasattr(card, "model_dump") else card, "losses": losses.report()}
+
+
+def trained(ref: ray.ObjectRef) -> Any:
+    """The card of a `train` task; its loss curve is logged in the driver's stage run."""
+    return log_curve(ray.get(ref))["card"]
 
 
 def train_pair(trainer: str, specs: dict[str, dict[str, Any]], rows: list[dict], out: Path,
                **options: Any) -> dict[str, dict[str, Any]]:
-    """Both organisms of a pair trained at once, one task (one CPU) each, with the tokenizer in out/tokenizer:
-    {name: {"path", "card"}}."""
-    refs = {name: train.options(name=f"train {name}").remote(trainer, spec, rows, str(out / "tokenizer"),
-                                                               str(out / name), **options)
-            for name, spec in specs.items()}
-    return {name: {"path": str(out / name), "card": ray.get(ref)} for name, ref in refs.items()}
+    """Both organisms of a pair at once, one task (one CPU) each, tokenizer in out/tokenizer: {name: {"path", "card"}}."""
+    refs = {name: train.options(name=f"train {name}").remote(trainer, spec, rows, str(out / "tokenizer"), str(out / name),
+                                                               **options) for name, spec in specs.items()}
+    return {name: {"path": str(out / name), "card": trained(ref)} for name, ref in refs.items()}
 
 
 def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
@@ -64,8 +68,8 @@ def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
     from rayjobs.organisms.tokenizer import tokenizer_for
 
     examples = examples_for(cfg.task, cfg.seed)
-    tokenizer_for([e for e in examples if e["split"] == "train"], cfg.vocab_size, cfg.task.name).save_pretrained(
-        out / "tokenizer")
+    train_rows = [e for e in examples if e["split"] == "train"]
+    tokenizer_for(train_rows, cfg.vocab_size, cfg.task.name).save_pretrained(out / "tokenizer")
     specs = {name: seeded(spec, cfg.seed, cfg.num_threads) for name, spec in (("source", cfg.source), ("target", cfg.target))}
     result = train_pair("organism", specs, examples, out, task=cfg.task.name)
     track_cards(result, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayjobs import tracking
+from rayjobs import naming, tracking
 from rayjobs.console import StageLines
 from rayjobs.config import (
     ExtractConfig, FitConfig, LayersConfig, ModelPair, ModelRef, OrganismsConfig, PipelineConfig, TransferConfig,
@@ -80,6 +80,5 @@ def chain(cfg: PipelineConfig) -> dict[str, Any]:
     summary = stages(cfg)
     path = write_summary(summary, cfg.run_dir)
     tracking.log_artifact(str(path))
-    tracking.log_metrics({"target_trigger_rate": summary["target_trigger_rate"],
-                          **{f"best_{m}": v["success"] for m, v in summary["best"].items()}})
+    tracking.log_metrics(naming.metrics(summary))  # the transfer child logs the same names (rayjobs.naming)
     return summary

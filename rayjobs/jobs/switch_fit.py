@@ -15,7 +15,7 @@ from rayjobs import tracking
 from rayjobs.console import StageLines
 from rayjobs.config import ExtractConfig, ModelRef, SwitchConfig, SwitchModels
 from rayjobs.jobs import runner
-from rayjobs.jobs.organisms import train
+from rayjobs.jobs.organisms import train, trained
 from rayjobs.mapping.fit import fit_and_save
 from rayjobs.mapping.pairs import split_pairs
 from rayjobs.models.loading import load_hf_config
@@ -52,7 +52,7 @@ def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
     tok = train_tokenizer(tokenizer_texts(examples, cfg.task.name), cfg.vocab_size, get_task(cfg.task.name).triggers)
     tok.save_pretrained(out / "tokenizer")
     spec = {**cfg.organism.model_dump(), "num_threads": cfg.num_threads}
-    cards = ray.get(train.remote("switch", spec, examples, str(out / "tokenizer"), str(out), task=cfg.task.name))
+    cards = trained(train.remote("switch", spec, examples, str(out / "tokenizer"), str(out), task=cfg.task.name))
     return {name: {"path": str(out / name), "card": card} for name, card in cards.items()}
 
 
@@ -119,9 +119,11 @@ def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
                                         acts["base"]["layers"][site]["dir"], params, str(out), meta) for site in sites}
         fitted = {site: ray.get(ref) for site, ref in refs.items()}
     switches = {kind: {site: fitted[site][kind]["dir"] for site in sites} for kind in cfg.fit.kinds}
-    for i, site in enumerate(sites):
+    for layer, site in zip(layers, sites):  # scores at step = layer; each switch's training curves at step = epoch
         tracking.log_metrics({f"{kind}_val_{k}": v for kind in cfg.fit.kinds
-                              for k, v in fitted[site][kind]["metrics"]["val"].items()}, step=layers[i])
+                              for k, v in fitted[site][kind]["metrics"]["val"].items()}, step=layer)
+        tracking.log_curves({f"{kind}_layer_{layer}_{k}": v for kind in cfg.fit.kinds
+                             for k, v in fitted[site][kind]["metrics"].get("history", {}).items()}, first_step=1)
     result = {"dir": str(out), "finetuned": models.finetuned.path, "base": models.base.path, "organisms": cards,
               "layers": layers, "n_layers": n_layers, "switches": switches,
               "val": {kind: {site: fitted[site][kind]["metrics"]["val"] for site in sites} for kind in cfg.fit.kinds},

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 import torch
 
-from rayjobs import tracking
+from rayjobs import naming, tracking
 from rayjobs.config import TransferConfig
 from rayjobs.finite import require_finite
 from rayjobs.scoring import clean, success_rate
@@ -104,7 +104,6 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     if task.outcome is not None:
         goal = task.goal_outcome or task.outcomes[0]
         result["outcomes"], result["best_outcome"] = outcomes, best_outcomes(outcomes, goal)
-        tracking.log_metrics({f"{m}_best_{goal}": r[goal] for m, r in result["best_outcome"].items()})
     result["vectors"] = save_vectors(flat_vectors(methods), out,
                                      {"target_site": str(site), "source_layer": str(cfg.source_layer)})
     title = f"transfer (layers {cfg.source_layer} -> {cfg.target_layer}): {{}} vs alpha"
@@ -113,9 +112,7 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     result["plot_clean"] = save_figure(alpha_sweep_figure(table, title.format("clean success"), result["scores"], "clean"),
                                        out, "transfer_clean.png")
     log_alpha_curves(result, cfg.alphas)
-    tracking.log_metrics({f"{m}_best_success": v["success"] for m, v in result["best"].items()})
-    tracking.log_metrics({f"{m}_best_clean": v["clean"]["rate"] for m, v in result["best"].items()})
-    tracking.log_metrics({f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()})
+    tracking.log_metrics(naming.metrics(result))  # the names summary.json's figures get in the parent too
     tracking.log_dict(result, "transfer.json")
     return result
 

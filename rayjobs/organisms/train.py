@@ -20,6 +20,7 @@ from rayjobs.organisms.checks import behaviour
 from rayjobs.organisms.floats import weights_fingerprint
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.steerability import steerability
+from rayjobs.organisms import curve
 from rayjobs.tasks import Example, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ def run_phase(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        curve.record(loss)  # the loss curve, when the caller records one (organisms.curve)
         if on_step is not None:
             on_step()
+    curve.end_phase()
     model.eval()
     return loss.item()
 

@@ -58,7 +58,7 @@ def track(result: dict[str, Any], out: Path) -> None:
     ratio = result["check"]["mapped_over_native"]["all"]
     tracking.log_metrics({"mapped_over_native_drop": ratio if ratio is not None else float("nan"),
                           "check_passed": float(result["check"]["passed"]),
-                          **{f"cos_native_{k}": v for k, v in result["cosine_to_native"].items()},
+                          **{f"{k}_cosine_to_native": v for k, v in result["cosine_to_native"].items()},  # rayjobs.naming
                           "source_layer": result["layers"]["source"]["chosen"],
                           "target_layer": result["layers"]["target"]["chosen"]})
     tracking.log_dict(result, RESULT_NAME)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from rayjobs import naming
 from rayjobs.activations import read_activations, vectors_from_table
 from rayjobs.models import load_model, load_tokenizer
 from tests.integration.cli import ROOT, asit
@@ -118,15 +119,33 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
     assert sorted(m.value for m in client.get_metric_history(transfer_id, "alpha")) == [float(a) for a in alphas]
     epochs = client.get_metric_history(fit_id, "autoencoder_train_loss")
     assert sorted(m.step for m in epochs) == list(range(1, len(epochs) + 1)) and len(epochs) >= 1
+    # each organism's loss per optimiser step (tiny: 40 + 30 steps, one point each), and which steps each phase is
+    organisms = children["organisms"]
+    for name in ("source", "target"):
+        losses = client.get_metric_history(organisms.info.run_id, f"{name}_train_loss")
+        assert sorted(m.step for m in losses) == list(range(1, 71)) and all(0 < m.value < 20 for m in losses)
+        assert organisms.data.params[f"{name}_train_loss_phases"] == "steps 1-40 phase 1 (helpful), 41-70 phase 2 (backdoor)"
     assert {"plots/transfer_alpha.png", "vectors"} <= {a.path for a in client.list_artifacts(transfer_id, "plots")} | {
         a.path for a in client.list_artifacts(children["transfer"].info.run_id)}
+    # one naming scheme (rayjobs.naming): the parent carries summary.json's figures under the table's names, and the
+    # transfer and fit children log the same figure under the same name; no hyphen anywhere
+    parent = parents[0].data.metrics
+    assert parent == pytest.approx(naming.metrics(tiny_run[1])) and "native_best_success" in parent
+    for stage in ("transfer", "fit"):
+        child = children[stage].data.metrics
+        shared = set(parent) & set(child)
+        assert {k: child[k] for k in shared} == pytest.approx({k: parent[k] for k in shared})
+    assert {"native_best_success", "mapped_autoencoder_cosine_to_native"} <= set(children["transfer"].data.metrics)
+    assert "autoencoder_val_fvu" in set(parent) & set(children["fit"].data.metrics)
+    assert not [k for r in runs for k in r.data.metrics if "-" in k]
 
 
 def test_a_log_gets_stage_lines_and_none_of_the_libraries_chatter(tiny_run):
     out = tiny_run[2].stdout + tiny_run[2].stderr  # a pipe, as in CI or `| tee`
     stages = [line for line in tiny_run[2].stderr.splitlines() if line.startswith("stage ")]
     assert stages[0] == "stage 1/7: organisms (source and target, trained side by side)"
-    assert stages[-1].startswith("stage 7/7: transfer (layers ") and " done in " in stages[-1]
+    assert stages[-2].startswith("stage 7/7: transfer (layers ") and stages[-1].startswith("stage 7/7: transfer done in ")
+    assert max(len(line) for line in stages) <= 80  # one line each on an 80-column terminal
     assert "\x1b" not in out and "\r" not in out  # no colour or cursor codes, no redrawn bars
     assert not re.search(r"\bINFO (?!rayjobs)", out)  # asit's own INFO lines only
     for noise in ("Token authentication", "Loading weights", "Writing model shards", "logging_progress",

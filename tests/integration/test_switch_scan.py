@@ -36,6 +36,13 @@ def test_switch_scan_end_to_end(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
     assert client.get_latest_versions("asit-switch")
+    # curves for MLflow's charts: the organisms' loss per optimiser step (60 + 40 steps: one point each), each
+    # layer's switch per epoch
+    runs = {r.info.run_name: r.info.run_id for r in client.search_runs([client.get_experiment_by_name("asit").experiment_id])}
+    losses = client.get_metric_history(runs["switch-organisms"], "tiny_train_loss")
+    assert sorted(m.step for m in losses) == list(range(1, 101)) and all(m.value == m.value for m in losses)
+    for layer in (0, 1):
+        assert [m.step for m in client.get_metric_history(runs["switch-fit"], f"autoencoder_layer_{layer}_train_loss")] == [1]
     again = asit("switch", "scan", str(ROOT / "configs/switch.yaml"), f"run_dir={run_dir}", *TINY, cwd=tmp_path)
     assert again.returncode == 0 and json.loads(Path(done).read_text()) == result  # hashed outputs: a no-op
     assert again.stdout == proc.stdout

@@ -80,7 +80,9 @@ def fake_jobs(monkeypatch):
         status=lambda address, job_id: calls.append(("status", job_id)) or {"status": "RUNNING", "message": ""},
         logs=lambda address, job_id: calls.append(("logs", job_id)) or "stage 1/7: organisms\n",
         follow=lambda address, job_id, write=print: calls.append(("follow", job_id)) or write("log line\n") or "FAILED",
-        stop=lambda address, job_id: calls.append(("stop", job_id)) or True)
+        stop=lambda address, job_id: calls.append(("stop", job_id)) or True,
+        submit=lambda config, *args: calls.append(("submit", str(config))) or ("asit-tiny-bbb-20261202-020000", "/p"),
+        dashboard_url=lambda address, job_id: f"{address}/#/jobs/{job_id}")
     monkeypatch.setattr(cli_cluster, "_jobs", lambda: fake)
     return calls
 
@@ -107,3 +109,41 @@ def test_followed_logs_end_with_the_final_status(fake_jobs) -> None:
     result = CliRunner().invoke(app, ["logs", "raysubmit_old", "--follow"], env=ENV)
     assert result.stdout.splitlines()[-2:] == ["log line", "raysubmit_old: FAILED"]
     assert result.exit_code == 1
+
+
+def _checkout(where: Path) -> Path:
+    """A second asit checkout (what `is_checkout` looks for) with a config of its own under configs/."""
+    (where / "cli").mkdir(parents=True)
+    (where / "cli/main.py").write_text("")
+    (where / "rayjobs").mkdir()
+    (where / "pyproject.toml").write_text('[project]\nname = "asit"\n')
+    (where / "configs").mkdir()
+    (where / "configs/mine.yaml").write_text((ROOT / "configs/tiny.yaml").read_text())
+    return where
+
+
+def test_submit_uploads_the_project_you_are_in_or_the_one_named(tmp_path, monkeypatch) -> None:
+    from rayjobs.errors import UserError
+    from rayjobs.jobs.cluster import job_request
+
+    other, address = _checkout(tmp_path / "second checkout"), "http://10.0.0.5:8265"
+    monkeypatch.chdir(other / "configs")  # inside the second checkout: it is uploaded, not the one asit runs from
+    request = job_request(Path("mine.yaml"), [], address)
+    assert request["runtime_env"]["working_dir"] == str(other) == request["metadata"]["asit_project"]
+    assert " run configs/mine.yaml" in request["entrypoint"]
+    monkeypatch.chdir(tmp_path)  # elsewhere: the checkout that holds the config, or the one --project names
+    assert job_request(other / "configs/mine.yaml", [], address)["runtime_env"]["working_dir"] == str(other)
+    assert job_request(other / "configs/mine.yaml", [], address, project=other)["runtime_env"]["working_dir"] == str(other)
+    with pytest.raises(UserError, match=r"outside .*second checkout, the project uploaded .* pass --project"):
+        job_request(ROOT / "configs/tiny.yaml", [], address, project=other)
+    with pytest.raises(UserError, match=r"--project: .* is not an asit checkout"):
+        job_request(other / "configs/mine.yaml", [], address, project=tmp_path)
+
+
+def test_submit_says_which_project_it_uploaded(fake_jobs) -> None:
+    result = CliRunner().invoke(app, ["submit", "configs/tiny.yaml", "--address", "http://h:8265"], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["project: /p (uploaded as the job's working_dir; its code runs)",
+                                          "job: asit-tiny-bbb-20261202-020000",
+                                          "dashboard: http://h:8265/#/jobs/asit-tiny-bbb-20261202-020000"]
+    assert fake_jobs == [("submit", "configs/tiny.yaml")]

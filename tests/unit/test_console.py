@@ -30,8 +30,12 @@ def test_stage_lines_count_and_time_each_stage_and_the_chain() -> None:
         clock.t += 12.34
     with lines.stage("fit"):
         clock.t += 125
+    with lines.stage("organisms (source and target, trained side by side)"):
+        clock.t += 3
     assert out == ["stage 1/3: layers source", "stage 1/3: layers source done in 12.3 s (elapsed 12.3 s)",
-                   "stage 2/3: fit", "stage 2/3: fit done in 2m05s (elapsed 2m17s)"]
+                   "stage 2/3: fit", "stage 2/3: fit done in 2m05s (elapsed 2m17s)",
+                   "stage 3/3: organisms (source and target, trained side by side)",
+                   "stage 3/3: organisms done in 3.0 s (elapsed 2m20s)"]  # fits 80 columns: no parenthesis again
 
 
 def test_a_stage_that_fails_prints_no_done_line() -> None:

@@ -25,8 +25,29 @@ def _run(experiment: str, name: str):
 
 def test_metric_names_have_no_hyphens(mlflow_experiment: str) -> None:
     with tracking.stage_run("transfer") as run_id:
-        tracking.log_metrics({"mapped-autoencoder_best_success": 0.5, "cos_native_mapped-affine": 0.9})
-    assert set(_client().get_run(run_id).data.metrics) == {"mapped_autoencoder_best_success", "cos_native_mapped_affine"}
+        tracking.log_metrics({"mapped-autoencoder_best_success": 0.5, "mapped-affine_cosine_to_native": 0.9})
+    assert set(_client().get_run(run_id).data.metrics) == {"mapped_autoencoder_best_success", "mapped_affine_cosine_to_native"}
+
+
+def test_one_table_names_every_figure_of_summary_json_for_mlflow() -> None:
+    from rayjobs import naming
+
+    best = {"alpha": 5.0, "success": 0.8, "removed": {"rate": 0.8}, "clean": {"rate": 0.5}, "degenerate": {"rate": 0.1},
+            "paper": {"alpha": 5.0, "success": 1.0}}
+    transfer = {"best": {"mapped-autoencoder": best}, "cosine_to_native": {"mapped-autoencoder": 0.25}, "n_prompts": 10,
+                "mapped_vs_native": {"mapped-autoencoder": {"clean": {"ratio": 1.25, "ci95": [1.0, 1.5]}, "removed": None}},
+                "table": {"mapped-autoencoder": {"5.0": 0.8}}}
+    summary = {**transfer, "target_trigger_rate": 0.9, "layers": {"source": {"chosen_layer": 1, "table": {}}},
+               "mapper_val": {"autoencoder": {"fvu": 0.2, "cosine": float("nan")}}, "run_dir": "runs/x"}
+    figures = {"n_prompts": 10.0, "mapped_autoencoder_best_alpha": 5.0, "mapped_autoencoder_best_success": 0.8,
+               "mapped_autoencoder_best_clean": 0.5, "mapped_autoencoder_best_degenerate": 0.1,
+               "mapped_autoencoder_cosine_to_native": 0.25, "mapped_autoencoder_clean_vs_native": 1.25}
+    # the transfer stage's result and summary.json name the same figure alike; a ratio with no native (None) and a
+    # NaN are left out rather than logged as numbers
+    assert naming.metrics(transfer) == figures
+    assert naming.metrics(summary) == {**figures, "target_trigger_rate": 0.9, "source_chosen_layer": 1.0,
+                                       "autoencoder_val_fvu": 0.2}
+    assert tracking.metric_name is naming.metric_name  # what tracking.log_metrics applies to every name
 
 
 @pytest.mark.parametrize("run_dir, alias", [("runs/demo", "demo"), ("/tmp/x/my run.v2", "my_run_v2"),

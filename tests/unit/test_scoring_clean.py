@@ -110,8 +110,14 @@ def test_summary_json_and_the_terminal_table_carry_the_rates_and_intervals() -> 
     console = Console(width=250, record=True)
     console.print(transfer_table(summary))
     text = console.export_text()
-    # native: clean 5/10 at alpha 1 -> 50% [24-76]; at 5 removed and degenerate 10/10 -> 100% [72-100]
-    assert "100% [72-100]" in text and "50% [24-76]" in text and "n = 10 prompts" in text
+    # native: clean 5/10 at alpha 1 -> 50% [24-76]; at 5 removed and degenerate 10/10 -> 100% [72-100]; each cell
+    # stacks the interval under the rate
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+    native = rows.index(["native", "", "", "alpha 1"])
+    assert rows[native + 1:native + 7] == [["removed (paper)", "90%", "100%", "90%"], ["", "[60-98]", "[72-100]", "[60-98]"],
+                                           ["clean success", "50%", "0%", "50%"], ["", "[24-76]", "[0-28]", "[24-76]"],
+                                           ["degenerate", "0%", "100%", "0%"], ["", "[0-28]", "[72-100]", "[0-28]"]]
+    assert "n = 10 prompts" in text
     assert ratio_line("mapped-ae", summary["mapped_vs_native"]["mapped-ae"]).startswith(
         "mapped-ae / native: clean 1.00x [1.00-1.00], removed")
 
@@ -169,9 +175,12 @@ def test_at_80_columns_no_phrase_of_the_final_table_or_its_footer_is_cut(tmp_pat
     from cli.tables import print_pipeline_summary
 
     monkeypatch.setenv("COLUMNS", "80")
-    scored = {m: c for m, c in _scored().items()}
+    # four alphas (configs/corrupted.yaml's transfer sweeps 0.5, 1, 2, 5) and the longest method name
+    scored = {m: {**c, "0.5": c["1.0"], "2.0": c["5.0"]} for m, c in _scored().items()}
     scored["mapped-autoencoder"] = scored.pop("mapped-ae")
-    print_pipeline_summary(_pipeline(tmp_path, scored))
+    summary = _pipeline(tmp_path, scored)
+    summary["layers"]["source"]["layer_measure"] = "removed (no clean success at any layer)"  # the longest one
+    print_pipeline_summary(summary)
     lines = capsys.readouterr().out.splitlines()
     assert lines and max(len(line) for line in lines if not line.startswith(("plot: ", "summary: "))) <= 80
     for phrase in ("transfer into the target: source layer 1 -> target layer 1",
@@ -180,9 +189,22 @@ def test_at_80_columns_no_phrase_of_the_final_table_or_its_footer_is_cut(tmp_pat
                    "target trigger rate without steering: 10/10 = 100% [72-100]",
                    "mapped / native, each at its best alpha (95% paired bootstrap over prompts):",
                    "mapped-autoencoder / native: clean 1.00x [1.00-1.00], removed 1.00x [1.00-1.00]",
-                   "  autoencoder: FVU 0.200, cosine 0.900", "mapped-autoencoder │ removed (paper)",
-                   f"summary: {tmp_path / 'run'}/summary.json"):
+                   "  autoencoder: FVU 0.200, cosine 0.900", "│ mapped-autoencoder │",
+                   "│   removed (paper)  │", f"summary: {tmp_path / 'run'}/summary.json",
+                   "target layer 1 chosen on clean; on the paper's measure alone: 1"):
         assert any(phrase in line for line in lines), phrase
+    # a layer choice too long for one line keeps each phrase whole
+    at = lines.index("source layer 1 chosen on removed (no clean success at any layer);")
+    assert lines[at + 1] == "  on the paper's measure alone: 1"
+    # every cell whole: no "…", and mapped-autoencoder's intervals (5/10 clean at 0.5 and 1) each in their column
+    assert not any("…" in line for line in lines)
+    header = next(line for line in lines if "method / measure" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["method / measure", "alpha 0.5", "alpha 1", "alpha 2",
+                                                            "alpha 5", "at best"]
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    at = cells.index(["mapped-autoencoder", "", "", "", "", "alpha 0.5"])
+    assert cells[at + 3:at + 5] == [["clean success", "50%", "50%", "10%", "10%", "50%"],
+                                    ["", "[24-76]", "[24-76]", "[2-40]", "[2-40]", "[24-76]"]]
 
 
 def test_a_target_that_never_triggered_gets_one_line_instead_of_an_all_100_table(tmp_path, capsys) -> None:
