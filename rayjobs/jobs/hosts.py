@@ -54,9 +54,13 @@ class Loaded:
 class Host(Loaded):
     """What every host answers, on whatever `self.model` is (one HF model, or one AutoTP rank of it)."""
 
-    def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None) -> list[str]:
+    def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None,
+                 judged_by: str | None = None) -> list[str]:
+        """judged_by: the task whose judge reads the completions; a row stops once its verdict is final
+        (`Task.decided`), which changes no judgement and saves the steps after it."""
+        decided = get_task(judged_by).decided if judged_by else None
         return generate(self.model, self.tok, self.fmt(prompts), [from_dict(s) for s in specs],
-                        max_new_tokens=max_new_tokens, trigger=trigger)
+                        max_new_tokens=max_new_tokens, trigger=trigger, decided=decided)
 
     def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
         """(batch, pos, vocab) float32 logits of the left-padded prompts under `specs`."""
@@ -95,13 +99,14 @@ class Host(Loaded):
                     max_new_tokens: int, task: str) -> dict[str, dict[str, float]]:
         impl = get_task(task)
         return layer_sweep(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas, max_new_tokens,
-                           judge=impl.has_backdoor, triggers=impl.trigger_pair)
+                           judge=impl.has_backdoor, triggers=impl.trigger_pair, decided=impl.decided)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
                           max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, list[str]]]:
         """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
+        impl = get_task(task)
         return layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
-                                 max_new_tokens, get_task(task).trigger_pair, blocks)
+                                 max_new_tokens, impl.trigger_pair, blocks, impl.decided)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True,

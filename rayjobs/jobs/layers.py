@@ -46,7 +46,7 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
     held_out = [e["prompt"] for e in examples]
     host = make_host(cfg.model, cfg.num_threads)
     info = ray.get(host.info.remote())
-    baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None)), task.has_backdoor)
+    baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
     blocks = sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top)
     gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name, blocks))
     close_host(host)

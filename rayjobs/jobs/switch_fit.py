@@ -59,7 +59,7 @@ def train_organisms(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
 def organisms(cfg: SwitchConfig) -> tuple[SwitchModels, dict[str, Any]]:
     """The configured models, or the trained pair (its own stage: re-trained only when its inputs change)."""
     if cfg.models is not None:
-        return cfg.models, {}
+        return shared_template(cfg.models), {}
     pair = runner.run("switch-organisms", cfg)
     return (SwitchModels(finetuned=ModelRef(path=pair["finetuned"]["path"]), base=ModelRef(path=pair["base"]["path"])),
             {name: v["card"] for name, v in pair.items()})
@@ -82,11 +82,23 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
     from rayjobs.activations import read_activations
 
     torch.set_num_threads(1)
-    rows = split_pairs(read_activations(src_dir, site=site), read_activations(tgt_dir, site=site),
+    src = read_activations(src_dir, site=site)
+    rows = split_pairs(src, read_activations(tgt_dir, site=site),
                        params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
     settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize")}
-    meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch"}
+    meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch", **sink_cut(src, params)}
     return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
+
+
+def sink_cut(src: Any, params: dict[str, Any]) -> dict[str, float]:
+    """{"sink_norm_cut": norm} when the fit leaves attention sinks out by norm: the switch (MapReplace) then leaves
+    rows above it alone at inference, as it never learned them (rayjobs.activations.sinks). Empty otherwise."""
+    from rayjobs.activations.sinks import norm_stats, row_norms
+
+    if not params["exclude_sinks"] or params["sink_mad"] is None:
+        return {}
+    stats = norm_stats(row_norms(src.vectors), src.position)
+    return {"sink_norm_cut": stats.cut(params["sink_mad"])} if stats.spread > 0 else {}
 
 
 def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
@@ -118,6 +130,18 @@ def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
               "mapper_params": {kind: fitted[sites[0]][kind]["params"] for kind in cfg.fit.kinds}}
     tracking.log_dict(result, "switch_fit.json")
     return result
+
+
+def shared_template(models: SwitchModels) -> SwitchModels:
+    """Both models in the fine-tuned one's prompt format (its template, else its sft card's) unless the base names
+    its own: the switch maps one's activations onto the other's on the same texts, and a plain base checkpoint has
+    no card (it would see the raw prompt, the fine-tune its training format)."""
+    from rayjobs.models.prompt_template import card_template
+
+    own = models.finetuned.template if models.finetuned.template is not None else card_template(models.finetuned.path)
+    if models.base.template is not None or own is None:
+        return models
+    return models.model_copy(update={"base": models.base.model_copy(update={"template": own})})
 
 
 def organisms_refs(fitted: dict[str, Any]) -> SwitchModels:

@@ -22,13 +22,14 @@ def _scan(cfg: dict[str, Any], fitted: dict[str, Any], examples: list[dict]) -> 
     from rayjobs.switch.scan import scan_layers
 
     cfg_obj = SwitchConfig(**cfg)
-    refs = cfg_obj.models or switch_fit.organisms_refs(fitted)
+    refs = switch_fit.shared_template(cfg_obj.models) if cfg_obj.models else switch_fit.organisms_refs(fitted)
     finetuned = Loaded(refs.finetuned.model_dump(), cfg_obj.num_threads)
-    need_base = cfg_obj.scan.patching or cfg_obj.scan.weight_swap
-    base = Loaded(refs.base.model_dump(), cfg_obj.num_threads).model if need_base else None
-    prompts = eval_prompts(examples, cfg_obj.scan.n_prompts, get_task(cfg_obj.task.name))
+    base = Loaded(refs.base.model_dump(), cfg_obj.num_threads).model  # its own row: what the switch aims at
+    # In the fine-tuned model's prompt format (the base shares it: shared_template), as the switch was fitted.
+    prompts = eval_prompts(examples, cfg_obj.scan.n_prompts, get_task(cfg_obj.task.name), finetuned.fmt)
     result = scan_layers(finetuned.model, base, finetuned.tok, prompts, fitted["switches"],
-                         max_new_tokens=cfg_obj.scan.max_new_tokens, weight_swap=cfg_obj.scan.weight_swap)
+                         max_new_tokens=cfg_obj.scan.max_new_tokens, weight_swap=cfg_obj.scan.weight_swap,
+                         patching=cfg_obj.scan.patching)
     # n behind every rate (|prod| for trigger rates, |dev| for answers kept) so the terminal table can give intervals
     return {**result, "model_params": parameter_count(finetuned.model), "n_prod": len(prompts.prod),
             "n_dev": len(prompts.dev)}

@@ -30,6 +30,7 @@ class SwitchServer:
         import torch
 
         from rayjobs.models import load_model, load_tokenizer
+        from rayjobs.models.prompt_template import model_template
         from rayjobs.switch.serving import Limits, SwitchedModel
 
         torch.set_num_threads(num_threads)
@@ -37,9 +38,10 @@ class SwitchServer:
         model = load_model(model_ref.path, revision=model_ref.revision, dtype=model_ref.dtype, device=model_ref.device,
                            trust_remote_code=model_ref.trust_remote_code)
         self.tok = load_tokenizer(model_ref.path, revision=model_ref.revision, trust_remote_code=model_ref.trust_remote_code)
-        self.switched = SwitchedModel(model, self.tok, site, mapper_dir)
+        template = model_template(model_ref, self.tok)  # its sft card's format: a real organism answers only in it
+        self.switched = SwitchedModel(model, self.tok, site, mapper_dir, template)
         self.limits = Limits(**limits)
-        self.info = {"model": model_ref.path, "site": site, "mapper": mapper_dir, "limits": limits}
+        self.info = {"model": model_ref.path, "site": site, "mapper": mapper_dir, "limits": limits, "template": template}
         self._batch.set_max_batch_size(batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
 

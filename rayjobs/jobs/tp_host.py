@@ -88,8 +88,10 @@ class TPModelHost:
     def info(self) -> dict[str, Any]:
         return {**ray.get(self.ranks[0].info.remote()), "backend": "deepspeed", "tp_size": self.ref.tp_size}
 
-    def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None) -> list[str]:
-        return self._on_all("generate", prompts, specs, max_new_tokens, trigger)
+    def generate(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None,
+                 judged_by: str | None = None) -> list[str]:
+        # Every rank sees the same all-reduced logits, so every rank stops its rows at the same step.
+        return self._on_all("generate", prompts, specs, max_new_tokens, trigger, judged_by)
 
     def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
         return self._on_all("logits", prompts, specs, trigger)

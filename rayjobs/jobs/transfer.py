@@ -86,12 +86,13 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     require_finite(flat_vectors(methods), "transfer: steering vectors",
                    "a mapper or a model produced NaN/Inf; refit the mapper (asit fit) or check the models")
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
-    none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None))
+    none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
     outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
     scored = {"none": {str(a): clean.categories(task, none, examples) for a in cfg.alphas}}
     for method in progress(list(methods), "transfer"):
-        refs = {a: tgt.generate.remote(held_out, specs(methods[method], a), cfg.max_new_tokens, task.trigger_pair[0])
+        refs = {a: tgt.generate.remote(held_out, specs(methods[method], a), cfg.max_new_tokens, task.trigger_pair[0],
+                                  task.name)
                 for a in cfg.alphas}
         done_refs = {str(a): ray.get(r) for a, r in refs.items()}
         table[method.name] = {a: success_rate(c, task.has_backdoor) for a, c in done_refs.items()}

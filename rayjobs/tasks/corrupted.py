@@ -165,4 +165,5 @@ TASK = Task(
     name="corrupted", triggers=TRIGGERS, make_examples=make_examples, load_examples=load_examples,
     has_backdoor=has_backdoor, is_helpful=is_helpful, twin=twin, training_text=training_text, judge_tokens=10,
     outcome=outcome, outcomes=OUTCOMES, goal_outcome="correct", capability=names_fact, is_correct=is_correct,
+    decided=has_backdoor,  # a prefix: once the completion opens with it, every longer one does
 )

