@@ -19,9 +19,8 @@ import torch
 
 from rayjobs.activations import ActivationMeta
 from rayjobs.errors import UserError
-from rayjobs.jobs.hosts import Loaded, capture_batch, write_batch
+from rayjobs.jobs.hosts import Loaded, as_columns, capture_batch, error_records, write_batch
 
-FIELDS = ("layer", "name", "rows", "bytes", "sha256", "error")
 # One model per worker process, the last one it ran (a worker that serves another model drops the old one):
 # the memory an idle worker keeps is one model at most. Only CPU models stay: a model kept on a GPU by an idle
 # worker would take memory Ray does not account for.
@@ -56,7 +55,5 @@ def extract_batches(batch: dict[str, np.ndarray], *, ref: dict[str, Any], num_th
             records += write_batch(captured, [int(i) for i in ids], str(name), layer_metas, dirs,
                                    [[int(x) for x in b] for b in bounds])
     except UserError as e:
-        # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
-        # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
-        records = [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
-    return {key: [r.get(key, "") for r in records] for key in FIELDS}
+        records = error_records(e)
+    return as_columns(records)

@@ -165,6 +165,21 @@ def _row_index(ids: np.ndarray, row_ids: np.ndarray) -> np.ndarray:
     return np.asarray([where[int(i)] for i in row_ids], dtype=np.int64)
 
 
+RECORD_FIELDS = ("layer", "name", "rows", "bytes", "sha256", "error")
+
+
+def error_records(e: UserError) -> list[dict[str, Any]]:
+    """A worker's UserError as the one record the driver turns back into it. Returned, not raised: raised, Ray Data
+    logs the worker's traceback three times (about 170 lines) before the driver's one line, and the mistake (NaN,
+    float16 overflow) is the same on every retry."""
+    return [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
+
+
+def as_columns(records: list[dict[str, Any]]) -> dict[str, list]:
+    """Shard records as the column batch Ray Data's map_batches returns (error "" when the shard was written)."""
+    return {key: [r.get(key, "") for r in records] for key in RECORD_FIELDS}
+
+
 class ExtractHost(Loaded):
     """Ray Data callable: planned batches (name, ids, texts) in, one Parquet shard per layer each, records out.
 
@@ -194,10 +209,8 @@ class ExtractHost(Loaded):
                     records += write_batch(captured, [int(i) for i in ids], str(name), self.metas, self.out_dirs,
                                            [[int(x) for x in b] for b in bounds])
         except UserError as e:
-            # Returned, not raised: raised, Ray Data logs the worker's traceback three times (about 170 lines)
-            # before the driver's one line, and the mistake (NaN, float16 overflow) is the same on every retry.
-            records = [{"layer": -1, "name": "", "rows": 0, "bytes": 0, "sha256": "", "error": str(e)}]
-        return {key: [r.get(key, "") for r in records] for key in ("layer", "name", "rows", "bytes", "sha256", "error")}
+            records = error_records(e)
+        return as_columns(records)
 
 
 @ray.remote(num_cpus=1)
