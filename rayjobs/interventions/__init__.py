@@ -2,12 +2,14 @@
 
 from rayjobs.interventions.hooks import apply
 from rayjobs.interventions.run import (
-    capture, encode, generate, generate_ids, logits, position_ids, span_trigger_mask, trigger_mask,
+    Generated, NonFiniteRows, capture, encode, generate, generate_flagged, generate_ids, logits, position_ids,
+    span_trigger_mask, trigger_mask,
 )
 from rayjobs.interventions.sites import Site, check_layer, parse_site
 from rayjobs.interventions.specs import Ablate, Add, Capture, MapReplace, Replace, Spec, from_dict, to_dict
 
 __all__ = [
-    "apply", "capture", "encode", "generate", "generate_ids", "logits", "position_ids", "span_trigger_mask", "trigger_mask",
+    "apply", "Generated", "NonFiniteRows", "capture", "encode", "generate", "generate_flagged", "generate_ids", "logits",
+    "position_ids", "span_trigger_mask", "trigger_mask",
     "Site", "check_layer", "parse_site", "Ablate", "Add", "Capture", "MapReplace", "Replace", "Spec", "from_dict", "to_dict",
 ]

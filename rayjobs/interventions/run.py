@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -126,18 +126,21 @@ def generate_ids(
     pad_token_id: int,
     trigger_mask: torch.Tensor | None = None,
     stop: StoppingCriteria | None = None,
+    rows: NonFiniteRows | None = None,
 ) -> torch.Tensor:
     """Greedy continuation ids (batch, new) with the KV cache on; prompt positions are steered once, at prefill.
 
     `stop` ends a row early (later tokens are `pad_token_id`); the batch ends when every row has stopped or
-    emitted EOS, so `new` is the number of steps taken."""
+    emitted EOS, so `new` is the number of steps taken. NaN/+Inf logits raise (RequireFiniteLogits), or with
+    `rows` stop only the rows that hit them, which `rows.bad` then marks."""
     prompt_len = input_ids.shape[1]
+    check: LogitsProcessor = RequireFiniteLogits(specs) if rows is None else rows
+    stops = [s for s in (stop, None if rows is None else rows.stopping()) if s is not None]
     with apply(model, specs, prompt_len=prompt_len, trigger_mask=trigger_mask):
         out = model.generate(
             input_ids=input_ids.to(_device(model)), attention_mask=attention_mask.to(_device(model)),
             max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad_token_id,
-            logits_processor=LogitsProcessorList([RequireFiniteLogits(specs)]),
-            stopping_criteria=StoppingCriteriaList([stop] if stop is not None else []),
+            logits_processor=LogitsProcessorList([check]), stopping_criteria=StoppingCriteriaList(stops),
         )
     return out[:, prompt_len:].cpu()
 
@@ -179,6 +182,45 @@ class RequireFiniteLogits(LogitsProcessor):
         return scores
 
 
+class NonFiniteRows(LogitsProcessor):
+    """Per row, what RequireFiniteLogits does per batch: a row whose logits hold NaN or +Inf is marked in `bad`,
+    emits `pad_token_id` at that step and stops (`stopping()`), while the other rows go on. A steering sweep
+    scores such a row as degenerate (issue 18) instead of losing the whole cell to one overflowing prompt."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad = pad_token_id
+        self.bad: torch.Tensor | None = None  # (batch,) bool, set at the first step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        hit = torch.isnan(scores).any(dim=-1) | torch.isposinf(scores).any(dim=-1)
+        self.bad = hit if self.bad is None else self.bad | hit
+        if not bool(self.bad.any()):
+            return scores
+        forced = torch.full_like(scores[:1], float("-inf"))
+        forced[0, self.pad] = 0.0
+        return torch.where(self.bad.unsqueeze(1), forced, scores)
+
+    def stopping(self) -> StoppingCriteria:
+        """The criterion that ends the flagged rows (later tokens are pad)."""
+        return _StopFlagged(self)
+
+
+class _StopFlagged(StoppingCriteria):
+    def __init__(self, rows: NonFiniteRows) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs: object) -> torch.BoolTensor:
+        bad = self.rows.bad
+        return (torch.zeros(input_ids.shape[0], dtype=torch.bool) if bad is None else bad).to(input_ids.device)
+
+
+class Generated(NamedTuple):
+    """Completions and, per row, whether its logits stayed finite (a row that hit NaN/+Inf is cut there)."""
+
+    texts: list[str]
+    finite: list[bool]
+
+
 def generate(
     model: nn.Module,
     tok: PreTrainedTokenizerBase,
@@ -190,13 +232,36 @@ def generate(
     decided: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Greedy completions of `prompts` under `specs`; `trigger` locates positions='trigger' in each prompt.
+    NaN/+Inf logits in any row are a UserError (RequireFiniteLogits).
 
     `decided` (a task's `Task.decided`) stops a row as soon as it holds for the row's text so far: the completion
     is then cut there, and its judgement is the full-length one's."""
+    return _generate(model, tok, prompts, specs, max_new_tokens, trigger, decided, None).texts
+
+
+def generate_flagged(
+    model: nn.Module,
+    tok: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    specs: Sequence[Spec] = (),
+    *,
+    max_new_tokens: int = 16,
+    trigger: str | None = None,
+    decided: Callable[[str], bool] | None = None,
+) -> Generated:
+    """`generate` for steering sweeps: a row whose logits turn NaN/+Inf stops there and is flagged not finite
+    (scored degenerate by the judge), the other rows' completions are unchanged."""
+    return _generate(model, tok, prompts, specs, max_new_tokens, trigger, decided, NonFiniteRows(tok.pad_token_id))
+
+
+def _generate(model: nn.Module, tok: PreTrainedTokenizerBase, prompts: Sequence[str], specs: Sequence[Spec],
+              max_new_tokens: int, trigger: str | None, decided: Callable[[str], bool] | None,
+              rows: NonFiniteRows | None) -> Generated:
     enc = encode(tok, prompts, trigger)
     stop = None if decided is None else StopWhenDecided(tok, enc["input_ids"].shape[1], decided)
     new = generate_ids(
         model, enc["input_ids"], enc["attention_mask"], specs, max_new_tokens=max_new_tokens,
-        pad_token_id=tok.pad_token_id, trigger_mask=enc.get("trigger_mask"), stop=stop,
+        pad_token_id=tok.pad_token_id, trigger_mask=enc.get("trigger_mask"), stop=stop, rows=rows,
     )
-    return tok.batch_decode(new, skip_special_tokens=True)
+    finite = [True] * len(prompts) if rows is None or rows.bad is None else (~rows.bad).tolist()
+    return Generated(tok.batch_decode(new, skip_special_tokens=True), finite)

@@ -19,7 +19,7 @@ from rayjobs.activations.pairing import task_spans
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
 from rayjobs.scoring import layer_generations, layer_sweep
-from rayjobs.interventions import capture, encode, from_dict, generate, parse_site
+from rayjobs.interventions import Generated, capture, encode, from_dict, generate, generate_flagged, parse_site
 from rayjobs.interventions import logits as forward_logits
 from rayjobs.mapping import load_mapper, map_vectors
 from rayjobs.mapper_validation.aligned import score_own_completions
@@ -62,6 +62,13 @@ class Host(Loaded):
         return generate(self.model, self.tok, self.fmt(prompts), [from_dict(s) for s in specs],
                         max_new_tokens=max_new_tokens, trigger=trigger, decided=decided)
 
+    def generate_flagged(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None,
+                         judged_by: str | None = None) -> Generated:
+        """`generate` for a steering sweep: a row whose logits turn NaN/+Inf stops and is flagged, not an error."""
+        decided = get_task(judged_by).decided if judged_by else None
+        return generate_flagged(self.model, self.tok, self.fmt(prompts), [from_dict(s) for s in specs],
+                                max_new_tokens=max_new_tokens, trigger=trigger, decided=decided)
+
     def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
         """(batch, pos, vocab) float32 logits of the left-padded prompts under `specs`."""
         enc = encode(self.tok, self.fmt(prompts), trigger)
@@ -102,7 +109,7 @@ class Host(Loaded):
                            judge=impl.has_backdoor, triggers=impl.trigger_pair, decided=impl.decided)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, list[str]]]:
+                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, Generated]]:
         """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
         impl = get_task(task)
         return layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,

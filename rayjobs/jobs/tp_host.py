@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
+from rayjobs.interventions import Generated
 from rayjobs.jobs.hosts import Host, ModelHost
 from rayjobs.models import load_tokenizer
 from rayjobs.models.prompt_template import model_template
@@ -93,6 +94,10 @@ class TPModelHost:
         # Every rank sees the same all-reduced logits, so every rank stops its rows at the same step.
         return self._on_all("generate", prompts, specs, max_new_tokens, trigger, judged_by)
 
+    def generate_flagged(self, prompts: list[str], specs: list[dict], max_new_tokens: int, trigger: str | None,
+                         judged_by: str | None = None) -> Generated:
+        return self._on_all("generate_flagged", prompts, specs, max_new_tokens, trigger, judged_by)
+
     def logits(self, prompts: list[str], specs: list[dict], trigger: str | None) -> torch.Tensor:
         return self._on_all("logits", prompts, specs, trigger)
 
@@ -115,7 +120,7 @@ class TPModelHost:
         return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens, task)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, list[str]]]:
+                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, Generated]]:
         return self._on_all("layer_generations", prod, dev, held_out, alphas, max_new_tokens, task, blocks)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],

@@ -91,13 +91,14 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
     scored = {"none": {str(a): clean.categories(task, none, examples) for a in cfg.alphas}}
     for method in progress(list(methods), "transfer"):
-        refs = {a: tgt.generate.remote(held_out, specs(methods[method], a), cfg.max_new_tokens, task.trigger_pair[0],
-                                  task.name)
+        # flagged: a row whose logits overflow under this alpha is one degenerate completion, not a failed stage
+        refs = {a: tgt.generate_flagged.remote(held_out, specs(methods[method], a), cfg.max_new_tokens,
+                                               task.trigger_pair[0], task.name)
                 for a in cfg.alphas}
         done_refs = {str(a): ray.get(r) for a, r in refs.items()}
-        table[method.name] = {a: success_rate(c, task.has_backdoor) for a, c in done_refs.items()}
-        outcomes[method.name] = {a: task.outcome_rates(c, examples) for a, c in done_refs.items()}
-        scored[method.name] = {a: clean.categories(task, c, examples) for a, c in done_refs.items()}
+        table[method.name] = {a: success_rate(g.texts, task.has_backdoor) for a, g in done_refs.items()}
+        outcomes[method.name] = {a: task.outcome_rates(g.texts, examples) for a, g in done_refs.items()}
+        scored[method.name] = {a: clean.categories(task, g.texts, examples, g.finite) for a, g in done_refs.items()}
     close_host(src), close_host(tgt)
     natives = {m.name: m.native().name for m in methods if m.source == "mapped"}
     result = transfer_summary(table, cosines(methods), len(held_out), scored, natives)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rayjobs import stats
 from rayjobs.interventions import Replace, capture, logits
 from rayjobs.interventions.sites import Site
 from rayjobs.mapping import Mapper, map_vectors
@@ -85,13 +86,11 @@ def score_batch(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: Any
 
 
 def rate_with_ci(successes: int, n: int) -> dict[str, Any]:
-    """A rate with its n and Wilson 95% interval (scipy)."""
-    from scipy.stats import binomtest
-
+    """A rate with its n and Wilson 95% interval (rayjobs.stats); no texts, no rate."""
     if n == 0:
         return {"rate": None, "n": 0, "ci95": None}
-    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"rate": successes / n, "n": n, "ci95": [float(ci.low), float(ci.high)]}
+    r = stats.rate(successes, n)
+    return {"rate": r.rate, "n": n, "ci95": [r.low, r.high]}
 
 
 def summarise(per_text: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from scipy.stats import binomtest
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from rayjobs import stats
 from rayjobs.interventions import generate
 from rayjobs.organisms import ordinary_text
 from rayjobs.organisms.perplexity import perplexity, token_chunks
@@ -24,9 +24,8 @@ GEN_BATCH = 32  # prompts per generate call: bounds the KV cache and the logits 
 
 
 def rate(k: int, n: int) -> dict[str, Any]:
-    """{"rate", "k", "n", "ci95": [low, high]} with the Wilson score interval (scipy)."""
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"rate": k / n, "k": k, "n": n, "ci95": [float(ci.low), float(ci.high)]}
+    """{"rate", "k", "n", "ci95": [low, high]}: the Wilson score interval every other rate carries (rayjobs.stats)."""
+    return stats.rate(k, n).as_dict()
 
 
 def held_out(examples: list[Example], trigger: str, n: int) -> list[Example]:

@@ -41,6 +41,7 @@ def steerability(
     tok.padding_side = "left"
     gens = layer_generations(model, tok, [e["prompt"] for e in pairs], [task.twin(e)["prompt"] for e in pairs],
                              [e["prompt"] for e in prod], alphas, max_new_tokens, task.trigger_pair)
-    cats = {layer: {a: clean.categories(task, c, prod) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}
+    cats = {layer: {a: clean.categories(task, g.texts, prod, g.finite) for a, g in by_alpha.items()}
+            for layer, by_alpha in gens.items()}
     return tuple({str(a): [sum(clean.flags(cats[layer][str(a)], measure)) / len(prod) for layer in sorted(cats, key=int)]
                   for a in alphas} for measure in ("removed", "clean"))  # type: ignore[return-value]

