@@ -198,7 +198,8 @@ class ExtractParams(Strict):
     with_completion: bool = Field(True, description="run prompt + completion (the mapper's training text)")
     # Explicit, not Ray Data's default of retrying forever: a batch that kills its actor every time
     # (out of memory) must end the stage, not loop. Not part of the stage hash.
-    max_retries: int = Field(3, ge=0, le=100, description="restarts of a killed extraction actor and retries of its batch")
+    max_retries: int = Field(3, ge=0, le=100, description="retries of a batch whose worker died (CPU: its Ray Data "
+                                                          "task; GPU: the extraction actor, restarted)")
 
 
 class ExtractConfig(JobBase, ExtractParams):

@@ -242,10 +242,11 @@ class ValidationHost:
 
     def run_aligned(self, sites: tuple[str, str], mappers: dict[str, str], prompts: list[str], max_new_tokens: int,
                     batch_size: int) -> dict[str, Any]:
-        """Different tokenizers: rayjobs.mapper_validation.aligned.score_own_completions on this actor's models."""
+        """Different tokenizers: rayjobs.mapper_validation.aligned.score_own_completions on this actor's models,
+        each reading the task texts in its own prompt template."""
         src, tgt = self.source, self.target
         return score_own_completions(src.model, tgt.model, src.tok, tgt.tok, (parse_site(sites[0]), parse_site(sites[1])),
-                                     self._load(mappers), self.target.fmt(prompts), max_new_tokens, batch_size)
+                                     self._load(mappers), prompts, max_new_tokens, batch_size, (src.template, tgt.template))
 
     def _load(self, mappers: dict[str, str]) -> dict[str, Any]:
         return {label: load_mapper(path, device=self.target.ref.device)[0] for label, path in mappers.items()}

@@ -26,9 +26,9 @@ from rayjobs.mapper_validation.result import plot, save_completions, summarise, 
 def compute(cfg: ValidateConfig, out: Path) -> dict[str, Any]:
     """Every condition's completions from one ValidationHost, scored on the driver by the judge; across
     tokenizers, the teacher-forced scores on aligned positions instead (what stays same-tokenizer only is named)."""
-    one_template(cfg.source, cfg.target, "validate")  # lockstep and aligned scores feed one text to both models
-    if different_tokenizers(cfg.source, cfg.target):
+    if different_tokenizers(cfg.source, cfg.target):  # aligned scores read each model's own template
         return _aligned(cfg)
+    one_template(cfg.source, cfg.target, "validate")  # lockstep generation feeds one token sequence to both models
     sets = prompt_sets(examples_for(cfg.task, cfg.seed), cfg.n_prompts)
     raw = _on_host(cfg, "run", {k: dataclasses.asdict(v) for k, v in sets.items()})
     result = summarise(cfg, raw, sets, make_judge(cfg.judge))

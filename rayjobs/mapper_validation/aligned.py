@@ -8,6 +8,11 @@ source token ending at the same character, as rayjobs.activations.pairing pairs 
 output is replaced by f(source activation), every other token keeps the target's own. Attention sinks (the
 first real token of either model) are never replaced: the mappers are fitted without them.
 
+Two prompt templates (an organism trained in its chat turn, another in an Alpaca block): each model reads the
+task text (prompt, then completion) inside its own template; offsets are taken back to the task text
+(rayjobs.activations.pairing.task_spans, as extraction stores them), so task tokens pair across the two and
+template tokens, which have no counterpart, keep the target's own states.
+
 Per text: KL(own || replaced) of the next-token distributions over its real positions, the same with the
 aligned positions mean-ablated instead (the baseline), and top-1 agreement with the target's own prediction.
 """
@@ -15,12 +20,15 @@ aligned positions mean-ablated instead (the baseline), and top-1 agreement with 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from rayjobs import stats
+from rayjobs.activations.pairing import Bounds, task_spans
 from rayjobs.interventions import Replace, capture, logits
 from rayjobs.interventions.sites import Site
 from rayjobs.mapping import Mapper, map_vectors
@@ -28,6 +36,49 @@ from rayjobs.mapper_validation.metrics import next_token_kl
 
 SAME_TOKENIZER_ONLY = ("replacement generation in lockstep (mapped-* completions) and the judge, ROUGE-L, exact-match, "
                        "coherence and MvA/TvS win rates built on it: they feed one token sequence to both models")
+
+
+@dataclass(frozen=True)
+class Texts:
+    """The same task texts as each model reads them: `src` / `tgt` templated texts and, per text, where the prompt
+    starts and ends and the completion starts in each (Bounds)."""
+
+    src: list[str]
+    tgt: list[str]
+    src_bounds: list[Bounds]
+    tgt_bounds: list[Bounds]
+
+    @classmethod
+    def plain(cls, texts: Sequence[str]) -> Texts:
+        """Both models read the texts as they are (one shared format)."""
+        bounds = [(0, len(t), len(t)) for t in texts]
+        return cls(list(texts), list(texts), bounds, bounds)
+
+    @classmethod
+    def templated(cls, prompts: Sequence[str], completions: Sequence[str], templates: tuple[str, str]) -> Texts:
+        """prompt + completion in each model's template (a text with one {prompt}: rayjobs.models.prompt_template)."""
+        from rayjobs.models.prompt_template import template_parts
+
+        sides = []
+        for template in templates:
+            pre, post = template_parts(template)
+            sides.append(([pre + p + post + c for p, c in zip(prompts, completions, strict=True)],
+                          [(len(pre), len(pre) + len(p), len(pre) + len(p) + len(post)) for p in prompts]))
+        return cls(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
+
+    def __len__(self) -> int:
+        return len(self.tgt)
+
+    def __getitem__(self, rows: slice) -> Texts:
+        return Texts(self.src[rows], self.tgt[rows], self.src_bounds[rows], self.tgt_bounds[rows])
+
+
+def task_offsets(offsets: torch.Tensor, bounds: Sequence[Bounds]) -> torch.Tensor:
+    """offsets [batch, pos, 2] in templated texts -> the same tokens' spans in the task text; template tokens, pads
+    and BOS get the empty span (0, 0), which `partners` never pairs."""
+    per_token = np.repeat(np.asarray(bounds, dtype=np.int64), offsets.shape[1], axis=0)
+    start, end = task_spans(offsets[..., 0].reshape(-1).numpy(), offsets[..., 1].reshape(-1).numpy(), per_token)
+    return torch.stack([torch.from_numpy(start), torch.from_numpy(end)], dim=-1).view(offsets.shape).long()
 
 
 def _ends(offsets: torch.Tensor, mask: torch.Tensor) -> list[tuple[int, int]]:
@@ -67,15 +118,16 @@ def _top1(own: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> torch.T
 
 @torch.no_grad()
 def score_batch(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: Any, sites: tuple[Site, Site],
-                mapper: Mapper, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+                mapper: Mapper, texts: Texts) -> dict[str, torch.Tensor]:
     """Per text (batch,): kl and top1 of the mapped replacement and of the mean-ablated one, and the share of the
     target's tokens replaced."""
-    s_enc = src_tok(list(texts), return_tensors="pt", padding=True, return_offsets_mapping=True)
-    t_enc = tgt_tok(list(texts), return_tensors="pt", padding=True, return_offsets_mapping=True)
+    s_enc = src_tok(texts.src, return_tensors="pt", padding=True, return_offsets_mapping=True)
+    t_enc = tgt_tok(texts.tgt, return_tensors="pt", padding=True, return_offsets_mapping=True)
     t_ids, t_mask = t_enc["input_ids"], t_enc["attention_mask"]
     h_src = capture(source, s_enc["input_ids"], s_enc["attention_mask"], [str(sites[0])])[str(sites[0])]
     own_h = capture(target, t_ids, t_mask, [str(sites[1])])[str(sites[1])]
-    idx = partners(s_enc["offset_mapping"], s_enc["attention_mask"], t_enc["offset_mapping"], t_mask)
+    idx = partners(task_offsets(s_enc["offset_mapping"], texts.src_bounds), s_enc["attention_mask"],
+                   task_offsets(t_enc["offset_mapping"], texts.tgt_bounds), t_mask)
     values = replaced_values(own_h, map_vectors(mapper, h_src, out_dtype=own_h.dtype), idx, t_mask)
     own = logits(target, t_ids, t_mask)
     out = {"aligned_share": (idx >= 0).sum(1) / t_mask.sum(1)}
@@ -103,7 +155,7 @@ def summarise(per_text: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def aligned_scores(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: Any, sites: tuple[Site, Site],
-                   mappers: dict[str, Mapper], texts: Sequence[str], batch_size: int) -> dict[str, dict[str, Any]]:
+                   mappers: dict[str, Mapper], texts: Texts, batch_size: int) -> dict[str, dict[str, Any]]:
     """summarise() per mapper label over `texts`, in batches."""
     out = {}
     for label, mapper in mappers.items():
@@ -115,14 +167,17 @@ def aligned_scores(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: 
 
 def score_own_completions(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: Any, sites: tuple[Site, Site],
                           mappers: dict[str, Mapper], prompts: Sequence[str], max_new_tokens: int,
-                          batch_size: int) -> dict[str, dict[str, Any]]:
-    """The target's own greedy completions of `prompts`, then aligned_scores on prompt + completion: the texts a
+                          batch_size: int, templates: tuple[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The target's own greedy completions of `prompts` (in its template, templates[1]; None: both read the raw
+    texts), then aligned_scores on prompt + completion, each model reading them in its own template: the texts a
     replaced target is judged on are the ones the unmodified target would have produced."""
     from rayjobs.interventions import generate
+    from rayjobs.models.prompt_template import templated
 
+    asked = list(prompts) if templates is None else templated(prompts, templates[1])
     own = [c for i in range(0, len(prompts), batch_size)
-           for c in generate(target, tgt_tok, list(prompts[i : i + batch_size]), max_new_tokens=max_new_tokens)]
-    texts = [p + c for p, c in zip(prompts, own)]
+           for c in generate(target, tgt_tok, asked[i : i + batch_size], max_new_tokens=max_new_tokens)]
+    texts = Texts.plain([p + c for p, c in zip(prompts, own)]) if templates is None else Texts.templated(prompts, own, templates)
     return aligned_scores(source, target, src_tok, tgt_tok, sites, mappers, texts, batch_size)
 
 
