@@ -110,14 +110,15 @@ def report_file(path: Path) -> None:
     tokens = sum(by[(c, "plain")]["rows"] for c in chunks)
     print(f"| path | tokens/s ({tokens} tokens) | total s | " + " | ".join(f"vs {p}: median per chunk [95% CI]"
                                                                         for p in PEERS if p in names)
-          + " | cores used: " + " / ".join(ROLES) + " |")
-    print("|---|---|---|" + "---|" * sum(p in names for p in PEERS) + "---|")
+          + " | CPU s per 1k tokens (all roles) | cores used: " + " / ".join(ROLES) + " |")
+    print("|---|---|---|" + "---|" * sum(p in names for p in PEERS) + "---|---|")
     for name in names:
         total = sum(by[(c, name)]["s"] for c in chunks)
         ratios = [spread([by[(c, p)]["s"] / by[(c, name)]["s"] for c in chunks]) for p in PEERS if p in names]
         cpu = {role: sum(by[(c, name)]["cpu"][role] for c in chunks) for role in ROLES}
         cores = " / ".join(f"{cpu[role] / total:.2f}" for role in ROLES)
-        print(f"| {name} | {tokens / total:.0f} | {total:.1f} | " + " | ".join(ratios) + f" | {cores} |")
+        print(f"| {name} | {tokens / total:.0f} | {total:.1f} | " + " | ".join(ratios)
+              + f" | {sum(cpu.values()) / tokens * 1000:.2f} | {cores} |")
     _fixed_and_full(by, chunks, tokens)
 
 
@@ -125,7 +126,11 @@ def _fixed_and_full(by: dict[tuple[int, str], dict[str, Any]], chunks: list[int]
     pairs = [by[(c, "asit 1 batch")]["s"] - by[(c, "plain 1 batch")]["s"] for c in chunks
              if (c, "asit 1 batch") in by and (c, "plain 1 batch") in by]
     if pairs:
-        print(f"\nasit's fixed cost per stage with Ray up and the workers warm (1-batch stage minus 1-batch plain): "
+        asit = sum(by[(c, "asit")]["s"] for c in chunks) - (len(chunks) - 1) * statistics.median(pairs)
+        plain = sum(by[(c, "plain")]["s"] for c in chunks)
+        print(f"\nasit as if one stage (the chunks' sum less {len(chunks) - 1} of the fixed costs below): "
+              f"{tokens / asit:.0f} tokens/s, {plain / asit:.2f}x plain")
+        print(f"asit's fixed cost per stage with Ray up and the workers warm (1-batch stage minus 1-batch plain): "
               f"median {statistics.median(pairs):.2f} s over {len(pairs)} chunks ({', '.join(f'{x:.2f}' for x in pairs)})")
     if (-2, "asit cold") in by:
         print(f"first stage in a fresh Ray (workers import torch, load the model), 1 batch: {by[(-2, 'asit cold')]['s']:.1f} s")
