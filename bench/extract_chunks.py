@@ -99,7 +99,7 @@ def report_file(path: Path) -> None:
     if not recs:
         raise SystemExit(f"{path}: no records")
     by = {(r["chunk"], r["name"]): r for r in recs}
-    names = [n for n in ("asit", *PEERS) if any(k[1] == n for k in by)]
+    names = [n for n in ("asit", "asit before", *PEERS) if any(k[1] == n for k in by)]
     chunks = sorted(c for c in {k[0] for k in by} if c >= 0 and all((c, n) in by for n in names))
     if not chunks or "plain" not in names:
         raise SystemExit(f"{path}: no chunk has every contender, plain included")
@@ -108,13 +108,14 @@ def report_file(path: Path) -> None:
     print(f"Machine: {recs[-1]['machine']}; load average (1 min) over the run {min(loads):.1f}-{max(loads):.1f}; "
           f"Ray start-up {recs[-1]['ray_start']:.1f} s\n")
     tokens = sum(by[(c, "plain")]["rows"] for c in chunks)
+    cols = [p for p in (*PEERS, "asit before") if p in names]
     print(f"| path | tokens/s ({tokens} tokens) | total s | " + " | ".join(f"vs {p}: median per chunk [95% CI]"
-                                                                        for p in PEERS if p in names)
+                                                                        for p in cols)
           + " | CPU s per 1k tokens (all roles) | cores used: " + " / ".join(ROLES) + " |")
-    print("|---|---|---|" + "---|" * sum(p in names for p in PEERS) + "---|---|")
+    print("|---|---|---|" + "---|" * len(cols) + "---|---|")
     for name in names:
         total = sum(by[(c, name)]["s"] for c in chunks)
-        ratios = [spread([by[(c, p)]["s"] / by[(c, name)]["s"] for c in chunks]) for p in PEERS if p in names]
+        ratios = [spread([by[(c, p)]["s"] / by[(c, name)]["s"] for c in chunks]) for p in cols]
         cpu = {role: sum(by[(c, name)]["cpu"][role] for c in chunks) for role in ROLES}
         cores = " / ".join(f"{cpu[role] / total:.2f}" for role in ROLES)
         print(f"| {name} | {tokens / total:.0f} | {total:.1f} | " + " | ".join(ratios)
