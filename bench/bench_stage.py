@@ -5,7 +5,7 @@
 
 Side by side in one driver and one Ray, the same one batch of texts each time (a new run_dir each run, so
 nothing is reused from disk):
-  tasks   the extract stage as it is (Ray Data tasks; a worker keeps its last CPU model: rayjobs.jobs.extract_worker);
+  tasks   the extract stage as it is (Ray tasks; a worker keeps its last CPU model: rayjobs.jobs.extract_worker);
   actor   the same stage with the batches sent to a fresh Ray Data actor instead (the path before issue 19.2:
           every stage starts a new process that imports torch and transformers and loads the model);
   plain   the same batch through the plain HF loop in this process (bench_extract.run_hf): the work itself.
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="then cProfile one warm tasks stage in the driver")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="bench-stage-"))
@@ -91,11 +92,11 @@ def _run(args: argparse.Namespace, root: Path) -> None:
 
     def stage(records) -> None:
         cfg = ExtractConfig(run_dir=str(root / f"run-{next(runs)}"), **base)
-        old, extract._ray_data_records = extract._ray_data_records, records
+        old, extract._task_records = extract._task_records, records
         try:
             runner.run("extract", cfg)
         finally:
-            extract._ray_data_records = old
+            extract._task_records = old
         shutil.rmtree(cfg.run_dir)
 
     def plain() -> None:
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace, root: Path) -> None:
         run_hf(model, tok, corpus, args.layers, args.batch_size, out)
         shutil.rmtree(out)
 
-    tasks = extract._ray_data_records
+    tasks = extract._task_records
     stage(actor_records)  # warm-up: the MLflow store and Ray Data's first use in this driver, which no path reuses
     start = time.perf_counter()
     stage(tasks)
@@ -111,6 +112,21 @@ def _run(args: argparse.Namespace, root: Path) -> None:
     seconds, _ = interleaved({"tasks": lambda: stage(tasks), "actor": lambda: stage(actor_records), "plain": plain},
                              args.repeat)
     report(args, path, ray_start, cold, seconds)
+    if args.profile:
+        profile_driver(lambda: stage(tasks))
+
+
+def profile_driver(fn) -> None:
+    """--profile: where a warm stage's driver spends its time (cProfile, by cumulative time, this project's and
+    its libraries' frames)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(fn)
+    stats = pstats.Stats(prof)
+    print(f"\ndriver profile of one warm tasks stage: {stats.total_tt:.2f} s in the driver's own frames")
+    stats.sort_stats("cumulative").print_stats(r"rayjobs|mlflow|transformers|tokenizers|ray/_private/worker", 30)
 
 
 def report(args: argparse.Namespace, path: str, ray_start: float, cold: float, seconds: dict[str, list[float]]) -> None:
