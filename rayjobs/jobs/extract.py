@@ -1,5 +1,5 @@
-"""extract: texts -> Ray tasks on the CPU (extract_worker), an ExtractHost actor under Ray Data on a GPU (or the
-AutoTP host) -> Parquet activations per layer.
+"""extract: texts -> Ray Data tasks on the CPU (extract_worker), an ExtractHost actor on a GPU (or the AutoTP host)
+-> Parquet activations per layer.
 
 The plan of batches, the journal of finished shards, what a rerun or `--repair` keeps and the manifests are
 rayjobs.activations.commit's; this module fans the batches out to the workers and reports back.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs.common import progress
-from rayjobs.jobs.extract_worker import extract_one
+from rayjobs.jobs.extract_worker import extract_batches
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
 from rayjobs.models.loading import describe
@@ -61,10 +60,7 @@ def compute(cfg: ExtractConfig, out: Path, repair: bool = False) -> dict[str, An
 def _run_batches(cfg: ExtractConfig, work: Plan) -> None:
     """Run the batches still to do, journaling each shard as its worker reports it finished."""
     done = Progress(work)
-    if cfg.model.backend == "deepspeed":
-        records = _tp_records
-    else:
-        records = _task_records if cfg.model.device == "cpu" else _ray_data_records
+    records = _tp_records if cfg.model.backend == "deepspeed" else _ray_data_records
     try:
         stream = records(cfg, work.out, work.todo, work.metas) if work.todo else []
         # One record per shard: a batch's activations at one layer.
@@ -80,58 +76,32 @@ def _host_args(cfg: ExtractConfig, out: Path, metas: dict[int, ActivationMeta]) 
                 out_dirs={k: str(out / m.site) for k, m in metas.items()})
 
 
-def _task_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
-                  metas: dict[int, ActivationMeta]) -> Iterator[dict[str, Any]]:
-    """CPU models: one Ray task per planned batch, a few in flight, their records as each finishes.
-
-    Plain tasks, not Ray Data: Ray Data's executor wakes every 0.1 s in the driver (0.07 of a core on this 2-core
-    machine, beside a forward that wants both), where a blocking ray.wait sleeps until a batch is done. Tasks
-    reuse their worker process and the model it keeps (extract_worker); a queued task starts on the warm worker as
-    the one before it ends. A killed worker's task is retried (max_retries); the shard names make a second run of a
-    batch overwrite, not duplicate. A worker's UserError comes back as a record (error_records) and ends the stage
-    as itself, one line; the tasks still queued are cancelled."""
-    host = ray.put(dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads, **_host_args(cfg, out, metas)))
-    cpus = _task_cpus(cfg.num_threads)
-    task = ray.remote(extract_one).options(num_cpus=cpus, max_retries=cfg.max_retries)
-    # Two per slot: the next batch waits queued at the raylet, so no driver round trip sits between two forwards.
-    window = 2 * max(int(ray.cluster_resources().get("CPU", 1) // cpus), 1)
-    batches = iter(todo)
-    running = [task.remote(b, host) for b in islice(batches, window)]
-    try:
-        while running:
-            [done], running = ray.wait(running, num_returns=1)
-            running += [task.remote(b, host) for b in islice(batches, 1)]
-            for rec in ray.get(done):
-                if rec["error"]:  # a worker's UserError, sent back as a value (extract_batches)
-                    raise UserError(rec["error"])
-                yield rec
-    finally:
-        for ref in running:  # an error, Ctrl-C or a closed stream: nothing keeps computing for nobody
-            ray.cancel(ref)
-
-
 def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
                       metas: dict[int, ActivationMeta]) -> Iterator[dict[str, Any]]:
-    """GPU models: one ExtractHost actor for the stage (it frees the GPU at the end), two calls at once: one batch's
-    shards are written while the next batch's forward runs."""
     # One planned batch per Ray Data batch: Ray's own batching depends on block sizes, the plan does not.
     # Ray Data runs a block at least once; the shard names make a second run overwrite, not duplicate.
     # A UserError in a worker (NaN/Inf, float16 overflow, a text over max_length) must reach the CLI as
     # itself, one line: Ray Data's UserCodeException wrapper would drop it and keep only a traceback.
     ray.data.DataContext.get_current().raise_original_map_exception = True
-    host = _host_args(cfg, out, metas)
+    host = dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads, **_host_args(cfg, out, metas))
     items = ray.data.from_items(todo, override_num_blocks=len(todo))
     with warnings.catch_warnings():
         # Ray 2.60 deprecates **ray_remote_args but has no named parameter for retries and restarts yet.
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-        ds = items.map_batches(
-            ExtractHost, batch_size=1, num_cpus=1, num_gpus=1, max_restarts=cfg.max_retries,
-            max_task_retries=cfg.max_retries, fn_constructor_kwargs=dict(ref=cfg.model.model_dump(mode="json"),
-                                                                         num_threads=cfg.num_threads, **host),
-            compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=ExtractHost.CONCURRENT_CALLS,
-                                               enable_true_multi_threading=True))
+        if cfg.model.device == "cpu":
+            # Tasks: their worker processes, and the model each keeps, outlive the stage (extract_worker).
+            ds = items.map_batches(extract_batches, batch_size=1, num_cpus=_task_cpus(cfg.num_threads),
+                                   max_retries=cfg.max_retries, fn_kwargs=host)
+        else:
+            # On a GPU, one actor for the stage (it frees the GPU at the end), two calls at once: one batch's shards
+            # are written while the next batch's forward runs.
+            ds = items.map_batches(
+                ExtractHost, batch_size=1, num_cpus=1, num_gpus=1, max_restarts=cfg.max_retries,
+                max_task_retries=cfg.max_retries, fn_constructor_kwargs=host,
+                compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=ExtractHost.CONCURRENT_CALLS,
+                                                   enable_true_multi_threading=True))
     for rec in ds.iter_rows():
-        if rec.get("error"):  # a worker's UserError, sent back as a value (ExtractHost.__call__)
+        if rec.get("error"):  # a worker's UserError, sent back as a value (extract_batches, ExtractHost.__call__)
             raise UserError(rec["error"])
         yield rec
 

@@ -1,4 +1,4 @@
-"""extract's task for CPU models: planned batches in, one Parquet shard per layer each, records out.
+"""extract's Ray Data function for CPU models: planned batches in, one Parquet shard per layer each, records out.
 
 It runs as Ray tasks, not in an actor, because Ray reuses a task's worker process and never an actor's: a
 fresh actor is a fresh process that imports torch and transformers and loads the model again (5-9 s here,
@@ -57,9 +57,3 @@ def extract_batches(batch: dict[str, np.ndarray], *, ref: dict[str, Any], num_th
     except UserError as e:
         records = error_records(e)
     return as_columns(records)
-
-
-def extract_one(batch: dict[str, Any], host: dict[str, Any]) -> list[dict[str, Any]]:
-    """One planned batch (name, ids, texts, bounds) as a plain Ray task (extract._task_records): its shard records."""
-    columns = extract_batches({key: [batch[key]] for key in ("name", "ids", "texts", "bounds")}, **host)
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]

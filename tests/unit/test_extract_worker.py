@@ -77,16 +77,3 @@ def test_a_user_error_comes_back_as_one_record(loads, monkeypatch) -> None:
         raise UserError("extract.max_length=8 is shorter than a text of 9 tokens")
     out = _call(monkeypatch, capture)
     assert out["error"] == ["extract.max_length=8 is shorter than a text of 9 tokens"] and out["layer"] == [-1]
-
-
-def test_a_planned_batch_as_a_plain_task_gives_one_record_dict_per_shard(loads, monkeypatch) -> None:
-    meta = ActivationMeta(model_id="m", site="layers.2.resid_post", layer=2, dtype="float32", d_model=4,
-                          tokenizer_hash="t").to_dict()
-    monkeypatch.setattr(extract_worker, "capture_batch", lambda model, tok, texts, metas, max_length: "+".join(texts))
-    monkeypatch.setattr(extract_worker, "write_batch", lambda captured, ids, name, metas, dirs, bounds: [
-        {"layer": layer, "name": name, "rows": len(ids), "bytes": 1, "sha256": f"{captured}:{bounds}"} for layer in metas])
-    batch = {"name": "part-y.parquet", "ids": [7, 8], "texts": ["a", "b"], "bounds": [[0, 1, 1], [0, 1, 1]]}
-    out = extract_worker.extract_one(batch, {"ref": {"path": "m"}, "num_threads": 1, "metas": {2: meta, 3: meta},
-                                             "out_dirs": {2: "d2", 3: "d3"}, "max_length": 8})
-    assert out == [{"layer": layer, "name": "part-y.parquet", "rows": 2, "bytes": 1, "sha256": "a+b:[[0, 1, 1], [0, 1, 1]]",
-                    "error": ""} for layer in (2, 3)]
