@@ -36,7 +36,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +169,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="a local save_pretrained checkpoint instead of the random Llama")
     parser.add_argument("--nnsight", action="store_true", help="add nnsight (pip install nnsight) as a contender")
     parser.add_argument("--skip-bare", action="store_true", help="leave the bare forward out (chunked mode)")
-    parser.add_argument("--before", action="store_true",
-                        help="add 'asit before': the extract stage's CPU path as it was (Ray Data), side by side")
+    parser.add_argument("--tasks", action="store_true",
+                        help="add 'asit tasks': the extract stage with plain Ray tasks in place of Ray Data (extract_tasks.py)")
     parser.add_argument("--transformer-lens", action="store_true",
                         help="add TransformerLens 4 (pip install transformer-lens, in a throwaway venv) as a contender")
     chunked = parser.add_argument_group("chunked mode (fair under drift: the contenders alternate in short rounds)")
@@ -184,7 +184,7 @@ def main() -> None:
     chunked.add_argument("--full", action="store_true",
                          help="also one asit stage of all the texts (end to end, its fixed cost once)")
     chunked.add_argument("--fixed-rounds", type=int, default=3,
-                         help="on the first K chunks also time a 1-batch asit stage and 1-batch plain loop (fixed cost)")
+                         help="on the first K chunks of this run also time a 1-batch asit stage and 1-batch plain loop (fixed cost)")
     chunked.add_argument("--report", type=Path, default=None, help="only print the tables of a --results file")
     args = parser.parse_args()
     if args.report:
@@ -302,20 +302,22 @@ def contenders(args: argparse.Namespace, root: Path, setup: Setup) -> dict[str, 
         finally:
             shutil.rmtree(out)
 
-    def asit_before(subset: list[str], task: Path) -> int:
-        saved, extract._task_records = extract._task_records, ray_data_cpu_records
+    def asit_tasks(subset: list[str], task: Path) -> int:
+        from extract_tasks import task_records
+
+        saved, extract._ray_data_records = extract._ray_data_records, task_records
         try:
             return asit(subset, task)
         finally:
-            extract._task_records = saved
+            extract._ray_data_records = saved
 
     fns: dict[str, Contender] = {
         "bare": lambda subset, _task: run_hf(model, tok, subset, layers, bs, None),
         "plain": lambda subset, _task: keeping(lambda out: run_hf(model, tok, subset, layers, bs, out)),
         "asit": asit,
     }
-    if args.before:
-        fns["asit before"] = asit_before
+    if args.tasks:
+        fns["asit tasks"] = asit_tasks
     if args.skip_bare:
         del fns["bare"]
     if args.nnsight:
@@ -324,23 +326,6 @@ def contenders(args: argparse.Namespace, root: Path, setup: Setup) -> dict[str, 
         fns["TransformerLens"] = lambda subset, _task: keeping(
             lambda out: run_transformer_lens(setup.bridge, tok, subset, layers, bs, out))
     return fns
-
-
-def ray_data_cpu_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]], metas: dict) -> Iterator[dict]:
-    """--before: the extract stage's CPU path before 2026-12-02 (Ray Data map_batches over the same task function,
-    one task per planned batch), so the change is measured side by side with the path that replaced it."""
-    import ray
-
-    from rayjobs.jobs.extract_worker import extract_batches
-
-    ray.data.DataContext.get_current().raise_original_map_exception = True
-    host = dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads, **extract._host_args(cfg, out, metas))
-    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        extract_batches, batch_size=1, num_cpus=extract._task_cpus(cfg.num_threads), fn_kwargs=host)
-    for rec in ds.iter_rows():
-        if rec.get("error"):
-            raise SystemExit(rec["error"])
-        yield rec
 
 
 def check_peers(args: argparse.Namespace, setup: Setup, root: Path) -> None:

@@ -5,7 +5,7 @@
 
 Side by side in one driver and one Ray, the same one batch of texts each time (a new run_dir each run, so
 nothing is reused from disk):
-  tasks   the extract stage as it is (Ray tasks; a worker keeps its last CPU model: rayjobs.jobs.extract_worker);
+  tasks   the extract stage as it is (Ray Data tasks; a worker keeps its last CPU model: rayjobs.jobs.extract_worker);
   actor   the same stage with the batches sent to a fresh Ray Data actor instead (the path before issue 19.2:
           every stage starts a new process that imports torch and transformers and loads the model);
   plain   the same batch through the plain HF loop in this process (bench_extract.run_hf): the work itself.
@@ -92,11 +92,11 @@ def _run(args: argparse.Namespace, root: Path) -> None:
 
     def stage(records) -> None:
         cfg = ExtractConfig(run_dir=str(root / f"run-{next(runs)}"), **base)
-        old, extract._task_records = extract._task_records, records
+        old, extract._ray_data_records = extract._ray_data_records, records
         try:
             runner.run("extract", cfg)
         finally:
-            extract._task_records = old
+            extract._ray_data_records = old
         shutil.rmtree(cfg.run_dir)
 
     def plain() -> None:
@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace, root: Path) -> None:
         run_hf(model, tok, corpus, args.layers, args.batch_size, out)
         shutil.rmtree(out)
 
-    tasks = extract._task_records
+    tasks = extract._ray_data_records
     stage(actor_records)  # warm-up: the MLflow store and Ray Data's first use in this driver, which no path reuses
     start = time.perf_counter()
     stage(tasks)

@@ -71,7 +71,7 @@ def run_chunked(args: argparse.Namespace, root: Path, setup: Any, fns: dict[str,
     for c in range(first, end):
         task = write_task(root / f"chunk{c}", chunks[c])
         jobs = {name: (lambda fn=fn: fn(chunks[c], task)) for name, fn in fns.items()}
-        if c < args.fixed_rounds:
+        if c - first < args.fixed_rounds:
             batch = chunks[c][: args.batch_size]
             one_task = write_task(root / f"one{c}", batch)
             jobs["asit 1 batch"] = lambda: fns["asit"](batch, one_task)
@@ -94,33 +94,35 @@ def _describe(args: argparse.Namespace, setup: Any) -> str:
 
 
 def report_file(path: Path) -> None:
-    """Print the chunked mode's tables from its JSONL (the last record wins where a chunk was run twice)."""
+    """Print the chunked mode's tables from its JSONL (the last record wins where a chunk was run twice). Each ratio
+    is over the chunks both contenders ran (its n says how many), each rate over the chunks that contender ran."""
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not recs:
         raise SystemExit(f"{path}: no records")
     by = {(r["chunk"], r["name"]): r for r in recs}
-    names = [n for n in ("asit", "asit before", *PEERS) if any(k[1] == n for k in by)]
-    chunks = sorted(c for c in {k[0] for k in by} if c >= 0 and all((c, n) in by for n in names))
-    if not chunks or "plain" not in names:
-        raise SystemExit(f"{path}: no chunk has every contender, plain included")
+    names = [n for n in ("asit", "asit tasks", "asit before", *PEERS) if any(k[1] == n and k[0] >= 0 for k in by)]
+    ran = {n: sorted(c for c, m in by if m == n and c >= 0 and (c, "plain") in by) for n in names}
+    if "plain" not in names:
+        raise SystemExit(f"{path}: the plain loop ran no chunk")
     loads = [x for r in recs for x in r["load"]]
-    print(f"\n{recs[-1]['what']}; {len(chunks)} chunks measured by all, order rotated per chunk")
+    print(f"\n{recs[-1]['what']}; chunks run: " + ", ".join(f"{n} {len(ran[n])}" for n in names)
+          + "; order rotated per chunk")
     print(f"Machine: {recs[-1]['machine']}; load average (1 min) over the run {min(loads):.1f}-{max(loads):.1f}; "
           f"Ray start-up {recs[-1]['ray_start']:.1f} s\n")
-    tokens = sum(by[(c, "plain")]["rows"] for c in chunks)
-    cols = [p for p in (*PEERS, "asit before") if p in names]
-    print(f"| path | tokens/s ({tokens} tokens) | total s | " + " | ".join(f"vs {p}: median per chunk [95% CI]"
-                                                                        for p in cols)
+    cols = [p for p in (*PEERS, "asit", "asit before") if p in names]
+    print("| path | tokens/s | tokens | total s | " + " | ".join(f"vs {p}: median per chunk [95% CI]" for p in cols)
           + " | CPU s per 1k tokens (all roles) | cores used: " + " / ".join(ROLES) + " |")
-    print("|---|---|---|" + "---|" * len(cols) + "---|---|")
+    print("|---|---|---|---|" + "---|" * len(cols) + "---|---|")
     for name in names:
-        total = sum(by[(c, name)]["s"] for c in chunks)
-        ratios = [spread([by[(c, p)]["s"] / by[(c, name)]["s"] for c in chunks]) for p in cols]
-        cpu = {role: sum(by[(c, name)]["cpu"][role] for c in chunks) for role in ROLES}
+        own = ran[name]
+        tokens, total = sum(by[(c, name)]["rows"] for c in own), sum(by[(c, name)]["s"] for c in own)
+        ratios = [spread([by[(c, p)]["s"] / by[(c, name)]["s"] for c in own if (c, p) in by]) if p != name else "1"
+                  for p in cols]
+        cpu = {role: sum(by[(c, name)]["cpu"][role] for c in own) for role in ROLES}
         cores = " / ".join(f"{cpu[role] / total:.2f}" for role in ROLES)
-        print(f"| {name} | {tokens / total:.0f} | {total:.1f} | " + " | ".join(ratios)
+        print(f"| {name} | {tokens / total:.0f} | {tokens} | {total:.1f} | " + " | ".join(ratios)
               + f" | {sum(cpu.values()) / tokens * 1000:.2f} | {cores} |")
-    _fixed_and_full(by, chunks, tokens)
+    _fixed_and_full(by, ran.get("asit", []), sum(by[(c, "plain")]["rows"] for c in ran.get("asit", [])))
 
 
 def _fixed_and_full(by: dict[tuple[int, str], dict[str, Any]], chunks: list[int], tokens: int) -> None:

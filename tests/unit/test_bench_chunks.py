@@ -40,4 +40,4 @@ def test_report_ratios_are_per_chunk(tmp_path, capsys):
     rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and not line.startswith("| path")}
     assert rows["asit"][2].strip() == f"{200 / 45:.0f}"  # tokens/s over the chunks
-    assert rows["asit"][4].strip() == "1.25 [0.50, 2.00] (range, n=2)"  # median of 10/5 and 20/40
+    assert rows["asit"][5].strip() == "1.25 [0.50, 2.00] (range, n=2)"  # median of 10/5 and 20/40
