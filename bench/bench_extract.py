@@ -5,6 +5,8 @@
     python bench/bench_extract.py --d 1024 --n-layers 8 --layers 3 5 --texts 4096 --repeat 5 --dtype bfloat16
     python bench/bench_extract.py --model ~/.cache/asit/models/smollm2-135m-instruct --layers 15 --nnsight
                                                   # a real checkpoint (asit models import), nnsight beside
+    python bench/bench_extract.py --model DIR --layers 15 --texts 2000 --chunks 10 --nnsight --tasks --full
+                                                  # chunked: contenders alternate per chunk (extract_chunks.py)
 
 All three run the same randomly initialised Llama (saved with a byte-level BPE tokenizer to a temp dir),
 the same texts in the same batches of the same size, dtype and torch thread count:
@@ -184,7 +186,8 @@ def main() -> None:
     chunked.add_argument("--full", action="store_true",
                          help="also one asit stage of all the texts (end to end, its fixed cost once)")
     chunked.add_argument("--fixed-rounds", type=int, default=3,
-                         help="on the first K chunks of this run also time a 1-batch asit stage and 1-batch plain loop (fixed cost)")
+                         help="on the first K chunks of this run also time a 1-batch asit stage and a 1-batch plain "
+                              "loop (fixed cost)")
     chunked.add_argument("--report", type=Path, default=None, help="only print the tables of a --results file")
     args = parser.parse_args()
     if args.report:
