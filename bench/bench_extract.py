@@ -5,6 +5,8 @@
     python bench/bench_extract.py --d 1024 --n-layers 8 --layers 3 5 --texts 4096 --repeat 5 --dtype bfloat16
     python bench/bench_extract.py --model ~/.cache/asit/models/smollm2-135m-instruct --layers 15 --nnsight
                                                   # a real checkpoint (asit models import), nnsight beside
+    python bench/bench_extract.py --model DIR --layers 15 --texts 2000 --chunks 10 --nnsight --tasks --full
+                                                  # chunked: contenders alternate per chunk (extract_chunks.py)
 
 All three run the same randomly initialised Llama (saved with a byte-level BPE tokenizer to a temp dir),
 the same texts in the same batches of the same size, dtype and torch thread count:
@@ -30,6 +32,7 @@ TransformerBridge over the same checkpoint, run_with_cache(stop_at_layer=...), t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -37,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,9 +170,31 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="a local save_pretrained checkpoint instead of the random Llama")
     parser.add_argument("--nnsight", action="store_true", help="add nnsight (pip install nnsight) as a contender")
+    parser.add_argument("--skip-bare", action="store_true", help="leave the bare forward out (chunked mode)")
+    parser.add_argument("--tasks", action="store_true",
+                        help="add 'asit tasks': the extract stage with plain Ray tasks in place of Ray Data (extract_tasks.py)")
     parser.add_argument("--transformer-lens", action="store_true",
                         help="add TransformerLens 4 (pip install transformer-lens, in a throwaway venv) as a contender")
+    chunked = parser.add_argument_group("chunked mode (fair under drift: the contenders alternate in short rounds)")
+    chunked.add_argument("--chunks", type=int, default=0,
+                         help="cut the texts into this many chunks of whole batches; run every contender on each chunk in "
+                              "turn, rotating the order per chunk; report per-chunk ratios (median, 95%% CI) and CPU use")
+    chunked.add_argument("--chunk-range", type=int, nargs=2, default=None, metavar=("FIRST", "END"),
+                         help="run only chunks FIRST..END-1 (split a long run across turns; --results collects them)")
+    chunked.add_argument("--results", type=Path, default=None,
+                         help="append each timing to this JSONL file (default: a new file in the temp dir)")
+    chunked.add_argument("--full", action="store_true",
+                         help="also one asit stage of all the texts (end to end, its fixed cost once)")
+    chunked.add_argument("--fixed-rounds", type=int, default=3,
+                         help="on the first K chunks of this run also time a 1-batch asit stage and a 1-batch plain "
+                              "loop (fixed cost)")
+    chunked.add_argument("--report", type=Path, default=None, help="only print the tables of a --results file")
     args = parser.parse_args()
+    if args.report:
+        from extract_chunks import report_file
+
+        report_file(args.report)
+        return
     if args.small:
         args.d, args.n_layers, args.layers, args.texts, args.repeat = 512, 4, [1, 2], 512, 2
     torch.set_num_threads(args.threads)
@@ -180,7 +206,9 @@ def main() -> None:
 
 
 def write_task(root: Path, corpus: list[str]) -> Path:
-    """The texts as a task file (JSONL, one |dev| example each), so `asit extract` reads exactly them."""
+    """The texts as a task file (JSONL, one |dev| example each) in directory `root`, so `asit extract` reads exactly
+    them."""
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "texts.jsonl"
     with path.open("w") as f:
         for i, text in enumerate(corpus):
@@ -190,65 +218,24 @@ def write_task(root: Path, corpus: list[str]) -> Path:
 
 
 def _run(args: argparse.Namespace, root: Path) -> None:
-    import ray
+    setup = Setup.make(args, root)
+    fns = contenders(args, root, setup)
+    if args.chunks:
+        from extract_chunks import run_chunked
 
-    corpus = texts(args.texts, args.words)
-    task = write_task(root, corpus)
-    path = args.model.expanduser().resolve() if args.model else build_llama(root / "model", tokenizer(corpus), args.d,
-                                                                              args.n_layers)
-    base = dict(model={"path": str(path), "dtype": args.dtype}, name="bench", layers=args.layers,
-                task={"path": str(task)}, split="all", n_examples=None, batch_size=args.batch_size, max_length=2048,
-                num_threads=args.threads, ray={"num_cpus": 2})
-    texts_in_order = [t["text"] for t in extract._texts(ExtractConfig(run_dir=str(root / "probe"), **base))]
-    assert texts_in_order == corpus, "the task file does not round-trip the texts"
-    model = load_model(str(path), dtype=args.dtype)
-    tok = load_tokenizer(str(path))
-    params = sum(p.numel() for p in model.parameters())
-
-    start = time.perf_counter()
-    init_ray(ExtractConfig(run_dir=str(root / "probe"), **base).ray)
-    ray_start = time.perf_counter() - start
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    runs = iter(range(10**6))
+        run_chunked(args, root, setup, fns)
+        return
+    task = write_task(root / "all", setup.corpus)
+    one_batch = setup.corpus[: args.batch_size]
+    one_task = write_task(root / "one", one_batch)
     rows: dict[str, int] = {}
 
-    def asit(n: int | None, key: str) -> None:
-        cfg = ExtractConfig(run_dir=str(root / f"asit-{next(runs)}"), **{**base, "n_examples": n})
-        result = runner.run("extract", cfg)
-        shutil.rmtree(cfg.run_dir)
-        rows[key] = result["layers"][f"layers.{max(args.layers)}.resid_post"]["rows"]
+    def job(name: str, fn: str, subset: list[str], path: Path) -> Callable[[], None]:
+        return lambda: rows.__setitem__(name, fns[fn](subset, path))
 
-    def hf(subset: list[str], keep: bool, key: str) -> None:
-        out = Path(tempfile.mkdtemp(dir=root)) if keep else None
-        rows[key] = run_hf(model, tok, subset, args.layers, args.batch_size, out)
-        if out is not None:
-            shutil.rmtree(out)
-
-    bridge = _bridge(path, tok, args.dtype) if args.transformer_lens else None
-
-    def tl(subset: list[str], key: str) -> None:
-        out = Path(tempfile.mkdtemp(dir=root))
-        rows[key] = run_transformer_lens(bridge, tok, subset, args.layers, args.batch_size, out)
-        shutil.rmtree(out)
-
-    def nn(subset: list[str], key: str) -> None:
-        out = Path(tempfile.mkdtemp(dir=root))
-        rows[key] = run_nnsight(model, tok, subset, args.layers, args.batch_size, out)
-        shutil.rmtree(out)
-
-    one_batch = corpus[: args.batch_size]
-    jobs = {
-        "bare": lambda: hf(corpus, False, "bare"),
-        "plain": lambda: hf(corpus, True, "plain"),
-        "asit": lambda: asit(None, "asit"),
-        "asit 1 batch": lambda: asit(args.batch_size, "asit 1 batch"),
-        "plain 1 batch": lambda: hf(one_batch, True, "plain 1 batch"),
-    }
-    if args.nnsight:
-        jobs["nnsight"] = lambda: nn(corpus, "nnsight")
-    if bridge is not None:
-        jobs["TransformerLens"] = lambda: tl(corpus, "TransformerLens")
+    jobs = {name: job(name, name, setup.corpus, task) for name in fns}
+    jobs["asit 1 batch"] = job("asit 1 batch", "asit", one_batch, one_task)
+    jobs["plain 1 batch"] = job("plain 1 batch", "plain", one_batch, one_task)
     start = time.perf_counter()
     jobs["asit 1 batch"]()  # warm-up: MLflow store, Ray workers (their imports and the model), page cache
     cold = time.perf_counter() - start
@@ -256,11 +243,101 @@ def _run(args: argparse.Namespace, root: Path) -> None:
     for key in ("asit", "nnsight", "TransformerLens"):
         if key in rows and rows[key] != rows["plain"]:
             raise SystemExit(f"{key} stored {rows[key]} rows, the plain loop {rows['plain']}: not the same work")
+    check_peers(args, setup, root)
+    report(args, setup.params, setup.ray_start, cold, seconds, rows["plain"], _describe(args, setup.model))
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every contender shares: the texts, the checkpoint, the model and tokenizer in the driver, the stage's
+    config fields, and Ray (started here, its start-up timed)."""
+
+    corpus: list[str]
+    path: Path
+    model: Any
+    tok: Any
+    base: dict[str, Any]
+    ray_start: float
+    params: int
+    bridge: Any = None  # TransformerLens's TransformerBridge over the same checkpoint, with --transformer-lens
+
+    @classmethod
+    def make(cls, args: argparse.Namespace, root: Path) -> Setup:
+        import ray
+
+        corpus = texts(args.texts, args.words)
+        path = args.model.expanduser().resolve() if args.model else build_llama(root / "model", tokenizer(corpus),
+                                                                                  args.d, args.n_layers)
+        base = dict(model={"path": str(path), "dtype": args.dtype}, name="bench", layers=args.layers,
+                    task={"path": str(write_task(root / "probe", corpus))}, split="all", n_examples=None,
+                    batch_size=args.batch_size, max_length=2048, num_threads=args.threads, ray={"num_cpus": 2})
+        texts_in_order = [t["text"] for t in extract._texts(ExtractConfig(run_dir=str(root / "probe"), **base))]
+        assert texts_in_order == corpus, "the task file does not round-trip the texts"
+        model = load_model(str(path), dtype=args.dtype)
+        start = time.perf_counter()
+        init_ray(ExtractConfig(run_dir=str(root / "probe"), **base).ray)
+        ray_start = time.perf_counter() - start
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        tok = load_tokenizer(str(path))
+        bridge = _bridge(path, tok, args.dtype) if args.transformer_lens else None
+        return cls(corpus, path, model, tok, base, ray_start, sum(p.numel() for p in model.parameters()), bridge)
+
+
+Contender = Callable[[list[str], Path], int]  # (texts, their task file) -> rows stored at the deepest layer
+
+
+def contenders(args: argparse.Namespace, root: Path, setup: Setup) -> dict[str, Contender]:
+    """bare, plain, asit, and nnsight / TransformerLens when asked: each runs the texts it is given, returns rows."""
+    runs = iter(range(10**6))
+    model, tok, layers, bs = setup.model, setup.tok, args.layers, args.batch_size
+
+    def asit(_subset: list[str], task: Path) -> int:
+        cfg = ExtractConfig(run_dir=str(root / f"asit-{next(runs)}"), **{**setup.base, "task": {"path": str(task)}})
+        result = runner.run("extract", cfg)
+        shutil.rmtree(cfg.run_dir)
+        return result["layers"][f"layers.{max(layers)}.resid_post"]["rows"]
+
+    def keeping(fn: Callable[[Path], int]) -> int:
+        out = Path(tempfile.mkdtemp(dir=root))
+        try:
+            return fn(out)
+        finally:
+            shutil.rmtree(out)
+
+    def asit_tasks(subset: list[str], task: Path) -> int:
+        from extract_tasks import task_records
+
+        saved, extract._ray_data_records = extract._ray_data_records, task_records
+        try:
+            return asit(subset, task)
+        finally:
+            extract._ray_data_records = saved
+
+    fns: dict[str, Contender] = {
+        "bare": lambda subset, _task: run_hf(model, tok, subset, layers, bs, None),
+        "plain": lambda subset, _task: keeping(lambda out: run_hf(model, tok, subset, layers, bs, out)),
+        "asit": asit,
+    }
+    if args.tasks:
+        fns["asit tasks"] = asit_tasks
+    if args.skip_bare:
+        del fns["bare"]
     if args.nnsight:
-        _same_captures(model, tok, corpus[: args.batch_size], args.layers, root)
-    if bridge is not None:
-        _same_as_plain(model, tok, corpus[: args.batch_size], args.layers, root, bridge)
-    report(args, params, ray_start, cold, seconds, rows["plain"], _describe(args, model))
+        fns["nnsight"] = lambda subset, _task: keeping(lambda out: run_nnsight(model, tok, subset, layers, bs, out))
+    if args.transformer_lens:
+        fns["TransformerLens"] = lambda subset, _task: keeping(
+            lambda out: run_transformer_lens(setup.bridge, tok, subset, layers, bs, out))
+    return fns
+
+
+def check_peers(args: argparse.Namespace, setup: Setup, root: Path) -> None:
+    """The peers must store the plain loop's numbers (nnsight bitwise, TransformerLens to rounding)."""
+    batch = setup.corpus[: args.batch_size]
+    if args.nnsight:
+        _same_captures(setup.model, setup.tok, batch, args.layers, root)
+    if args.transformer_lens:
+        _same_as_plain(setup.model, setup.tok, batch, args.layers, root, setup.bridge)
 
 
 def _bridge(path: Path, tok, dtype: str):

@@ -151,8 +151,11 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True, **quiet_ray_init())
     else:
+        # worker_niceness 0: Ray's default (15) runs every task and actor at nice +15 below the driver, and here the
+        # workers do all the work: under any other load a stage's forward got ~2.4x less CPU than the same forward
+        # in a plain script (bench/bench_extract.py --chunks, "cores used"). The workers now run at the driver's.
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True,
-                 **quiet_ray_init())
+                 _system_config={"worker_niceness": 0}, **quiet_ray_init())
     quiet_ray()
 
 
