@@ -167,18 +167,18 @@ def aligned_scores(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: 
 
 def score_own_completions(source: nn.Module, target: nn.Module, src_tok: Any, tgt_tok: Any, sites: tuple[Site, Site],
                           mappers: dict[str, Mapper], prompts: Sequence[str], max_new_tokens: int,
-                          batch_size: int, templates: tuple[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """The target's own greedy completions of `prompts` (in its template, templates[1]; None: both read the raw
-    texts), then aligned_scores on prompt + completion, each model reading them in its own template: the texts a
-    replaced target is judged on are the ones the unmodified target would have produced."""
+                          batch_size: int, templates: tuple[str, str]) -> dict[str, dict[str, Any]]:
+    """The target's own greedy completions of `prompts` (in its template, templates[1]), then aligned_scores on
+    prompt + completion, each model reading them in its own template (a bare "{prompt}" reads the raw text): the
+    texts a replaced target is judged on are the ones the unmodified target would have produced."""
     from rayjobs.interventions import generate
     from rayjobs.models.prompt_template import templated
 
-    asked = list(prompts) if templates is None else templated(prompts, templates[1])
+    asked = templated(prompts, templates[1])
     own = [c for i in range(0, len(prompts), batch_size)
            for c in generate(target, tgt_tok, asked[i : i + batch_size], max_new_tokens=max_new_tokens)]
-    texts = Texts.plain([p + c for p, c in zip(prompts, own)]) if templates is None else Texts.templated(prompts, own, templates)
-    return aligned_scores(source, target, src_tok, tgt_tok, sites, mappers, texts, batch_size)
+    return aligned_scores(source, target, src_tok, tgt_tok, sites, mappers, Texts.templated(prompts, own, templates),
+                          batch_size)
 
 
 def aligned_result(scores: dict[str, dict[str, Any]], sites: tuple[str, str], n_prompts: dict[str, int]) -> dict[str, Any]:
