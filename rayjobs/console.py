@@ -84,9 +84,12 @@ def configure(is_verbose: bool, stream: TextIO | None = None) -> None:
 # Warnings that are news to nobody: Ray's "token authentication is enabled" at every local start, its note that
 # `asit submit`'s excludes are now its defaults, DeepSpeed's
 # "Setting accelerator to CPU" when transformers imports it on a CPU machine (DeepSpeed sets its logger's level
-# itself on import, so a filter, which survives that, keeps it at ERROR).
+# itself on import, so a filter, which survives that, keeps it at ERROR), and Ray Train's placement-group safety net
+# (see QUIET_THREADS), which in a local Ray without a dashboard warns "Failed to query Ray Train Controller actor
+# state" every second of an `asit sft` run.
 ERRORS_ONLY = ("ray._private.authentication", "DeepSpeed",
-               "ray._private.runtime_env.working_dir")  # ".git / .venv are now ignored by default" at each submit
+               "ray._private.runtime_env.working_dir",  # ".git / .venv are now ignored by default" at each submit
+               "ray.train.v2._internal.execution.controller.placement_group_cleaner")
 
 
 def _errors_only(record: logging.LogRecord) -> bool:

@@ -163,7 +163,8 @@ def test_the_last_failed_attempt_announces_no_retry() -> None:
     assert said == []
 
 
-def test_deepspeed_and_ray_auth_warnings_stay_out_even_after_the_library_resets_its_level(clean_env) -> None:
+def test_deepspeed_ray_auth_and_ray_train_cleaner_warnings_stay_out_even_after_the_library_resets_its_level(
+        clean_env) -> None:
     console.configure(False, io.StringIO())
     seen = []
     handler = logging.Handler()
@@ -174,10 +175,14 @@ def test_deepspeed_and_ray_auth_warnings_stay_out_even_after_the_library_resets_
         logger.setLevel(logging.WARNING)  # what DeepSpeed does on import
         logger.warning("Setting accelerator to CPU.")
         logging.getLogger("ray._private.authentication.authentication_token_setup").warning("Token auth enabled")
+        cleaner = logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner")
+        cleaner.addHandler(handler)
+        cleaner.warning("Failed to query Ray Train Controller actor state. State API may be temporarily unavailable.")
         logger.error("a real error")
     finally:
         logger.removeHandler(handler)
         logger.removeFilter(console._errors_only)
+        cleaner.removeHandler(handler)
     assert [r.getMessage() for r in seen] == ["a real error"]
 
 
