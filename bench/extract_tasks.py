@@ -19,6 +19,7 @@ import ray
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs import extract
+from rayjobs.jobs.common import task_cpus
 from rayjobs.jobs.extract_worker import extract_batches
 
 
@@ -32,7 +33,7 @@ def task_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]], meta
     """In place of extract._ray_data_records (CPU models): one task per planned batch, two per slot in flight."""
     host = ray.put(dict(ref=cfg.model.model_dump(mode="json"), num_threads=cfg.num_threads,
                         **extract._host_args(cfg, out, metas)))
-    cpus = extract._task_cpus(cfg.num_threads)
+    cpus = task_cpus(cfg.num_threads)
     task = ray.remote(extract_one).options(num_cpus=cpus, max_retries=cfg.max_retries)
     window = 2 * max(int(ray.cluster_resources().get("CPU", 1) // cpus), 1)
     batches = iter(todo)

@@ -285,6 +285,10 @@ class OrganismsParams(Strict):
     source: OrganismSpec = Field(default_factory=source_spec, description="small source model A")
     target: OrganismSpec = Field(default_factory=target_spec, description="larger target model B")
     vocab_size: int = Field(512, ge=64, le=65536, description="tokenizer vocabulary (shared by both)")
+    threads_each: int | None = Field(
+        None, ge=1, le=256, description="torch threads per organism; each organism's task reserves as many Ray CPUs, "
+        "so with 2 on 2 CPUs source and target train one after the other on both cores, with 1 side by side on one "
+        "core each; null = the job's num_threads")
 
 
 class OrganismsConfig(JobBase, OrganismsParams):

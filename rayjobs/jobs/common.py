@@ -31,6 +31,15 @@ def _milestones(items: Iterable[T], description: str, total: int) -> Iterable[T]
         lines.update()
 
 
+def task_cpus(num_threads: int) -> float:
+    """The CPUs a task reserves: its torch threads (so tasks at once never use more threads than Ray has CPUs;
+    oversubscribed cores thrash: two organisms on 2 threads each over 2 cores trained far slower than on 1 each),
+    capped at the cluster's CPUs, or the task could never be scheduled."""
+    import ray
+
+    return float(min(num_threads, max(ray.cluster_resources().get("CPU", 1), 1)))
+
+
 class TaskBar:
     """Progress of a loop inside a Ray task, shown by the driver: a live bar (Ray's tqdm_ray) when the driver
     writes to a terminal, else plain lines at 0/25/50/75/100% (Ray forwards a task's prints with its name)."""

@@ -19,7 +19,7 @@ from rayjobs.activations import ActivationMeta
 from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan, plan_batches, texts
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
-from rayjobs.jobs.common import progress
+from rayjobs.jobs.common import progress, task_cpus
 from rayjobs.jobs.extract_worker import extract_batches
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
@@ -94,7 +94,7 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
         if cfg.model.device == "cpu":
             # Tasks: their worker processes, and the model each keeps, outlive the stage (extract_worker).
-            ds = items.map_batches(extract_batches, batch_size=1, num_cpus=_task_cpus(cfg.num_threads),
+            ds = items.map_batches(extract_batches, batch_size=1, num_cpus=task_cpus(cfg.num_threads),
                                    max_retries=cfg.max_retries, fn_kwargs=host)
         else:
             # On a GPU, one actor for the stage (it frees the GPU at the end), two calls at once: one batch's shards
@@ -108,13 +108,6 @@ def _ray_data_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],
         if rec.get("error"):  # a worker's UserError, sent back as a value (extract_batches, ExtractHost.__call__)
             raise UserError(rec["error"])
         yield rec
-
-
-def _task_cpus(num_threads: int) -> float:
-    """The CPUs a batch task reserves: its torch threads (so tasks at once never use more threads than Ray has CPUs;
-    num_threads 1 runs two batches at a time on two CPUs, one written while the other runs its forward), capped
-    at the cluster's CPUs, or the task could never be scheduled."""
-    return float(min(num_threads, max(ray.cluster_resources().get("CPU", 1), 1)))
 
 
 def _tp_records(cfg: ExtractConfig, out: Path, todo: list[dict[str, Any]],

@@ -4,7 +4,7 @@ It runs as Ray tasks, not in an actor, because Ray reuses a task's worker proces
 fresh actor is a fresh process that imports torch and transformers and loads the model again (5-9 s here,
 the bulk of a small stage's fixed cost). A task worker keeps its imports and, in `_WARM`, the last model it
 loaded, so the next extraction of the same model in the same Ray (the next stage of a pipeline, a rerun, a
-benchmark round) starts at once. Each task reserves its torch threads as CPUs (extract._task_cpus); with one
+benchmark round) starts at once. Each task reserves its torch threads as CPUs (jobs.common.task_cpus); with one
 thread, two run at a time on two CPUs, one batch's shards written while another batch's forward runs.
 GPU models go to an ExtractHost actor instead (rayjobs.jobs.hosts), which frees the GPU when the stage ends.
 """

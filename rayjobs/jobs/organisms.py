@@ -1,6 +1,5 @@
-"""organisms: task data -> shared tokenizer -> source and target organisms trained side by side as Ray tasks.
-
-`train` is the one organism-training task; the refusal and switch stages train their organisms with it too."""
+"""organisms: task data -> shared tokenizer -> source and target organisms as Ray tasks (OrganismsParams.threads_each);
+`train` is the one organism-training task, which the refusal and switch stages use too."""
 
 from __future__ import annotations
 
@@ -11,9 +10,10 @@ from typing import Any
 import ray
 
 from rayjobs.config import OrganismSpec, OrganismsConfig
-from rayjobs.jobs.common import TaskBar
+from rayjobs.jobs.common import TaskBar, task_cpus
 from rayjobs.organisms.card import track_cards
 from rayjobs.organisms.curve import LossCurve, log_curve, recording
+from rayjobs.organisms.tokenizer import tokenizer_for
 from rayjobs.organisms.train import seeded
 from rayjobs.stages import load
 from rayjobs.tasks import examples_for
@@ -30,7 +30,7 @@ def train(trainer: str, spec: dict[str, Any], rows: list[dict], tokenizer_dir: s
           **options: Any) -> dict[str, Any]:
     """The one organism-training task: TRAINERS[trainer] on one spec, with its progress shown by the driver.
     A retry with another seed is said out loud (which organism, why, the new seed), restarts the bar and starts a new
-    series of the loss curve. Returns {"card", "losses"}; `trained` logs the curve in the driver's stage run."""
+    series of the loss curve. Returns {"card", "losses", "cpus" (Ray's reservation)}; the driver logs the curve."""
     from transformers import AutoTokenizer
 
     spec_obj, fn = OrganismSpec(**spec), load(TRAINERS[trainer])
@@ -47,7 +47,8 @@ def train(trainer: str, spec: dict[str, Any], rows: list[dict], tokenizer_dir: s
     with recording(losses):
         card = fn(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir, on_step=bar.update, **options)
     bar.close()
-    return {"card": card.model_dump(mode="json") if hasattr(card, "model_dump") else card, "losses": losses.report()}
+    return {"card": card.model_dump(mode="json") if hasattr(card, "model_dump") else card, "losses": losses.report(),
+            "cpus": ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)}
 
 
 def trained(ref: ray.ObjectRef) -> Any:
@@ -55,22 +56,21 @@ def trained(ref: ray.ObjectRef) -> Any:
     return log_curve(ray.get(ref))["card"]
 
 
-def train_pair(trainer: str, specs: dict[str, dict[str, Any]], rows: list[dict], out: Path,
-               **options: Any) -> dict[str, dict[str, Any]]:
-    """Both organisms of a pair at once, one task (one CPU) each, tokenizer in out/tokenizer: {name: {"path", "card"}}."""
-    refs = {name: train.options(name=f"train {name}").remote(trainer, spec, rows, str(out / "tokenizer"), str(out / name),
-                                                               **options) for name, spec in specs.items()}
-    return {name: {"path": str(out / name), "card": trained(ref)} for name, ref in refs.items()}
+def train_pair(trainer: str, specs: dict[str, dict[str, Any]], rows: list[dict], out: Path, **options: Any) -> dict[str, Any]:
+    """Both organisms (tokenizer in out/tokenizer), a task reserving its threads as CPUs: {name: {"path", "card", "cpus"}}."""
+    refs = {name: train.options(name=f"train {name}", num_cpus=task_cpus(spec["num_threads"])).remote(
+                trainer, spec, rows, str(out / "tokenizer"), str(out / name), **options) for name, spec in specs.items()}
+    done = {name: log_curve(ray.get(ref)) for name, ref in refs.items()}
+    return {name: {"path": str(out / name), "card": r["card"], "cpus": r["cpus"]} for name, r in done.items()}
 
 
 def compute(cfg: OrganismsConfig, out: Path) -> dict[str, Any]:
-    """A shared tokenizer, then both organisms trained at once with their cards."""
-    from rayjobs.organisms.tokenizer import tokenizer_for
-
+    """A shared tokenizer, then both organisms with their cards."""
     examples = examples_for(cfg.task, cfg.seed)
     train_rows = [e for e in examples if e["split"] == "train"]
     tokenizer_for(train_rows, cfg.vocab_size, cfg.task.name).save_pretrained(out / "tokenizer")
-    specs = {name: seeded(spec, cfg.seed, cfg.num_threads) for name, spec in (("source", cfg.source), ("target", cfg.target))}
+    threads = cfg.threads_each or cfg.num_threads
+    specs = {name: seeded(spec, cfg.seed, threads) for name, spec in (("source", cfg.source), ("target", cfg.target))}
     result = train_pair("organism", specs, examples, out, task=cfg.task.name)
     track_cards(result, out)
     return result

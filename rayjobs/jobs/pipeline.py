@@ -23,7 +23,7 @@ def _common(cfg: PipelineConfig, with_task: bool = True) -> dict[str, Any]:
 def _models(cfg: PipelineConfig, lines: StageLines) -> tuple[ModelPair, dict[str, Any] | None]:
     if cfg.models is not None:
         return cfg.models, None
-    with lines.stage("organisms (source and target, trained side by side)"):
+    with lines.stage("organisms (source and target)"):
         result = run_stage("organisms", OrganismsConfig(**_common(cfg), **cfg.organisms.model_dump()))
     pair = ModelPair(source=ModelRef(path=result["source"]["path"]), target=ModelRef(path=result["target"]["path"]))
     return pair, {name: r["card"] for name, r in result.items()}

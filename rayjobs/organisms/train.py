@@ -271,6 +271,7 @@ def _rank(spec: OrganismSpec, m: dict) -> tuple:
 
 def seeded(spec: OrganismSpec, seed: int, threads: int) -> dict[str, Any]:
     """The spec as a job trains it: the job seed moves every organism to a new init and batch order (retries add
-    1000 per attempt inside). Threads come from the job: both organisms train at once on one CPU each, and more
-    threads than cores made OpenMP thrash (measured: 1 thread each progressed far faster than 2 on 2 cores)."""
+    1000 per attempt inside). Threads come from the job, and its task reserves as many Ray CPUs (more threads than
+    cores made OpenMP thrash: 2 each on 2 cores progressed far slower than 1 each). The floats depend on the
+    thread count (a different reduction order), so the card records it."""
     return {**spec.model_dump(), "seed": spec.seed + 100 * seed, "num_threads": threads}

@@ -143,7 +143,7 @@ def test_mlflow_has_one_parent_and_a_child_per_stage(tiny_run):
 def test_a_log_gets_stage_lines_and_none_of_the_libraries_chatter(tiny_run):
     out = tiny_run[2].stdout + tiny_run[2].stderr  # a pipe, as in CI or `| tee`
     stages = [line for line in tiny_run[2].stderr.splitlines() if line.startswith("stage ")]
-    assert stages[0] == "stage 1/7: organisms (source and target, trained side by side)"
+    assert stages[0] == "stage 1/7: organisms (source and target)"
     assert stages[-2].startswith("stage 7/7: transfer (layers ") and stages[-1].startswith("stage 7/7: transfer done in ")
     assert max(len(line) for line in stages) <= 80  # one line each on an 80-column terminal
     assert "\x1b" not in out and "\r" not in out  # no colour or cursor codes, no redrawn bars
