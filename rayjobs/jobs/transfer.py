@@ -11,6 +11,7 @@ correct / hallucination) also get `outcomes[method][alpha]`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     require_finite(flat_vectors(methods), "transfer: steering vectors",
                    "a mapper or a model produced NaN/Inf; refit the mapper (asit fit) or check the models")
     site = parse_site(f"layers.{cfg.target_layer}.resid_post")
+    started = time.perf_counter()  # the generate calls' wall, against the stage's (issue 19.5: <= 1.1x)
     none = ray.get(tgt.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name))
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
     outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
@@ -99,9 +101,13 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
         table[method.name] = {a: success_rate(g.texts, task.has_backdoor) for a, g in done_refs.items()}
         outcomes[method.name] = {a: task.outcome_rates(g.texts, examples) for a, g in done_refs.items()}
         scored[method.name] = {a: clean.categories(task, g.texts, examples, g.finite) for a, g in done_refs.items()}
+    generating = time.perf_counter() - started
     close_host(src), close_host(tgt)
     natives = {m.name: m.native().name for m in methods if m.source == "mapped"}
     result = transfer_summary(table, cosines(methods), len(held_out), scored, natives)
+    # from the unsteered call's start to the last steered one's end: the target host generates the whole time,
+    # except while the driver scores a finished method (milliseconds)
+    result["generate_seconds"] = round(generating, 2)
     if task.outcome is not None:
         goal = task.goal_outcome or task.outcomes[0]
         result["outcomes"], result["best_outcome"] = outcomes, best_outcomes(outcomes, goal)
@@ -114,6 +120,7 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
                                        out, "transfer_clean.png")
     log_alpha_curves(result, cfg.alphas)
     tracking.log_metrics(naming.metrics(result))  # the names summary.json's figures get in the parent too
+    tracking.log_metrics({"generate_seconds": result["generate_seconds"]})
     tracking.log_dict(result, "transfer.json")
     return result
 
