@@ -30,6 +30,20 @@ def test_random_has_the_first_mapped_norm_and_single_and_multi_parts() -> None:
                                                                  "random-multi") for layer in (1, 3)}
 
 
+def test_random_takes_the_autoencoders_norm_whatever_order_the_mappers_come_in() -> None:
+    """A cached fit stage lists its mappers by name (affine first), a fresh one in fit.kinds order (autoencoder first):
+    the random baseline must be the same vector either way."""
+    native, ae, affine = Method("native"), Method("mapped", mapper="autoencoder"), Method("mapped", mapper="affine")
+    vectors = {native: torch.ones(2, 4), ae: torch.full((2, 4), 3.0), affine: torch.full((2, 4), 2.0)}
+    fresh = with_random(vectors, seed=0)
+    cached = with_random({native: vectors[native], affine: vectors[affine], ae: vectors[ae]}, seed=0)
+    assert torch.equal(fresh[Method("random")], cached[Method("random")])
+    assert torch.allclose(fresh[Method("random")].norm(dim=-1), vectors[ae].norm(dim=-1))
+    without = with_random({native: vectors[native], Method("mapped", mapper="b"): torch.ones(4),
+                           Method("mapped", mapper="a"): torch.full((4,), 5.0)}, seed=0)
+    assert torch.isclose(without[Method("random")].norm(), torch.tensor(10.0))  # "a" before "b" by name
+
+
 def test_cosines_compare_with_the_native_of_the_same_kind_and_layers() -> None:
     native, mapped = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
     steering = {Method("native"): [Part(1, native, "trigger")], Method("mapped", mapper="a"): [Part(1, mapped, "trigger")],
