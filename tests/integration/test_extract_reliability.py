@@ -238,3 +238,26 @@ def test_cli_passes_repair_to_the_extract_job(tmp_path: Path, monkeypatch: pytes
         proc = CliRunner().invoke(app, ["extract", str(config), *args])
         assert proc.exit_code == 0, proc.output
         assert seen.pop("repair") is want
+
+
+def test_tasks_of_several_batches_write_what_one_batch_per_task_writes(
+        faults: Path, model_dir: str, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """12 batches on 2 one-thread slots: 3 planned batches per Ray Data task (extract.batches_per_task); the shards,
+    their rows and bytes are those of one batch per task."""
+    assert extract.batches_per_task(12, 2) == 3
+    results = {}
+    for per_task_cap in (extract.MAX_BATCHES_PER_TASK, 1):
+        monkeypatch.setattr(extract, "MAX_BATCHES_PER_TASK", per_task_cap)
+        cfg = make_cfg(model_dir, work / f"grouped-{per_task_cap}", work).model_copy(update={"batch_size": 2})
+        results[per_task_cap] = runner.run("extract", cfg)
+        assert results[per_task_cap]["batches"]["computed"] == 12
+    grouped, single = results.values()
+    assert manifests(grouped) == manifests(single)  # every shard's name, rows and sha256
+    for site in grouped["layers"]:
+        acts = read_activations(grouped["layers"][site]["dir"], verify_sha256=True)
+        assert len(set(zip(acts.example_id.tolist(), acts.position.tolist()))) == len(acts)
+
+
+def test_batches_per_task_keeps_two_tasks_per_slot() -> None:
+    assert [extract.batches_per_task(n, 2) for n in (1, 3, 4, 8, 12, 16, 63, 1000)] == [1, 1, 1, 2, 3, 4, 4, 4]
+    assert extract.batches_per_task(63, 1) == 4 and extract.batches_per_task(5, 1) == 2 and extract.batches_per_task(0, 1) == 1
