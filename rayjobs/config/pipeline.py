@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rayjobs.config.organism import OrganismSpec, source_spec, target_spec
 
@@ -176,6 +176,9 @@ class MapperParams(Strict):
                                    "(1.4826 x MAD) of its side's norms; null = position 0 only")
     standardize: bool = Field(True, description="per-dimension standardisation of inputs and targets inside the "
                               "mapper (saved with it; callers see raw activations)")
+    solver: Literal["adamw", "lstsq"] = Field(
+        "adamw", description="adamw = epochs of minibatch AdamW; lstsq = the affine mapper's exact least-squares fit in "
+        "one pass (affine only: kinds [affine]; lr, epochs, batch_size unused)")
 
 
 class SteerParams(Strict):
@@ -219,6 +222,13 @@ class FitParams(MapperParams):
                                               "alias = the run_dir's name); off: smoke runs never become a version")
     positional_baseline: bool = Field(True, description="with offset pairing (different tokenizers), also fit on "
                                       "positional pairs, the paper's baseline, and report its val metrics beside")
+
+    @model_validator(mode="after")
+    def _lstsq_fits_affine_only(self) -> "FitParams":
+        if self.solver == "lstsq" and set(self.kinds) != {"affine"}:
+            raise ValueError(f"solver 'lstsq' has a closed form for kind 'affine' only, got kinds {self.kinds}; set "
+                             "kinds: [affine], or solver: adamw")
+        return self
 
 
 class FitConfig(JobBase, FitParams):

@@ -44,7 +44,7 @@ def compute(cfg: FitConfig, out: Path) -> dict[str, Any]:
     meta = {"source_model": src.meta.model_id, "source_site": src.meta.site,
             "target_model": tgt.meta.model_id, "target_site": tgt.meta.site, "pairing": rows.stats["pairing"]}
     rows_ref = ray.put(rows)
-    params = cfg.model_dump(include={"lr", "epochs", "batch_size", "seed", "hidden", "standardize"})
+    params = cfg.model_dump(include={"lr", "epochs", "batch_size", "seed", "hidden", "standardize", "solver"})
     fitted = {r["kind"]: r for r in ray.get([_fit_one.remote(kind, rows_ref, params, str(out / kind), meta)
                                              for kind in cfg.kinds])}
     for kind, r in fitted.items():

@@ -85,7 +85,7 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
     src = read_activations(src_dir, site=site)
     rows = split_pairs(src, read_activations(tgt_dir, site=site),
                        params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
-    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize")}
+    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize", "solver")}
     meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch", **sink_cut(src, params)}
     return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
 

@@ -118,6 +118,7 @@ def train_mapper(
     device: str = "cpu",
     standardize: bool = False,
     extra_val: Mapping[str, tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
+    solver: str = "adamw",
 ) -> tuple[Mapper, dict[str, Any]]:
     """Train a `kind` mapper with AdamW on MSE; deterministic for a seed on CPU.
 
@@ -126,6 +127,8 @@ def train_mapper(
     {"epoch", "train_loss", "val_loss"} (e.g. to log to MLflow or report to Ray Tune).
     standardize: per-dimension standardisation inside the mapper, fitted on the training rows.
     extra_val: more named held-out sets (e.g. {"val_with_sinks": (x, y)}), scored at the end only.
+    solver: "adamw" (epochs of minibatch AdamW), or "lstsq" for an affine mapper: the exact minimiser of the training
+    MSE in closed form, one pass over the rows (lr, epochs, batch_size unused; the history has one entry).
     Returns the mapper (eval mode, on `device`) and metrics: {"history": {"train_loss": [...],
     "val_loss": [...]}, "train": {mse, cosine, fvu}, "val": {mse, cosine, fvu}, one entry per
     extra_val name, "n_train", "n_val"}. Losses are in the mapper's training scale (unit scale when
@@ -140,9 +143,21 @@ def train_mapper(
     mapper = _seeded_mapper(kind, d_src, d_tgt, hidden, seed, device, standardize)
     if standardize:
         _fit_standardization(mapper, x_train, y_train)
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    if solver == "lstsq":
+        if kind != "affine":
+            raise UserError(f"fit.solver: 'lstsq' fits only kind 'affine', got kind {kind!r}; use solver 'adamw' "
+                            "for it, or kinds [affine]")
+        least_squares(mapper, x_train, y_train)
+        mapper.eval()
+        history = {"train_loss": [_scaled_mse(mapper, x_train, y_train)], "val_loss": [_scaled_mse(mapper, x_val, y_val)]}
+        if progress is not None:
+            progress({"epoch": 1, "train_loss": history["train_loss"][0], "val_loss": history["val_loss"][0]})
+        epochs = 0  # nothing left for the optimiser
+    elif solver != "adamw":
+        raise UserError(f"fit.solver: got {solver!r}; allowed: adamw, lstsq")
     opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     for epoch in range(1, epochs + 1):
         train_loss = _run_epoch(mapper, opt, x_train, y_train, batch_size, gen)
         mapper.eval()
@@ -160,6 +175,27 @@ def train_mapper(
         "n_val": int(x_val.shape[0]),
     }
     return mapper, metrics
+
+
+@torch.no_grad()
+def least_squares(mapper: Mapper, x: torch.Tensor, y: torch.Tensor, chunk_rows: int = 65536, ridge: float = 1e-8) -> None:
+    """Set an affine mapper to the least-squares fit of y on x in its training scale (standardised when it
+    standardises): the normal equations, accumulated in float64 a chunk at a time, then one solve. Why: AdamW from a
+    random start stops short of the optimum (a switch between two copies of the same block, where the identity is
+    exact, kept held-out FVU 0.012-0.019 after 20 epochs); the closed form reaches it. A ridge of `ridge` times the
+    mean diagonal keeps a dimension that never varies solvable."""
+    d_in, d_out = x.shape[1], y.shape[1]
+    gram = torch.zeros(d_in + 1, d_in + 1, dtype=torch.float64)
+    cross = torch.zeros(d_in + 1, d_out, dtype=torch.float64)
+    for start in range(0, x.shape[0], chunk_rows):
+        xb = mapper.standardize_input(x[start : start + chunk_rows].float()).double()
+        xb = torch.cat([xb, torch.ones(len(xb), 1, dtype=torch.float64)], dim=1)  # the bias as a constant input
+        gram += xb.T @ xb
+        cross += xb.T @ mapper.standardize_target(y[start : start + chunk_rows].float()).double()
+    gram += ridge * gram.diagonal().mean() * torch.eye(d_in + 1, dtype=torch.float64)
+    w = torch.linalg.solve(gram, cross)
+    mapper.linear.weight.copy_(w[:d_in].T.to(mapper.linear.weight.dtype))
+    mapper.linear.bias.copy_(w[d_in].to(mapper.linear.bias.dtype))
 
 
 @torch.no_grad()

@@ -43,6 +43,16 @@ def test_every_error_is_reported_at_once_with_its_path(tmp_path):
     assert all("\n" not in p for p in problems)
 
 
+def test_the_closed_form_solver_is_refused_for_an_autoencoder_beside_other_errors(tmp_path):
+    path = _yaml(tmp_path, "fit: {solver: lstsq}\nseed: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [], PipelineConfig)
+    joined = "\n".join(err.value.problems)
+    assert "fit: solver 'lstsq' has a closed form for kind 'affine' only, got kinds ['autoencoder', 'affine']" in joined
+    assert "seed:" in joined and len(err.value.problems) == 2
+    assert load_config(path, ["seed=0", "fit.kinds=[affine]"], PipelineConfig).fit.solver == "lstsq"
+
+
 def test_overrides_are_typed_and_nested(tmp_path):
     path = _yaml(tmp_path, "run_dir: r\n")
     cfg = load_config(path, ["fit.lr=1e-3", "transfer.alphas=[1, 2]", "organisms.source.d_model=96", "seed=3"], PipelineConfig)

@@ -317,3 +317,22 @@ def test_a_nan_mapper_saved_before_the_check_is_refused_on_load(tmp_path: Path) 
     (tmp_path / "m" / "mapper.json").write_text(json.dumps({**info, "sha256": hashlib.sha256(blob).hexdigest()}))
     with pytest.raises(UserError, match=r"mapper: .*mapper.safetensors: NaN/Inf in .*re-run the fit stage"):
         load_mapper(tmp_path / "m")
+
+
+def test_lstsq_solver_finds_the_exact_affine_map_that_adamw_only_approaches() -> None:
+    """Rows with far-apart per-dimension scales, y an exact affine function of x (the identity-plus-shift a switch
+    between two copies of a block needs, scrambled): the closed form recovers it to float precision, also through the
+    mapper's standardisation; 20 AdamW epochs do not. The autoencoder has no closed form: a one-line error."""
+    from rayjobs.mapping.train import train_mapper
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 12, generator=g) * torch.logspace(-1, 3, 12)
+    w, b = torch.randn(12, 12, generator=g), torch.randn(12, generator=g) * 50
+    y = x @ w + b
+    exact, m = train_mapper("affine", x[:2500], y[:2500], x[2500:], y[2500:], standardize=True, solver="lstsq")
+    adamw, m_adamw = train_mapper("affine", x[:2500], y[:2500], x[2500:], y[2500:], standardize=True, epochs=20)
+    assert m["val"]["fvu"] < 1e-9 and len(m["history"]["val_loss"]) == 1
+    assert m_adamw["val"]["fvu"] > 100 * m["val"]["fvu"]
+    torch.testing.assert_close(exact(x[2500:]), y[2500:], rtol=1e-4, atol=1e-3)
+    with pytest.raises(UserError, match="fit.solver: 'lstsq' fits only kind 'affine'"):
+        train_mapper("autoencoder", x[:2500], y[:2500], x[2500:], y[2500:], solver="lstsq")
