@@ -140,32 +140,32 @@ def train_mapper(
     d_src, d_tgt = x_train.shape[1], y_train.shape[1]
     _check_data(x_val, y_val, "val", d_src, d_tgt)
     _check_hparams(lr, epochs, batch_size, weight_decay)
+    if solver not in ("adamw", "lstsq"):
+        raise UserError(f"fit.solver: got {solver!r}; allowed: adamw, lstsq")
+    if solver == "lstsq" and kind != "affine":
+        raise UserError(f"fit.solver: 'lstsq' fits only kind 'affine', got kind {kind!r}; use solver 'adamw' for it, "
+                        "or kinds [affine]")
     mapper = _seeded_mapper(kind, d_src, d_tgt, hidden, seed, device, standardize)
     if standardize:
         _fit_standardization(mapper, x_train, y_train)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-    if solver == "lstsq":
-        if kind != "affine":
-            raise UserError(f"fit.solver: 'lstsq' fits only kind 'affine', got kind {kind!r}; use solver 'adamw' "
-                            "for it, or kinds [affine]")
-        least_squares(mapper, x_train, y_train)
-        mapper.eval()
-        history = {"train_loss": [_scaled_mse(mapper, x_train, y_train)], "val_loss": [_scaled_mse(mapper, x_val, y_val)]}
-        if progress is not None:
-            progress({"epoch": 1, "train_loss": history["train_loss"][0], "val_loss": history["val_loss"][0]})
-        epochs = 0  # nothing left for the optimiser
-    elif solver != "adamw":
-        raise UserError(f"fit.solver: got {solver!r}; allowed: adamw, lstsq")
-    opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        train_loss = _run_epoch(mapper, opt, x_train, y_train, batch_size, gen)
+
+    def record(epoch: int, train_loss: float) -> None:
         mapper.eval()
         val_loss = _scaled_mse(mapper, x_val, y_val)
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         if progress is not None:
             progress({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+
+    if solver == "lstsq":
+        least_squares(mapper, x_train, y_train)
+        record(1, _scaled_mse(mapper, x_train, y_train))
+    else:
+        opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
+        gen = torch.Generator().manual_seed(seed)
+        for epoch in range(1, epochs + 1):
+            record(epoch, _run_epoch(mapper, opt, x_train, y_train, batch_size, gen))
     metrics = {
         "history": history,
         "train": evaluate(mapper, x_train, y_train),
