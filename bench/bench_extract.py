@@ -5,16 +5,18 @@
     python bench/bench_extract.py --d 1024 --n-layers 8 --layers 3 5 --texts 4096 --repeat 5 --dtype bfloat16
     python bench/bench_extract.py --model ~/.cache/asit/models/smollm2-135m-instruct --layers 15 --nnsight
                                                   # a real checkpoint (asit models import), nnsight beside
-    python bench/bench_extract.py --model DIR --layers 15 --texts 2000 --chunks 10 --nnsight --tasks --full
+    python bench/bench_extract.py --model DIR --layers 15 --texts 2000 --chunks 10 --nnsight --task-order --full
                                                   # chunked: contenders alternate per chunk (extract_chunks.py)
 
 All three run the same randomly initialised Llama (saved with a byte-level BPE tokenizer to a temp dir),
-the same texts in the same batches of the same size, dtype and torch thread count:
+the same texts in batches of the same size, the same dtype and torch thread count:
   bare   the forward up to the deepest captured block, keeping nothing (the floor);
   plain  what one would write by hand: forward hooks on the captured blocks, stop after the deepest, one
          `np.save` per layer and batch of the non-pad rows;
   asit   `rayjobs.jobs.runner.run("extract", ...)`: Ray Data tasks (rayjobs.jobs.extract_worker), Parquet shards
-         with checks, sha256, fsync and atomic rename, a manifest per layer, an MLflow run;
+         with checks, sha256, fsync and atomic rename, a manifest per layer, an MLflow run; its batches longest
+         first (extract.batch_order's default: texts of about one length share a batch and pad little), where the
+         loops take the texts as given; `--task-order` adds "asit task order", the stage with the loops' batches;
   nnsight (with --nnsight; `pip install nnsight`, 0.8 works with transformers 5): what an nnsight user writes, a
          `trace` per batch that saves the captured blocks' outputs and stops after the deepest, then the same
          `np.save` as plain.
@@ -173,6 +175,9 @@ def main() -> None:
     parser.add_argument("--skip-bare", action="store_true", help="leave the bare forward out (chunked mode)")
     parser.add_argument("--tasks", action="store_true",
                         help="add 'asit tasks': the extract stage with plain Ray tasks in place of Ray Data (extract_tasks.py)")
+    parser.add_argument("--task-order", action="store_true",
+                        help="add 'asit task order': the stage with extract.batch_order task, the same batches as the "
+                             "loops (asit's default, longest_first, batches texts of one length together)")
     parser.add_argument("--transformer-lens", action="store_true",
                         help="add TransformerLens 4 (pip install transformer-lens, in a throwaway venv) as a contender")
     chunked = parser.add_argument_group("chunked mode (fair under drift: the contenders alternate in short rounds)")
@@ -240,7 +245,7 @@ def _run(args: argparse.Namespace, root: Path) -> None:
     jobs["asit 1 batch"]()  # warm-up: MLflow store, Ray workers (their imports and the model), page cache
     cold = time.perf_counter() - start
     seconds, _ = interleaved(jobs, args.repeat)
-    for key in ("asit", "nnsight", "TransformerLens"):
+    for key in ("asit", "asit task order", "nnsight", "TransformerLens"):
         if key in rows and rows[key] != rows["plain"]:
             raise SystemExit(f"{key} stored {rows[key]} rows, the plain loop {rows['plain']}: not the same work")
     check_peers(args, setup, root)
@@ -292,8 +297,9 @@ def contenders(args: argparse.Namespace, root: Path, setup: Setup) -> dict[str, 
     runs = iter(range(10**6))
     model, tok, layers, bs = setup.model, setup.tok, args.layers, args.batch_size
 
-    def asit(_subset: list[str], task: Path) -> int:
-        cfg = ExtractConfig(run_dir=str(root / f"asit-{next(runs)}"), **{**setup.base, "task": {"path": str(task)}})
+    def asit(_subset: list[str], task: Path, order: str = "longest_first") -> int:
+        cfg = ExtractConfig(run_dir=str(root / f"asit-{next(runs)}"),
+                            **{**setup.base, "task": {"path": str(task)}, "batch_order": order})
         result = runner.run("extract", cfg)
         shutil.rmtree(cfg.run_dir)
         return result["layers"][f"layers.{max(layers)}.resid_post"]["rows"]
@@ -319,6 +325,8 @@ def contenders(args: argparse.Namespace, root: Path, setup: Setup) -> dict[str, 
         "plain": lambda subset, _task: keeping(lambda out: run_hf(model, tok, subset, layers, bs, out)),
         "asit": asit,
     }
+    if args.task_order:
+        fns["asit task order"] = lambda subset, task: asit(subset, task, "task")
     if args.tasks:
         fns["asit tasks"] = asit_tasks
     if args.skip_bare:
@@ -385,8 +393,10 @@ def report(args: argparse.Namespace, params: int, ray_start: float, cold: float,
     fixed = med["asit 1 batch"] - med["plain 1 batch"]
     med["asit steady"] = max(med["asit"] - fixed, 1e-9)
     peers = [name for name in ("nnsight", "TransformerLens") if name in med]
-    names = ["asit", "asit steady", *peers, "plain", "bare"]
+    names = ["asit", "asit steady", *(["asit task order"] if "asit task order" in med else []), *peers, "plain",
+             *(["bare"] if "bare" in med else [])]
     rate = {name: n / med[name] for name in names}
+    floor = rate.get("bare", float("nan"))  # nan with --skip-bare
     print(f"\n{what} ({params / 1e6:.1f}M params), layers {args.layers} captured "
           f"(blocks 0..{max(args.layers)} run, no LM head), {args.dtype}, batch {args.batch_size}, "
           f"{args.texts} texts = {n} tokens; median of {args.repeat}, interleaved")
@@ -399,11 +409,12 @@ def report(args: argparse.Namespace, params: int, ray_start: float, cold: float,
     for name in names:
         reps = ", ".join(f"{s:.1f}" for s in seconds.get(name, []))
         reps = reps or f"asit minus the {fixed:.1f} s fixed cost"
-        print(f"| {name} | {rate[name]:.0f} | **{rate[name] / rate['plain']:.2f}x** | {rate[name] / rate['bare']:.2f}x "
+        print(f"| {name} | {rate[name]:.0f} | **{rate[name] / rate['plain']:.2f}x** | {rate[name] / floor:.2f}x "
               f"| {med[name]:.1f} ({reps}) |")
     for peer in peers:
         print(f"\nasit vs {peer}: **{rate['asit'] / rate[peer]:.2f}x** end to end, "
-              f"{rate['asit steady'] / rate[peer]:.2f}x steady")
+              f"{rate['asit steady'] / rate[peer]:.2f}x steady"
+              + (f", asit task order {rate['asit task order'] / rate[peer]:.2f}x" if "asit task order" in rate else ""))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def report_file(path: Path) -> None:
     if not recs:
         raise SystemExit(f"{path}: no records")
     by = {(r["chunk"], r["name"]): r for r in recs}
-    names = [n for n in ("asit", "asit tasks", "asit before", *PEERS) if any(k[1] == n and k[0] >= 0 for k in by)]
+    names = [n for n in ("asit", "asit task order", "asit tasks", "asit before", *PEERS)
+             if any(k[1] == n and k[0] >= 0 for k in by)]
     ran = {n: sorted(c for c, m in by if m == n and c >= 0 and (c, "plain") in by) for n in names}
     if "plain" not in names:
         raise SystemExit(f"{path}: the plain loop ran no chunk")
@@ -109,7 +110,7 @@ def report_file(path: Path) -> None:
           + "; order rotated per chunk")
     print(f"Machine: {recs[-1]['machine']}; load average (1 min) over the run {min(loads):.1f}-{max(loads):.1f}; "
           f"Ray start-up {recs[-1]['ray_start']:.1f} s\n")
-    cols = [p for p in (*PEERS, "asit", "asit before") if p in names]
+    cols = [p for p in (*PEERS, "asit", "asit task order", "asit before") if p in names]
     print("| path | tokens/s | tokens | total s | " + " | ".join(f"vs {p}: median per chunk [95% CI]" for p in cols)
           + " | CPU s per 1k tokens (all roles) | cores used: " + " / ".join(ROLES) + " |")
     print("|---|---|---|---|" + "---|" * len(cols) + "---|---|")

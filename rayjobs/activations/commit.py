@@ -52,14 +52,23 @@ def layer_metas(ref: Any, info: dict[str, Any], layers: list[int], dtype: str) -
             for layer in layers}
 
 
-def plan_batches(rows: list[dict[str, Any]], batch_size: int) -> list[Batch]:
-    """Consecutive batches of `batch_size` texts, each with its shard name: the same rows plan the same shards."""
+def plan_batches(rows: list[dict[str, Any]], batch_size: int, lengths: list[int] | None = None) -> list[Batch]:
+    """Batches of `batch_size` texts, each with its shard name: the same rows (and lengths) plan the same shards.
+    Without `lengths`, consecutive texts in the rows' order. With `lengths` (each text's tokens), the texts longest
+    first, ties in the rows' order: a batch then holds texts of about one length, so it pads little (a forward
+    costs what its longest text costs, for every text in it), and the first batch is the largest, so a text over
+    the memory or the context fails at once instead of at the end of a long run."""
+    if lengths is not None and len(lengths) != len(rows):
+        raise ValueError(f"plan_batches: {len(lengths)} lengths for {len(rows)} rows")
+    order = sorted(range(len(rows)), key=lambda i: (-lengths[i], i)) if lengths is not None else range(len(rows))
+    ordered = [rows[i] for i in order]
     batches = []
-    for start in range(0, len(rows), batch_size):
-        ids = [int(r["id"]) for r in rows[start : start + batch_size]]
-        texts = [r["text"] for r in rows[start : start + batch_size]]
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start : start + batch_size]
+        ids = [int(r["id"]) for r in chunk]
+        texts = [r["text"] for r in chunk]
         # Where the task text sits in each (templated) text: rayjobs.activations.pairing.task_spans.
-        bounds = [list(r.get("bounds") or (0, len(r["text"]), len(r["text"]))) for r in rows[start : start + batch_size]]
+        bounds = [list(r.get("bounds") or (0, len(r["text"]), len(r["text"]))) for r in chunk]
         batches.append({"name": shard_name(ids, texts), "ids": ids, "texts": texts, "bounds": bounds})
     return batches
 

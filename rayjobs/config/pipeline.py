@@ -196,6 +196,10 @@ class ExtractParams(Strict):
     split: Literal["train", "test", "all"] = Field("train", description="which task split to run")
     n_examples: int | None = Field(2000, ge=1, le=100_000_000, description="cap on examples (None = all)")
     batch_size: int = Field(64, ge=1, le=4096, description="sequences per forward")
+    batch_order: Literal["longest_first", "task"] = Field(
+        "longest_first", description="which texts share a batch: longest_first (by token count; little padding, and "
+        "the largest batch runs first, so running out of memory shows at once), or task (consecutive texts in the "
+        "task's order)")
     max_length: int = Field(128, ge=4, le=1_048_576, description="tokens per sequence (longer is an error)")
     store_dtype: Dtype | None = Field(None, description="dtype on disk; None keeps the model's dtype")
     with_completion: bool = Field(True, description="run prompt + completion (the mapper's training text)")

@@ -17,7 +17,7 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.activations import ActivationMeta
-from rayjobs.activations.commit import Plan, Progress, commit, layer_metas, plan, plan_batches, texts
+from rayjobs.activations.commit import Batch, Plan, Progress, commit, layer_metas, plan, plan_batches, texts
 from rayjobs.config import ExtractConfig
 from rayjobs.errors import UserError
 from rayjobs.jobs.common import progress, task_cpus
@@ -29,22 +29,37 @@ from rayjobs.models.prompt_template import model_template
 from rayjobs.tasks import examples_for
 
 
-def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
+def _texts(cfg: ExtractConfig, tok: Any = None) -> list[dict[str, Any]]:
     """The texts in the model's prompt template (rayjobs.models.prompt_template), with their task text's bounds."""
     from rayjobs.models import load_tokenizer
 
     ref = cfg.model
-    template = model_template(ref, load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code))
-    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion, template)
+    tok = tok or load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
+    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion, model_template(ref, tok))
+
+
+def _planned(cfg: ExtractConfig, tok: Any) -> tuple[list[dict[str, Any]], list[Batch]]:
+    """The texts and their batches, in cfg.batch_order: longest_first counts each text's tokens as the workers'
+    tokenizer (`tok`, the model's) will, special tokens included."""
+    rows = _texts(cfg, tok)
+    lengths = None
+    if cfg.batch_order == "longest_first":  # a chunk at a time: a million texts' token ids at once would take GBs
+        lengths = [len(ids) for start in range(0, len(rows), 10_000)
+                   for ids in tok([r["text"] for r in rows[start : start + 10_000]])["input_ids"]]
+    return rows, plan_batches(rows, cfg.batch_size, lengths)
 
 
 def compute(cfg: ExtractConfig, out: Path, repair: bool = False) -> dict[str, Any]:
     """Extract what is missing; with `repair`, verify a committed output too (every shard's footer, rows and
     sha256 against the manifest) and recompute the batches of the shards that fail."""
-    info = describe(cfg.model.path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    rows = _texts(cfg)
+    from rayjobs.models import load_tokenizer
+
+    ref = cfg.model
+    tok = load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)  # once per stage
+    info = describe(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code, tok=tok)
+    rows, batches = _planned(cfg, tok)
     metas = layer_metas(cfg.model, info, cfg.layers, cfg.store_dtype or cfg.model.dtype)
-    work = plan(out, plan_batches(rows, cfg.batch_size), metas)
+    work = plan(out, batches, metas)
     if work.intact and (done := load_done(out)) is not None:
         return {**done, "batches": work.report()}  # --repair found nothing wrong
     work.clear()

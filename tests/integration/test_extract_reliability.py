@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+import torch
 import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -261,3 +262,40 @@ def test_tasks_of_several_batches_write_what_one_batch_per_task_writes(
 def test_batches_per_task_keeps_two_tasks_per_slot() -> None:
     assert [extract.batches_per_task(n, 2) for n in (1, 3, 4, 8, 12, 16, 63, 1000)] == [1, 1, 1, 2, 3, 4, 4, 4]
     assert extract.batches_per_task(63, 1) == 4 and extract.batches_per_task(5, 1) == 2 and extract.batches_per_task(0, 1) == 1
+
+
+def test_longest_first_batches_pad_less_and_store_what_the_task_order_stores(
+        faults: Path, model_dir: str, work: Path) -> None:
+    """batch_order longest_first (the default) against task: the planned batches run longest first and pad fewer
+    tokens; both store the same (example, position) rows with the same values to float rounding, and those equal the
+    text's own forward, alone and unpadded (HF output_hidden_states)."""
+    results, plans = {}, {}
+    for order in ("task", "longest_first"):
+        cfg = make_cfg(model_dir, work / f"order-{order}", work).model_copy(update={"batch_order": order})
+        plans[order] = extract._planned(cfg, load_tokenizer(model_dir))[1]
+        results[order] = runner.run("extract", cfg)
+    tok = load_tokenizer(model_dir)
+    n_tokens = {r["id"]: len(tok(r["text"])["input_ids"]) for r in extract._texts(cfg)}
+    assert len(set(n_tokens.values())) > 3, "the texts must differ in length for the order to matter"
+    longest = {o: [max(n_tokens[i] for i in b["ids"]) for b in plans[o]] for o in plans}
+    assert longest["longest_first"] == sorted(longest["longest_first"], reverse=True)
+    assert [i for b in plans["task"] for i in b["ids"]] == list(n_tokens)  # task order: consecutive, as given
+    padded = {o: sum(len(b["ids"]) * m for b, m in zip(plans[o], longest[o], strict=True)) for o in plans}
+    assert padded["longest_first"] < padded["task"]
+
+    from rayjobs.models import load_model
+
+    model, texts = load_model(model_dir), {r["id"]: r["text"] for r in extract._texts(cfg)}
+    for layer in LAYERS:
+        a, b = (read_activations(results[o]["layers"][f"layers.{layer}.resid_post"]["dir"]) for o in ("task", "longest_first"))
+        ia, ib = np.lexsort((a.position, a.example_id)), np.lexsort((b.position, b.example_id))
+        assert np.array_equal(a.example_id[ia], b.example_id[ib]) and np.array_equal(a.position[ia], b.position[ib])
+        torch.testing.assert_close(b.vectors[ib].float(), a.vectors[ia].float(), rtol=1e-4, atol=1e-5)
+        if layer != 0:
+            continue  # HF's last hidden state is after the final norm; block 0's output is hidden_states[1]
+        for example in (min(texts), max(texts)):
+            enc = tok(texts[example], return_tensors="pt")
+            with torch.no_grad():
+                ref = model(**enc, output_hidden_states=True).hidden_states[1][0]
+            mine = b.vectors[ib][b.example_id[ib] == example].float()
+            torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-5)

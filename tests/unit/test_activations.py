@@ -504,3 +504,19 @@ def test_nan_written_in_place_is_a_checksum_mismatch(tmp_path: Path) -> None:
         read_activations(tmp_path)
     with pytest.raises(UserError, match="column 'vector' holds NaN/Inf in 3 of 6 rows"):
         read_activations(tmp_path, verify_sha256=False)
+
+
+def test_plan_batches_longest_first_keeps_every_row_once_and_breaks_ties_in_task_order() -> None:
+    from rayjobs.activations.commit import plan_batches
+
+    rows = [{"id": i, "text": "x" * n} for i, n in enumerate([3, 9, 5, 9, 1, 5, 7])]
+    lengths = [len(r["text"]) for r in rows]
+    given = plan_batches(rows, 3)
+    assert [b["ids"] for b in given] == [[0, 1, 2], [3, 4, 5], [6]]
+    ordered = plan_batches(rows, 3, lengths)
+    assert [b["ids"] for b in ordered] == [[1, 3, 6], [2, 5, 0], [4]]  # 9, 9, 7 | 5, 5, 3 | 1
+    assert [b["texts"] for b in ordered][0] == ["x" * 9, "x" * 9, "x" * 7]
+    assert plan_batches(rows, 3, lengths) == ordered  # the same rows and lengths plan the same shards
+    assert {b["name"] for b in ordered}.isdisjoint({b["name"] for b in given})  # another plan, other shard names
+    with pytest.raises(ValueError, match="6 lengths for 7 rows"):
+        plan_batches(rows, 3, lengths[:-1])

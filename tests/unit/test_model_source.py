@@ -76,3 +76,25 @@ def test_a_cached_hub_id_is_used_without_asking_the_hub(here: Path, monkeypatch:
     (here / "hub-cache/models--org--name/refs/main").write_text("abc")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _check_source("org/name")
+
+
+def test_a_tokenizer_is_loaded_once_per_set_of_files_and_each_caller_gets_its_own_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gemma 3's tokenizer takes 4.8 s to load, and a pipeline's driver asked for it in every stage."""
+    from transformers import AutoTokenizer
+
+    from rayjobs.models import loading
+    from tests.unit.tp_models import save_tiny
+
+    path = save_tiny("llama", tmp_path / "m")
+    calls, real = [], AutoTokenizer.from_pretrained
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: calls.append(a) or real(*a, **k))
+    a, b = loading.load_tokenizer(path), loading.load_tokenizer(path)
+    assert len(calls) == 1 and a is not b
+    b.padding_side = "right"  # a caller's own setting stays its own
+    assert a.padding_side == "left" and loading.load_tokenizer(path).padding_side == "left"
+    assert a("hi there")["input_ids"] == b("hi there")["input_ids"]
+    rewritten = real(path)
+    rewritten.add_tokens(["<added>"])
+    rewritten.save_pretrained(path)  # other files: loaded again
+    assert len(loading.load_tokenizer(path)) == len(a) + 1 and len(calls) == 2
