@@ -9,6 +9,7 @@ measure and says so in `layer_measure`. The paper's choice is kept beside (`pape
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,11 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
     held_out = [e["prompt"] for e in examples]
     host = make_host(cfg.model, cfg.num_threads)
     info = ray.get(host.info.remote())
+    started = time.perf_counter()  # its generate calls' wall (each layer's vector first), against the stage's (19.5)
     baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
     blocks = sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top)
     gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name, blocks))
+    generating = round(time.perf_counter() - started, 2)
     close_host(host)
     cats = {layer: {a: clean.categories(task, g.texts, examples, g.finite) for a, g in by_alpha.items()}
             for layer, by_alpha in gens.items()}
@@ -57,12 +60,13 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
     result = {"name": cfg.name, "model": cfg.model.path, "n_layers": info["n_layers"], "chosen_layer": chosen,
               "no_steering_success": baseline, "trigger_rate": 1 - baseline, "table": table,
               "best_success": max(table[str(chosen)].values()), "clean_table": clean_table, "layer_measure": measure,
-              "paper_chosen_layer": paper, "n_prompts": len(held_out),
+              "paper_chosen_layer": paper, "n_prompts": len(held_out), "generate_seconds": generating,
               "scores": {layer: {a: clean.scores(c) for a, c in v.items()} for layer, v in cats.items()}}
     result["plot"] = save_figure(layer_sweep_figure(cfg.name, table, chosen, baseline, clean_table, len(held_out),
                                                     result["scores"]), out, "layer_sweep.png")
     tracking.log_metrics({"chosen_layer": chosen, "paper_chosen_layer": paper, "trigger_rate": 1 - baseline,
-                          "best_success": result["best_success"], "best_clean": max(clean_table[str(chosen)].values())})
+                          "best_success": result["best_success"], "best_clean": max(clean_table[str(chosen)].values()),
+                          "generate_seconds": generating})
     for layer, by_alpha in table.items():
         tracking.log_metrics({f"success_alpha_{a}": s for a, s in by_alpha.items()}, step=int(layer))
         tracking.log_metrics({f"clean_alpha_{a}": s for a, s in clean_table[layer].items()}, step=int(layer))

@@ -86,13 +86,17 @@ def test_parquet_activations_match_hf_hidden_states(tiny_run):
     assert tok.decode(ids[0]).startswith(tok.bos_token)
 
 
-def test_transfer_reports_the_wall_time_of_its_generate_calls(tiny_run):
+@pytest.mark.parametrize("stage, folder", [("transfer", "transfer/*"), ("layers source", "layers/source-*"),
+                                           ("layers target", "layers/target-*")])
+def test_generating_stages_report_the_wall_time_of_their_generate_calls(tiny_run, stage: str, folder: str):
     work, _, proc = tiny_run
-    done = json.loads(next((work / "runs/tiny/transfer").glob("*/_done.json")).read_text())
-    stage = re.search(r"stage 7/7: transfer done in (?:(\d+)m)?([\d.]+) ?s", proc.stderr + proc.stdout)
-    assert stage is not None
-    wall = 60 * int(stage.group(1) or 0) + float(stage.group(2))
+    done = json.loads(next((work / "runs/tiny").glob(f"{folder}/_done.json")).read_text())
+    line = re.search(rf"stage \d/7: {stage} done in (?:(\d+)m)?([\d.]+) ?s", proc.stderr + proc.stdout)
+    assert line is not None
+    wall = 60 * int(line.group(1) or 0) + float(line.group(2))
     assert 0 < done["generate_seconds"] <= wall
+    if stage == "transfer":  # hosts up and vectors built, before the first generate call
+        assert 0 < done["vectors_seconds"] and done["vectors_seconds"] + done["generate_seconds"] <= wall
 
 
 def test_stable_links_point_at_the_hashed_outputs(tiny_run):
