@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,7 @@ def load_model(
 # alignment. So one load per process and set of files (the directory's file names, sizes and mtimes: a rewritten
 # tokenizer is loaded again); each caller gets a shallow copy, so an attribute it sets (padding_side) stays its own.
 _TOKENIZERS: collections.OrderedDict[tuple, PreTrainedTokenizerBase] = collections.OrderedDict()
+_TOKENIZERS_LOCK = threading.Lock()  # an actor may serve calls on several threads
 TOKENIZERS_KEPT = 4
 
 
@@ -201,9 +203,10 @@ def load_tokenizer(
         raise UserError(f"model path {name_or_path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
                         "save one there with tokenizer.save_pretrained(PATH)")
     key = _tokenizer_key(name_or_path, revision, trust_remote_code)
-    if key in _TOKENIZERS:
-        _TOKENIZERS.move_to_end(key)
-        return copy.copy(_TOKENIZERS[key])
+    with _TOKENIZERS_LOCK:
+        if key in _TOKENIZERS:
+            _TOKENIZERS.move_to_end(key)
+            return copy.copy(_TOKENIZERS[key])
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - the tokenizers bindings raise bare Exception for a malformed tokenizer.json
@@ -212,9 +215,10 @@ def load_tokenizer(
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    _TOKENIZERS[key] = tok
-    while len(_TOKENIZERS) > TOKENIZERS_KEPT:
-        _TOKENIZERS.popitem(last=False)
+    with _TOKENIZERS_LOCK:
+        _TOKENIZERS[key] = tok
+        while len(_TOKENIZERS) > TOKENIZERS_KEPT:
+            _TOKENIZERS.popitem(last=False)
     return copy.copy(tok)
 
 
