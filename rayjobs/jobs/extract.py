@@ -24,26 +24,26 @@ from rayjobs.jobs.common import progress, task_cpus
 from rayjobs.jobs.extract_worker import extract_batches
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
-from rayjobs.models.loading import describe
+from rayjobs.models.loading import describe, load_tokenizer
 from rayjobs.models.prompt_template import model_template
 from rayjobs.tasks import examples_for
 
 
-def _texts(cfg: ExtractConfig, tok: Any = None) -> list[dict[str, Any]]:
+def _texts(cfg: ExtractConfig) -> list[dict[str, Any]]:
     """The texts in the model's prompt template (rayjobs.models.prompt_template), with their task text's bounds."""
-    from rayjobs.models import load_tokenizer
-
     ref = cfg.model
-    tok = tok or load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
-    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion, model_template(ref, tok))
+    template = model_template(ref, load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code))
+    return texts(examples_for(cfg.task, cfg.seed), cfg.split, cfg.n_examples, cfg.with_completion, template)
 
 
-def _planned(cfg: ExtractConfig, tok: Any) -> tuple[list[dict[str, Any]], list[Batch]]:
+def _planned(cfg: ExtractConfig) -> tuple[list[dict[str, Any]], list[Batch]]:
     """The texts and their batches, in cfg.batch_order: longest_first counts each text's tokens as the workers'
-    tokenizer (`tok`, the model's) will, special tokens included."""
-    rows = _texts(cfg, tok)
+    tokenizer will, special tokens included (load_tokenizer keeps it per process: no second load)."""
+    ref = cfg.model
+    rows = _texts(cfg)
     lengths = None
     if cfg.batch_order == "longest_first":  # a chunk at a time: a million texts' token ids at once would take GBs
+        tok = load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
         lengths = [len(ids) for start in range(0, len(rows), 10_000)
                    for ids in tok([r["text"] for r in rows[start : start + 10_000]])["input_ids"]]
     return rows, plan_batches(rows, cfg.batch_size, lengths)
@@ -52,12 +52,8 @@ def _planned(cfg: ExtractConfig, tok: Any) -> tuple[list[dict[str, Any]], list[B
 def compute(cfg: ExtractConfig, out: Path, repair: bool = False) -> dict[str, Any]:
     """Extract what is missing; with `repair`, verify a committed output too (every shard's footer, rows and
     sha256 against the manifest) and recompute the batches of the shards that fail."""
-    from rayjobs.models import load_tokenizer
-
-    ref = cfg.model
-    tok = load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)  # once per stage
-    info = describe(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code, tok=tok)
-    rows, batches = _planned(cfg, tok)
+    info = describe(cfg.model.path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    rows, batches = _planned(cfg)
     metas = layer_metas(cfg.model, info, cfg.layers, cfg.store_dtype or cfg.model.dtype)
     work = plan(out, batches, metas)
     if work.intact and (done := load_done(out)) is not None:

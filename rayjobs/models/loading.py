@@ -230,12 +230,10 @@ def tokenizer_hash(tok: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-def describe(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False,
-             tok: PreTrainedTokenizerBase | None = None) -> dict[str, Any]:
+def describe(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """n_layers, d_model and tokenizer hash from the config and tokenizer alone: no weights are loaded,
-    so a stage can plan (check layers, write metadata) before its workers load the model once. `tok`: the model's
-    tokenizer when the caller has loaded it already (a load is 0.2-0.5 s for SmolLM2's)."""
+    so a stage can plan (check layers, write metadata) before its workers load the model once."""
     config = load_hf_config(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    tok = tok or load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     return {"n_layers": int(config.num_hidden_layers), "d_model": int(config.hidden_size),
             "tokenizer_hash": tokenizer_hash(tok)}

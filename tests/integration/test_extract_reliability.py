@@ -272,7 +272,7 @@ def test_longest_first_batches_pad_less_and_store_what_the_task_order_stores(
     results, plans = {}, {}
     for order in ("task", "longest_first"):
         cfg = make_cfg(model_dir, work / f"order-{order}", work).model_copy(update={"batch_order": order})
-        plans[order] = extract._planned(cfg, load_tokenizer(model_dir))[1]
+        plans[order] = extract._planned(cfg)[1]
         results[order] = runner.run("extract", cfg)
     tok = load_tokenizer(model_dir)
     n_tokens = {r["id"]: len(tok(r["text"])["input_ids"]) for r in extract._texts(cfg)}
