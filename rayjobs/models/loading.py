@@ -222,12 +222,29 @@ def load_tokenizer(
     return copy.copy(tok)
 
 
+# The hash reads the whole vocabulary (0.8 s for Gemma 3's 262k tokens), and a stage's checks ask for it on the same
+# tokenizer in every stage. Copies from load_tokenizer share one backend, so the hash is kept per backend object (held
+# here, so its id is not reused) and per vocabulary size and special tokens: a token added since is hashed again.
+_HASHES: collections.OrderedDict[int, tuple[Any, tuple, str]] = collections.OrderedDict()
+
+
 def tokenizer_hash(tok: PreTrainedTokenizerBase) -> str:
     """Stable hash of the vocabulary and special tokens: equal hashes mean rows pair by position."""
-    payload = json.dumps(
-        {"vocab": sorted(tok.get_vocab().items()), "special": sorted(map(str, tok.all_special_tokens))}
-    ).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+    backend = getattr(tok, "_tokenizer", None)
+    special = sorted(map(str, tok.all_special_tokens))
+    shape = (len(tok), tuple(special))
+    with _TOKENIZERS_LOCK:
+        kept = _HASHES.get(id(backend)) if backend is not None else None
+        if kept is not None and kept[0] is backend and kept[1] == shape:
+            return kept[2]
+    payload = json.dumps({"vocab": sorted(tok.get_vocab().items()), "special": special}).encode()
+    digest = hashlib.sha256(payload).hexdigest()[:16]
+    if backend is not None:
+        with _TOKENIZERS_LOCK:
+            _HASHES[id(backend)] = (backend, shape, digest)
+            while len(_HASHES) > TOKENIZERS_KEPT:
+                _HASHES.popitem(last=False)
+    return digest
 
 
 def describe(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
