@@ -321,3 +321,12 @@ class PipelineConfig(JobBase):
     extract: ExtractParams = Field(ExtractParams(), description="the activations of both models at the chosen layers")
     fit: FitParams = Field(FitParams(), description="the mappers between the chosen layers")
     transfer: TransferParams = Field(TransferParams(), description="steering the target with mapped vectors")
+
+    def shared(self, with_task: bool = True) -> dict[str, Any]:
+        """The fields each stage of the chain takes from it (fit reads no task)."""
+        return self.model_dump(include={"run_dir", "seed", "num_threads", "tracking", "ray", *(["task"] if with_task else [])})
+
+    def stage_count(self) -> int:
+        """How many stage lines the chain prints: organisms (unless models are given), layers and extract for each
+        model, fit (every layer pair at once), transfer."""
+        return (self.models is None) + 2 + 2 + 1 + 1

@@ -16,10 +16,10 @@ from typing import Any
 import ray
 
 from rayjobs import tracking
-from rayjobs.config import LayersConfig
+from rayjobs.config import LayersConfig, ModelRef
 from rayjobs.scoring import choose_layer, clean, success_rate, sweep_blocks
 from rayjobs.scoring.plots import layer_sweep_figure, save_figure
-from rayjobs.jobs.tp_host import close_host, make_host
+from rayjobs.jobs.tp_host import close_host, make_host, start_standby
 from rayjobs.steering.prompts import steering_examples
 from rayjobs.tasks import examples_for, get_task
 
@@ -40,13 +40,18 @@ def pick_layer(table: Grid, clean_table: Grid, keep_ratio: float) -> tuple[int, 
     return choose_layer(cleaned, keep_ratio), "clean", paper
 
 
-def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
-    """Success per layer and alpha on one ModelHost; the chosen layer, the figure and the tables."""
+def compute(cfg: LayersConfig, out: Path, standby: tuple[ModelRef, ...] = ()) -> dict[str, Any]:
+    """Success per layer and alpha on one ModelHost; the chosen layer, the figure and the tables. standby: the
+    models of the pipeline's next stages, whose hosts start once this stage's is up (tp_host.start_standby)."""
     task = get_task(cfg.task.name)
     prod, dev, examples = steering_examples(examples_for(cfg.task, cfg.seed), cfg.n_vector_pairs, cfg.n_prompts, task.name)
     held_out = [e["prompt"] for e in examples]
+    asked = time.perf_counter()
     host = make_host(cfg.model, cfg.num_threads)
     info = ray.get(host.info.remote())
+    host_seconds = round(time.perf_counter() - asked, 2)  # its start, unless it was started ahead
+    for ref in standby:  # after this host is up, not beside it: two starts at once would slow this stage's
+        start_standby(ref, cfg.num_threads)
     started = time.perf_counter()  # its generate calls' wall (each layer's vector first), against the stage's (19.5)
     baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
     blocks = sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top)
@@ -61,12 +66,13 @@ def compute(cfg: LayersConfig, out: Path) -> dict[str, Any]:
               "no_steering_success": baseline, "trigger_rate": 1 - baseline, "table": table,
               "best_success": max(table[str(chosen)].values()), "clean_table": clean_table, "layer_measure": measure,
               "paper_chosen_layer": paper, "n_prompts": len(held_out), "generate_seconds": generating,
+              "host_seconds": host_seconds,
               "scores": {layer: {a: clean.scores(c) for a, c in v.items()} for layer, v in cats.items()}}
     result["plot"] = save_figure(layer_sweep_figure(cfg.name, table, chosen, baseline, clean_table, len(held_out),
                                                     result["scores"]), out, "layer_sweep.png")
     tracking.log_metrics({"chosen_layer": chosen, "paper_chosen_layer": paper, "trigger_rate": 1 - baseline,
                           "best_success": result["best_success"], "best_clean": max(clean_table[str(chosen)].values()),
-                          "generate_seconds": generating})
+                          "generate_seconds": generating, "host_seconds": host_seconds})
     for layer, by_alpha in table.items():
         tracking.log_metrics({f"success_alpha_{a}": s for a, s in by_alpha.items()}, step=int(layer))
         tracking.log_metrics({f"clean_alpha_{a}": s for a, s in clean_table[layer].items()}, step=int(layer))

@@ -11,39 +11,35 @@ from rayjobs.config import (
     ExtractConfig, FitConfig, LayersConfig, ModelPair, ModelRef, OrganismsConfig, PipelineConfig, TransferConfig,
 )
 from rayjobs.scoring.summary import pipeline_summary, write_summary
-from rayjobs.jobs.runner import run as run_stage
-
-_SHARED = ("run_dir", "seed", "num_threads", "tracking", "ray")
-
-
-def _common(cfg: PipelineConfig, with_task: bool = True) -> dict[str, Any]:
-    return cfg.model_dump(include={*_SHARED, "task"} if with_task else set(_SHARED))
+from rayjobs.jobs.runner import is_done, run as run_stage
+from rayjobs.jobs.tp_host import close_standby
 
 
 def _models(cfg: PipelineConfig, lines: StageLines) -> tuple[ModelPair, dict[str, Any] | None]:
     if cfg.models is not None:
         return cfg.models, None
     with lines.stage("organisms (source and target)"):
-        result = run_stage("organisms", OrganismsConfig(**_common(cfg), **cfg.organisms.model_dump()))
+        result = run_stage("organisms", OrganismsConfig(**cfg.shared(), **cfg.organisms.model_dump()))
     pair = ModelPair(source=ModelRef(path=result["source"]["path"]), target=ModelRef(path=result["target"]["path"]))
     return pair, {name: r["card"] for name, r in result.items()}
 
 
-def count(cfg: PipelineConfig) -> int:
-    """How many stage lines the chain prints: organisms (unless models are given), layers and extract for each
-    model, fit (every layer pair at once), transfer."""
-    return (cfg.models is None) + 2 + 2 + 1 + 1
-
-
 def stages(cfg: PipelineConfig, lines: StageLines | None = None) -> dict[str, Any]:
     """Run every stage (each a no-op when its output exists), a "stage k/N" line each, and collect the summary."""
-    lines = StageLines(count(cfg)) if lines is None else lines
-    common = _common(cfg)
+    lines = StageLines(cfg.stage_count()) if lines is None else lines
+    common = cfg.shared()
     models, cards = _models(cfg, lines)
     sweep = {}
-    for name, ref in (("source", models.source), ("target", models.target)):
-        with lines.stage(f"layers {name} (steerability per layer)"):
-            sweep[name] = run_stage("layers", LayersConfig(**common, **cfg.layers.model_dump(), model=ref, name=name))
+    sweeps = {name: LayersConfig(**common, **cfg.layers.model_dump(), model=ref, name=name)
+              for name, ref in (("source", models.source), ("target", models.target))}
+    try:
+        for name, then in (("source", "target"), ("target", None)):
+            # the target's host starts during the source's sweep (tp_host.start_standby), unless that sweep is done
+            standby = (sweeps[then].model,) if then and not is_done("layers", sweeps[then]) else ()
+            with lines.stage(f"layers {name} (steerability per layer)"):
+                sweep[name] = run_stage("layers", sweeps[name], standby=standby)
+    finally:
+        close_standby()  # none is left unless a sweep failed: extract's workers need the CPUs
     chosen = (sweep["source"]["chosen_layer"], sweep["target"]["chosen_layer"])
     multi = [(s, t) for s, t in cfg.transfer.multi_layers]
     pairs = [p for p in multi if p != chosen] + [chosen]  # chosen last: the mappers/<kind> links end on it
@@ -58,7 +54,7 @@ def stages(cfg: PipelineConfig, lines: StageLines | None = None) -> dict[str, An
         return acts[name]["layers"][f"layers.{layer}.resid_post"]["dir"]
 
     with lines.stage(f"fit ({', '.join(cfg.fit.kinds)} mappers; layers {_pairs(pairs)})"):
-        fits = {(s, t): run_stage("fit", FitConfig(**_common(cfg, with_task=False), **cfg.fit.model_dump(),
+        fits = {(s, t): run_stage("fit", FitConfig(**cfg.shared(with_task=False), **cfg.fit.model_dump(),
                                                    source_acts=site_dir("source", s), target_acts=site_dir("target", t)))
                 for s, t in pairs}
     fitted = fits[chosen]

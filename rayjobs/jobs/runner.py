@@ -50,6 +50,12 @@ def run(stage: Stage | str, cfg: Any, **kwargs: Any) -> Any:
     return done
 
 
+def is_done(stage: Stage | str, cfg: Any) -> bool:
+    """Whether run(stage, cfg) would reuse a committed result rather than compute one."""
+    stage = STAGES[stage] if isinstance(stage, str) else stage
+    return stage.kind == "stage" and load_done(stage.directory(stage.pinned(cfg))) is not None
+
+
 def _start(stage: Stage, cfg: JobBase, out: Path | None = None, **kwargs: Any) -> None:
     """The checks (one-line errors, nothing written yet), then Ray and tracking."""
     writable_dir(cfg.run_dir)

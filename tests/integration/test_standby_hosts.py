@@ -1,0 +1,49 @@
+"""Hosts started ahead (tp_host.start_standby): handed out once to the make_host call with the same arguments,
+and stopped by close_standby when no stage asked for them. The pipeline's wiring is in tests/unit/test_pipeline_standby.py."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from ray.exceptions import RayActorError
+
+from rayjobs.config import ModelRef
+from rayjobs.jobs import tp_host
+from tests.unit.tp_models import save_tiny
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory: pytest.TempPathFactory) -> ModelRef:
+    return ModelRef(path=save_tiny("llama", tmp_path_factory.mktemp("standby") / "llama"))
+
+
+def _actor_id(host) -> str:
+    return host._actor_id.hex()
+
+
+def test_a_standby_host_is_handed_out_once_to_the_same_request(local_ray, ref: ModelRef) -> None:
+    tp_host.start_standby(ref, 1)
+    tp_host.start_standby(ref, 1)  # asked twice: still one host
+    assert len(tp_host._STANDBY) == 1
+    ahead = next(iter(tp_host._STANDBY.values()))
+    other_threads = tp_host.make_host(ref, 2)  # other arguments: a host of its own
+    assert _actor_id(other_threads) != _actor_id(ahead) and len(tp_host._STANDBY) == 1
+    tp_host.close_host(other_threads)  # two logical CPUs: one for the host ahead, one for the next
+    got = tp_host.make_host(ref, 1)
+    assert _actor_id(got) == _actor_id(ahead) and not tp_host._STANDBY
+    again = tp_host.make_host(ref, 1)  # handed out once
+    assert _actor_id(again) != _actor_id(ahead)
+    info = ray.get(got.info.remote())
+    assert info["n_layers"] == ray.get(again.info.remote())["n_layers"] > 0
+    for host in (got, again):
+        tp_host.close_host(host)
+
+
+def test_close_standby_stops_the_hosts_no_stage_asked_for(local_ray, ref: ModelRef) -> None:
+    tp_host.start_standby(ref, 1)
+    host = next(iter(tp_host._STANDBY.values()))
+    assert ray.get(host.info.remote())["n_layers"] > 0
+    tp_host.close_standby()
+    assert not tp_host._STANDBY
+    with pytest.raises(RayActorError):
+        ray.get(host.info.remote(), timeout=60)
