@@ -10,6 +10,7 @@ the full hidden state on every rank and apply the same specs; rank 0's answer is
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -196,7 +197,11 @@ _STANDBY: dict[str, Any] = {}
 
 
 def _standby_key(ref: ModelRef, num_threads: int) -> str:
-    return json.dumps([ref.model_dump(mode="json"), num_threads], sort_keys=True)
+    # The path as resolved: a stage is given its model through the run's stable links (models/target), the stage
+    # that starts its host ahead may see the link or its target.
+    path = Path(ref.path).expanduser()
+    fields = {**ref.model_dump(mode="json"), "path": str(path.resolve()) if path.exists() else ref.path}
+    return json.dumps([fields, num_threads], sort_keys=True)
 
 
 def start_standby(ref: ModelRef, num_threads: int) -> None:

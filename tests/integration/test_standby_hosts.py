@@ -52,3 +52,14 @@ def test_close_standby_stops_the_hosts_no_stage_asked_for(local_ray, ref: ModelR
         while time.monotonic() < deadline:
             ray.get(host.info.remote(), timeout=60)
             time.sleep(0.2)
+
+
+def test_a_host_started_ahead_through_a_link_is_handed_to_the_resolved_path(local_ray, ref: ModelRef, tmp_path) -> None:
+    """A pipeline names a model by the run's stable link (models/target); the stage runs on the link's target."""
+    link = tmp_path / "target"
+    link.symlink_to(ref.path)
+    tp_host.start_standby(ModelRef(path=str(link)), 1)
+    ahead = next(iter(tp_host._STANDBY.values()))
+    got = tp_host.make_host(ref, 1)
+    assert _actor_id(got) == _actor_id(ahead) and not tp_host._STANDBY
+    tp_host.close_host(got)
