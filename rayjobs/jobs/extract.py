@@ -24,7 +24,7 @@ from rayjobs.jobs.common import progress, task_cpus
 from rayjobs.jobs.extract_worker import extract_batches
 from rayjobs.jobs.hosts import ExtractHost
 from rayjobs.jobs.runner import load_done
-from rayjobs.models.loading import describe, load_tokenizer
+from rayjobs.models.loading import describe, load_tokenizer, token_lengths
 from rayjobs.models.prompt_template import model_template
 from rayjobs.tasks import examples_for
 
@@ -42,10 +42,9 @@ def _planned(cfg: ExtractConfig) -> tuple[list[dict[str, Any]], list[Batch]]:
     ref = cfg.model
     rows = _texts(cfg)
     lengths = None
-    if cfg.batch_order == "longest_first":  # a chunk at a time: a million texts' token ids at once would take GBs
+    if cfg.batch_order == "longest_first":
         tok = load_tokenizer(ref.path, revision=ref.revision, trust_remote_code=ref.trust_remote_code)
-        lengths = [len(ids) for start in range(0, len(rows), 10_000)
-                   for ids in tok([r["text"] for r in rows[start : start + 10_000]])["input_ids"]]
+        lengths = token_lengths(tok, [r["text"] for r in rows])
     return rows, plan_batches(rows, cfg.batch_size, lengths)
 
 

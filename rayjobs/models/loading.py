@@ -247,6 +247,12 @@ def tokenizer_hash(tok: PreTrainedTokenizerBase) -> str:
     return digest
 
 
+def token_lengths(tok: PreTrainedTokenizerBase, texts: list[str], chunk: int = 10_000) -> list[int]:
+    """Each text's tokens (with the special tokens the tokenizer adds), `chunk` texts at a time: a million texts'
+    token ids at once would take GBs."""
+    return [len(ids) for start in range(0, len(texts), chunk) for ids in tok(texts[start : start + chunk])["input_ids"]]
+
+
 def describe(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """n_layers, d_model and tokenizer hash from the config and tokenizer alone: no weights are loaded,
     so a stage can plan (check layers, write metadata) before its workers load the model once."""

@@ -125,10 +125,10 @@ def examples(cfg: Any) -> list[dict]:
 
 
 def token_count(tok: Any, texts: list[str]) -> int:
-    """Tokens in the longest of `texts` (with the special tokens the tokenizer adds), 10,000 texts at a time: a
-    million texts' token ids at once would take GBs."""
-    return max((len(ids) for start in range(0, len(texts), 10_000) for ids in tok(texts[start : start + 10_000])["input_ids"]),
-               default=0)
+    """Tokens in the longest of `texts` (with the special tokens the tokenizer adds)."""
+    from rayjobs.models.loading import token_lengths
+
+    return max(token_lengths(tok, texts), default=0)
 
 
 def steering(params: SteerParams, rows: list[dict], info: Info, field: str, task: TaskConfig) -> None:
