@@ -86,7 +86,10 @@ def _unrecorded(stage: Stage, cfg: JobBase, **kwargs: Any) -> Any:
     """A pipeline (its stages commit their own outputs, under its parent run) or a service (no run)."""
     _start(stage, cfg, **kwargs)
     if stage.kind == "service":
-        return load(stage.job)(cfg, **kwargs)
+        # SIGTERM (a supervisor's stop, `ray job stop`) as Terminated, which the service may catch to shut down
+        # like on Ctrl-C; else ray.init's native handler dumps a stack and aborts the process (exit 134).
+        with terminations():
+            return load(stage.job)(cfg, **kwargs)
     with tracked(stage, cfg):
         return load(stage.job)(cfg, **kwargs)
 

@@ -94,7 +94,7 @@ def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
 
 
 def compute(cfg: SwitchConfig) -> dict[str, Any]:
-    """Serve the chosen switch until Ctrl-C (serve.blocking), or return once the app is up."""
+    """Serve the chosen switch until Ctrl-C or SIGTERM (serve.blocking), or return once the app is up."""
     site, mapper_dir, ref = chosen_switch(cfg)
     # Serve logs an INFO line per request from its proxy and replicas: only with --verbose (files keep WARNING+).
     logs = {"log_level": "INFO" if console.verbose() else "WARNING"}
@@ -105,7 +105,8 @@ def compute(cfg: SwitchConfig) -> dict[str, Any]:
     try:
         serve.run(app(cfg, site, mapper_dir, ref), name=APP_NAME, route_prefix="/", blocking=cfg.serve.blocking,
                   logging_config=logs)
-    except KeyboardInterrupt:
-        serve.delete(APP_NAME)  # Ctrl-C stops what this command started, also on a shared cluster
+    except (KeyboardInterrupt, runner.Terminated):
+        # Ctrl-C or SIGTERM stops what this command started, also on a shared cluster
+        serve.delete(APP_NAME)
         return {**result, "stopped": True}
     return result

@@ -265,3 +265,37 @@ def test_sigterm_while_blocked_in_ray_get_ends_killed(mlflow_experiment: str, tm
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stderr.read()
     run = _client().get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags[tracking.TAG_ERROR] == "Terminated: 143"
+
+
+# A service (`asit switch serve`) blocks in its own loop with Ray up: ray.init leaves a native SIGTERM handler that
+# dumped a stack and aborted the process (exit 134) before the service could stop what it started.
+_SERVICE_SCRIPT = """
+import sys, time
+from rayjobs.config import JobBase
+from rayjobs.jobs import runner
+from rayjobs.stages import Stage
+
+def serve(cfg):
+    print("up", flush=True)
+    try:
+        while True:
+            time.sleep(10)  # as ray.serve's blocking run waits
+    except runner.Terminated:
+        return "stopped"
+
+STAGE = Stage("svc", "rayjobs.config:JobBase", "__main__:serve", "a toy service", kind="service")
+cfg = JobBase(run_dir=sys.argv[3], tracking={"uri": sys.argv[1], "experiment": sys.argv[2]}, ray={"num_cpus": 1})
+print(runner.run(STAGE, cfg), flush=True)
+"""
+
+
+def test_sigterm_stops_a_service_through_its_own_shutdown(mlflow_experiment: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", _SERVICE_SCRIPT, tracking.settings().uri, mlflow_experiment,
+                             str(tmp_path / "runs")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up", proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert proc.stdout.read().strip() == "stopped"
+    assert "SIGTERM received" not in proc.stderr.read()
