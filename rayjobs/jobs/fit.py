@@ -14,19 +14,26 @@ import ray
 from rayjobs import tracking
 from rayjobs.activations import read_activations
 from rayjobs.config import FitConfig
+from rayjobs.jobs.common import TaskBar
 from rayjobs.mapping.fit import fit_and_save, fit_mapper
 from rayjobs.mapping.pairs import PairedRows, split_pairs
 from rayjobs.mapping.records import log_fitted, register, val_scores
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, name="fit")  # its progress lines read "(fit pid=...) fit <kind>: ..."
 def _fit_one(kind: str, rows: PairedRows, params: dict[str, Any], out_dir: str | None, meta: dict[str, Any]) -> dict[str, Any]:
-    """fit_and_save, or with out_dir None only the metrics (the positional baseline)."""
+    """fit_and_save, or with out_dir None only the metrics (the positional baseline); a bar per mapper's epochs."""
     import torch
 
     torch.set_num_threads(1)
-    if out_dir is None:
-        return {"kind": kind, "metrics": fit_mapper(kind, rows, **params)[1]}
-    return fit_and_save(kind, rows, out_dir, meta, **params)
+    bar = TaskBar(1 if params.get("solver") == "lstsq" else params["epochs"],
+                  f"fit {kind}" + (" (positional baseline)" if out_dir is None else ""))
+    params = {**params, "progress": lambda _: bar.update()}
+    try:
+        if out_dir is None:
+            return {"kind": kind, "metrics": fit_mapper(kind, rows, **params)[1]}
+        return fit_and_save(kind, rows, out_dir, meta, **params)
+    finally:
+        bar.close()
 
 
 def _baseline(cfg: FitConfig, src: Any, tgt: Any, params: dict[str, Any]) -> dict[str, Any]:

@@ -55,3 +55,22 @@ def test_fit_mapper_is_train_mapper_with_the_width_for_the_autoencoder_only(tmp_
     loaded, info = load_mapper(saved["dir"])
     assert info["sha256"] == saved["sha256"] and saved["params"] == sum(p.numel() for p in loaded.parameters())
     assert json.loads((tmp_path / "ae/mapper.json").read_text())["metrics"]["val"] == saved["metrics"]["val"]
+
+
+def test_the_fit_stage_shows_each_mappers_epochs(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The fit stage's task (rayjobs.jobs.fit) reports its epochs as it goes, not one line after a minute of quiet."""
+    from rayjobs import console
+    from rayjobs.jobs.fit import _fit_one
+
+    monkeypatch.delenv(console.LIVE_ENV, raising=False)  # not a terminal: milestone lines (a fast fit: first and last)
+    g = torch.Generator().manual_seed(0)
+    rows = PairedRows(*(torch.randn(n, d, generator=g) for n, d in ((64, 4), (64, 6), (16, 4), (16, 6))))
+    params = dict(lr=1e-2, epochs=4, batch_size=16, seed=3, hidden=5)
+    meta = {"source_model": "s", "source_site": "layers.0.resid_post", "target_model": "t",
+            "target_site": "layers.0.resid_post"}
+    saved = _fit_one._function("autoencoder", rows, params, str(tmp_path / "ae"), meta)
+    baseline = _fit_one._function("affine", rows, {**params, "solver": "lstsq"}, None, {})
+    lines = [line.split(" in ")[0] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["fit autoencoder: 0/4 (0%)", "fit autoencoder: 4/4 (100%)",
+                     "fit affine (positional baseline): 0/1 (0%)", "fit affine (positional baseline): 1/1 (100%)"]
+    assert len(saved["metrics"]["history"]["train_loss"]) == 4 and baseline["metrics"]["n_train"] == 64
