@@ -18,6 +18,7 @@ from rayjobs.activations import ActivationMeta, rows_from_batch, write_rows
 from rayjobs.activations.pairing import task_spans
 from rayjobs.config import ModelRef
 from rayjobs.errors import UserError
+from rayjobs.jobs.common import TaskBar
 from rayjobs.scoring import layer_generations, layer_sweep
 from rayjobs.interventions import Generated, capture, encode, from_dict, generate, generate_flagged, parse_site
 from rayjobs.interventions import logits as forward_logits
@@ -110,11 +111,19 @@ class Host(Loaded):
                            judge=impl.has_backdoor, triggers=impl.trigger_pair, decided=impl.decided)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, Generated]]:
-        """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations)."""
+                          max_new_tokens: int, task: str, blocks: list[int] | None = None,
+                          desc: str | None = None) -> dict[str, dict[str, Generated]]:
+        """gens[layer][alpha]: the steered completions the layers stage scores (scoring.layer_generations); with
+        `desc`, a progress bar over its (layer, alpha) cells (a TP group's rank 0 only)."""
         impl = get_task(task)
-        return layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
-                                 max_new_tokens, impl.trigger_pair, blocks, impl.decided)
+        bar = None
+        if desc is not None and getattr(self, "rank", 0) == 0:
+            bar = TaskBar(len(alphas) * (n_layers(self.model) if blocks is None else len(blocks)), desc)
+        gens = layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
+                                 max_new_tokens, impl.trigger_pair, blocks, impl.decided, bar and bar.update)
+        if bar is not None:
+            bar.close()
+        return gens
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True,

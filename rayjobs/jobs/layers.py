@@ -54,8 +54,8 @@ def compute(cfg: LayersConfig, out: Path, standby: tuple[ModelRef, ...] = ()) ->
         start_standby(ref, cfg.num_threads)
     started = time.perf_counter()  # its generate calls' wall (each layer's vector first), against the stage's (19.5)
     baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
-    blocks = sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top)
-    gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name, blocks))
+    gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name,
+                                                 sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top), f"layers {cfg.name}"))
     generating = round(time.perf_counter() - started, 2)
     close_host(host)
     cats = {layer: {a: clean.categories(task, g.texts, examples, g.finite) for a, g in by_alpha.items()}

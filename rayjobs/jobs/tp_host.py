@@ -122,8 +122,9 @@ class TPModelHost:
         return self._on_all("layer_sweep", prod, dev, held_out, alphas, max_new_tokens, task)
 
     def layer_generations(self, prod: list[str], dev: list[str], held_out: list[str], alphas: list[float],
-                          max_new_tokens: int, task: str, blocks: list[int] | None = None) -> dict[str, dict[str, Generated]]:
-        return self._on_all("layer_generations", prod, dev, held_out, alphas, max_new_tokens, task, blocks)
+                          max_new_tokens: int, task: str, blocks: list[int] | None = None,
+                          desc: str | None = None) -> dict[str, dict[str, Generated]]:
+        return self._on_all("layer_generations", prod, dev, held_out, alphas, max_new_tokens, task, blocks, desc)
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, bounds: list[list[int]] | None = None) -> list[dict[str, Any]]:

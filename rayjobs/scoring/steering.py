@@ -37,18 +37,23 @@ def layer_generations(
     model: nn.Module, tok: PreTrainedTokenizerBase, prod: Sequence[str], dev: Sequence[str],
     held_out: Sequence[str], alphas: Sequence[float], max_new_tokens: int, triggers: tuple[str, str],
     blocks: Sequence[int] | None = None, decided: Callable[[str], bool] | None = None,
+    on_cell: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Generated]]:
     """gens[layer][alpha] = the completions of the `held_out` |prod| prompts under trigger-position steering with
     the model's own contrast vector v = h_dev - h_prod at that layer (from the (prod, dev) twins), with a
     per-row flag for logits that turned NaN/+Inf (such a row stops; the judge scores it degenerate); at
-    `blocks` (None: every block); `decided` (the task's) stops a row once its verdict is final."""
+    `blocks` (None: every block); `decided` (the task's) stops a row once its verdict is final; `on_cell` is
+    called after each (layer, alpha) cell (progress)."""
     gens: dict[str, dict[str, Generated]] = {}
     for layer in range(n_layers(model)) if blocks is None else blocks:
         site = f"layers.{layer}.resid_post"
         vector = trigger_contrast(model, tok, site, prod, dev, triggers)
-        gens[str(layer)] = {str(a): generate_flagged(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
-                                                     max_new_tokens=max_new_tokens, trigger=triggers[0], decided=decided)
-                             for a in alphas}
+        gens[str(layer)] = {}
+        for a in alphas:
+            gens[str(layer)][str(a)] = generate_flagged(model, tok, held_out, [Add(parse_site(site), vector, alpha=a)],
+                                                        max_new_tokens=max_new_tokens, trigger=triggers[0], decided=decided)
+            if on_cell is not None:
+                on_cell()
     return gens
 
 
