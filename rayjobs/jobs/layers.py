@@ -51,7 +51,7 @@ def compute(cfg: LayersConfig, out: Path, standby: tuple[ModelRef, ...] = ()) ->
     info = ray.get(host.info.remote())
     host_seconds = round(time.perf_counter() - asked, 2)  # its start, unless it was started ahead
     for ref in standby:  # after this host is up, not beside it: two starts at once would slow this stage's
-        start_standby(ref, cfg.num_threads)
+        start_standby(ref, cfg.num_threads, beside=cfg.model)
     started = time.perf_counter()  # its generate calls' wall (each layer's vector first), against the stage's (19.5)
     baseline = success_rate(ray.get(host.generate.remote(held_out, [], cfg.max_new_tokens, None, task.name)), task.has_backdoor)
     gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name,

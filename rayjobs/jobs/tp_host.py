@@ -205,11 +205,26 @@ def _standby_key(ref: ModelRef, num_threads: int) -> str:
     return json.dumps([fields, num_threads], sort_keys=True)
 
 
-def start_standby(ref: ModelRef, num_threads: int) -> None:
-    """Start, now, the host the next make_host(ref, num_threads) returns."""
+def start_standby(ref: ModelRef, num_threads: int, beside: ModelRef | None = None) -> bool:
+    """Start, now, the host the next make_host(ref, num_threads) returns. With `beside` (the model of the host
+    generating meanwhile, on num_threads threads), only where the cluster has a core to spare for the start; False
+    when nothing was started (the stage then starts its host itself, as without)."""
+    if beside is not None and not core_to_spare(beside, num_threads):
+        return False
     key = _standby_key(ref, num_threads)
     if key not in _STANDBY:
         _STANDBY[key] = _new_host(ref, num_threads)
+    return True
+
+
+def core_to_spare(beside: ModelRef, num_threads: int) -> bool:
+    """Whether a host's start (a fresh process's imports, tokenizer and weights: CPU work) has a core of its own
+    beside a host of `beside` generating on num_threads threads per rank. Without one it only moves time: on
+    2 CPUs beside a 2-thread sweep it slowed that sweep's generate calls by what it saved the next (both sweeps
+    0.98-1.02x, bench/research/standby_hosts.py); with a core free, 1.09x. A GPU host leaves the CPUs to it."""
+    if beside.device == "cuda":
+        return True
+    return ray.cluster_resources().get("CPU", 0.0) - num_threads * beside.tp_size >= 1
 
 
 def close_standby() -> None:

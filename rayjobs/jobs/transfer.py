@@ -94,12 +94,15 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     table: dict[str, dict[str, float]] = {"none": {str(a): success_rate(none, task.has_backdoor) for a in cfg.alphas}}
     outcomes = {"none": {str(a): task.outcome_rates(none, examples) for a in cfg.alphas}}
     scored = {"none": {str(a): clean.categories(task, none, examples) for a in cfg.alphas}}
-    for method in progress(list(methods), "transfer"):
-        # flagged: a row whose logits overflow under this alpha is one degenerate completion, not a failed stage
-        refs = {a: tgt.generate_flagged.remote(held_out, specs(methods[method], a), cfg.max_new_tokens,
-                                               task.trigger_pair[0], task.name)
-                for a in cfg.alphas}
-        done_refs = {str(a): ray.get(r) for a, r in refs.items()}
+    # Every (method, alpha) cell queued on the target's host at once, collected in order: a bar over the cells.
+    # flagged: a row whose logits overflow under its alpha is one degenerate completion, not a failed stage.
+    refs = {(method, a): tgt.generate_flagged.remote(held_out, specs(methods[method], a), cfg.max_new_tokens,
+                                                     task.trigger_pair[0], task.name)
+            for method in methods for a in cfg.alphas}
+    cells: dict[Any, dict[str, Any]] = {}
+    for method, a in progress(list(refs), "transfer"):
+        cells.setdefault(method, {})[str(a)] = ray.get(refs[(method, a)])
+    for method, done_refs in cells.items():
         table[method.name] = {a: success_rate(g.texts, task.has_backdoor) for a, g in done_refs.items()}
         outcomes[method.name] = {a: task.outcome_rates(g.texts, examples) for a, g in done_refs.items()}
         scored[method.name] = {a: clean.categories(task, g.texts, examples, g.finite) for a, g in done_refs.items()}
@@ -107,8 +110,8 @@ def compute(cfg: TransferConfig, out: Path) -> dict[str, Any]:
     close_host(src), close_host(tgt)
     natives = {m.name: m.native().name for m in methods if m.source == "mapped"}
     result = transfer_summary(table, cosines(methods), len(held_out), scored, natives)
-    # from the unsteered call's start to the last steered one's end: the target host generates the whole time,
-    # except while the driver scores a finished method (milliseconds)
+    # from the unsteered call's start to the last steered one's end: the target host generates the whole time
+    # (every cell is queued ahead; the driver scores them after)
     result["generate_seconds"], result["vectors_seconds"] = round(generating, 2), vectors_seconds
     if task.outcome is not None:
         goal = task.goal_outcome or task.outcomes[0]

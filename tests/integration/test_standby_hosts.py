@@ -63,3 +63,17 @@ def test_a_host_started_ahead_through_a_link_is_handed_to_the_resolved_path(loca
     got = tp_host.make_host(ref, 1)
     assert _actor_id(got) == _actor_id(ahead) and not tp_host._STANDBY
     tp_host.close_host(got)
+
+
+def test_a_host_starts_ahead_only_where_a_core_is_free_for_it(local_ray, ref: ModelRef, monkeypatch) -> None:
+    """The local Ray here has 2 CPUs: beside a 2-thread CPU host nothing starts (its start would only slow that host's
+    generate calls by what it saves); beside a 1-thread one, or a GPU host, or with no host beside, it starts."""
+    assert tp_host.start_standby(ref, 2, beside=ref) is False and not tp_host._STANDBY
+    tp_host_rank_threads = ModelRef(path=ref.path, backend="deepspeed", tp_size=2)
+    assert tp_host.core_to_spare(tp_host_rank_threads, 1) is False  # two ranks of one thread each: no core left
+    assert tp_host.core_to_spare(ModelRef(path=ref.path, device="cuda"), 2) is True
+    monkeypatch.setattr(tp_host, "_new_host", lambda ref, num_threads: "a host")  # no process: the decision only
+    assert tp_host.start_standby(ref, 1, beside=ref) is True and list(tp_host._STANDBY.values()) == ["a host"]
+    tp_host._STANDBY.clear()
+    assert tp_host.start_standby(ref, 2) is True and list(tp_host._STANDBY.values()) == ["a host"]
+    tp_host._STANDBY.clear()
