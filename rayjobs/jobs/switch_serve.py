@@ -9,6 +9,8 @@ Binds 127.0.0.1 unless `serve.host` says otherwise.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 from ray import serve
@@ -74,8 +76,10 @@ class SwitchServer:
 
 def app(cfg: SwitchConfig, site: str, mapper_dir: str, ref: ModelRef) -> serve.Application:
     limits = cfg.serve.model_dump(include={"max_prompt_tokens", "max_new_tokens", "max_prompts"})
-    return SwitchServer.bind(ref.model_dump(mode="json"), site, mapper_dir, limits, cfg.num_threads,
-                             cfg.serve.batch_size, cfg.serve.batch_wait_s)
+    # Serve lets a replica take 5 requests at once by default, so a larger batch could never fill; twice the batch
+    # lets the next one gather while the last generates.
+    return SwitchServer.options(max_ongoing_requests=2 * cfg.serve.batch_size).bind(
+        ref.model_dump(mode="json"), site, mapper_dir, limits, cfg.num_threads, cfg.serve.batch_size, cfg.serve.batch_wait_s)
 
 
 def chosen_switch(cfg: SwitchConfig) -> tuple[str, str, ModelRef]:
@@ -98,13 +102,17 @@ def compute(cfg: SwitchConfig) -> dict[str, Any]:
     site, mapper_dir, ref = chosen_switch(cfg)
     # Serve logs an INFO line per request from its proxy and replicas: only with --verbose (files keep WARNING+).
     logs = {"log_level": "INFO" if console.verbose() else "WARNING"}
+    if not console.verbose():  # the driver's Serve lines too (one said the http options given were "not applied")
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port}, logging_config=logs)
     url = f"http://{cfg.serve.host}:{cfg.serve.port}/"
-    print(f"switch server: {url} (site {site}); ask with `asit switch ask PROMPT --url {url} --on`", flush=True)
     result = {"url": url, "site": site, "mapper": mapper_dir, "model": ref.path}
     try:
-        serve.run(app(cfg, site, mapper_dir, ref), name=APP_NAME, route_prefix="/", blocking=cfg.serve.blocking,
-                  logging_config=logs)
+        serve.run(app(cfg, site, mapper_dir, ref), name=APP_NAME, route_prefix="/", logging_config=logs)
+        print(f"switch server ready: {url} (site {site}); ask with `asit switch ask PROMPT --url {url} --on`; "
+              "Ctrl-C stops it", flush=True)
+        while cfg.serve.blocking:  # as serve.run(blocking=True) waits, with the line above once the model is up
+            time.sleep(10)
     except (KeyboardInterrupt, runner.Terminated):
         # Ctrl-C or SIGTERM stops what this command started, also on a shared cluster
         serve.delete(APP_NAME)
