@@ -119,11 +119,12 @@ class Host(Loaded):
         bar = None
         if desc is not None and getattr(self, "rank", 0) == 0:
             bar = TaskBar(len(alphas) * (n_layers(self.model) if blocks is None else len(blocks)), desc)
-        gens = layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
-                                 max_new_tokens, impl.trigger_pair, blocks, impl.decided, bar and bar.update)
-        if bar is not None:
-            bar.close()
-        return gens
+        try:
+            return layer_generations(self.model, self.tok, self.fmt(prod), self.fmt(dev), self.fmt(held_out), alphas,
+                                     max_new_tokens, impl.trigger_pair, blocks, impl.decided, bar and bar.update)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def extract_batch(self, ids: list[int], texts: list[str], name: str, metas: dict[int, dict],
                       out_dirs: dict[int, str], max_length: int, write: bool = True,
