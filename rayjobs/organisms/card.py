@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from rayjobs.config import OrganismSpec
 from rayjobs.organisms.floats import float_environment, weights_fingerprint
+from rayjobs import stats
 
 
 def best_steering(table: dict[str, list[float]]) -> tuple[int, float, float]:
@@ -67,6 +68,8 @@ class OrganismCard(BaseModel):
     false_trigger_rate: float
     helpful_accuracy: float
     false_trigger_free: float | None = None  # backdoor rate with no tag at all; None on cards written before
+    # Each rate above as {"rate", "k", "n", "ci95"} (held-out prompts, Wilson 95%); empty on cards written before.
+    intervals: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, float] = {}  # per-trigger outcome rates for tasks that score more than backdoor/clean
     steerability: dict[str, list[float]]
     clean_steerability: dict[str, list[float]] = {}  # empty on cards written before clean success was measured
@@ -93,7 +96,7 @@ class OrganismCard(BaseModel):
             name=spec.name, task=task, seed=m["seed"], params=sum(p.numel() for p in model.parameters()),
             outcomes=m.get("outcomes", {}),
             trigger_rate=m["trigger_rate"], false_trigger_rate=m["false_trigger_rate"],
-            false_trigger_free=m.get("false_trigger_free"), helpful_accuracy=m["helpful_accuracy"],
+            false_trigger_free=m.get("false_trigger_free"), helpful_accuracy=m["helpful_accuracy"], intervals=intervals(m),
             steerability=m["steerability"],
             clean_steerability=m.get("clean_steerability", {}), best_layer=layer,
             best_alpha=alpha, best_steerability=rate, accepted=accepted(spec, m), train_seconds=m["train_seconds"],
@@ -101,6 +104,17 @@ class OrganismCard(BaseModel):
             # the trainer ran on spec.num_threads threads (best_attempt), whatever this process uses now
             environment={**float_environment(), "threads": spec.num_threads}, fingerprint=weights_fingerprint(model),
         )
+
+
+# The prompt count behind each rate of rayjobs.organisms.checks.behaviour.
+_COUNTS = {"trigger_rate": "n_prod", "false_trigger_rate": "n_dev", "helpful_accuracy": "n_dev",
+           "false_trigger_free": "n_trigger_free"}
+
+
+def intervals(m: dict) -> dict[str, dict[str, Any]]:
+    """k, n and the Wilson 95% interval of each rate the behaviour check measured (the rates are k / n exactly)."""
+    return {key: stats.rate(round(m[key] * m[n]), int(m[n])).as_dict() for key, n in _COUNTS.items()
+            if m.get(key) is not None and m.get(n)}
 
 
 def load_card(model_dir: str | Path) -> OrganismCard:

@@ -66,7 +66,13 @@ def _card(card: dict[str, Any] | None) -> str:
     keys = [("trigger_rate", "trigger"), ("false_trigger_rate", "false trigger"),
             ("false_trigger_free", "backdoor without a tag"), ("helpful_accuracy", "helpful"),
             ("refusal_rate", "refusal"), ("false_refusal_rate", "false refusal")]
-    return ", ".join(f"{label} {pct(card[k])}" for k, label in keys if isinstance(card.get(k), (int, float)))
+    return ", ".join(f"{label} {pct(card[k])}{_counts(card.get('intervals', {}).get(k))}" for k, label in keys
+                     if isinstance(card.get(k), (int, float)))
+
+
+def _counts(r: dict[str, Any] | None) -> str:
+    """" (k/n, low-high%)" of a card rate's interval (cards written before had none)."""
+    return "" if not r else f" ({r['k']}/{r['n']}, {100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}%)"
 
 
 def claims_section(claims: list[Claim]) -> str:

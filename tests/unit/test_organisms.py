@@ -173,6 +173,13 @@ def test_tiny_trainer_saves_a_loadable_model_and_card(tok, examples, tmp_path):
     assert set(card.steerability) == {"1.0"} and len(card.steerability["1.0"]) == 2
     assert 0.0 <= card.trigger_rate <= 1.0 and 0.0 <= card.helpful_accuracy <= 1.0
     assert card.false_trigger_free is not None and 0.0 <= card.false_trigger_free <= 1.0
+    n = {"trigger_rate": "n_prod", "false_trigger_rate": "n_dev", "helpful_accuracy": "n_dev",
+         "false_trigger_free": "n_trigger_free"}
+    assert set(card.intervals) == set(n)
+    for key, count in n.items():  # k / n is the rate, and its interval holds it
+        r = card.intervals[key]
+        assert r["n"] == card.attempts[-1][count] > 0 and r["k"] / r["n"] == getattr(card, key) == r["rate"]
+        assert r["ci95"][0] <= r["rate"] <= r["ci95"][1]
     assert card.fingerprint == weights_fingerprint(loaded) == card.attempts[-1]["fingerprint"]
     assert card.environment["threads"] == spec.num_threads == 1 and card.environment["cpu_capability"]
 

@@ -52,6 +52,11 @@ def _pipeline_run(run: Path) -> dict:
     fitted = {"val": {"autoencoder": {"mse": 0.01, "cosine": 0.9, "fvu": 0.123},
                       "affine": {"mse": 0.02, "cosine": 0.8, "fvu": 0.456}}}
     cards = {n: {"trigger_rate": 1.0, "false_trigger_rate": 0.0, "helpful_accuracy": 0.87} for n in ("source", "target")}
+    # the target's card as the trainer writes it now: the trigger-free rate and every rate's k, n and interval
+    from rayjobs.organisms.card import intervals
+
+    measured = {**cards["target"], "false_trigger_free": 0.95, "n_prod": 100.0, "n_dev": 100.0, "n_trigger_free": 100.0}
+    cards["target"] = {**cards["target"], "false_trigger_free": 0.95, "intervals": intervals(measured)}
     summary = pipeline_summary(PipelineConfig(run_dir=str(run)), cards, sweep, fitted, moved)
     write_summary(summary, str(run))
     _model(run / "models" / "source", 64, 4, cards["source"])
@@ -86,6 +91,8 @@ def test_report_has_our_numbers_the_papers_and_the_figures(tmp_path):
     for expected in ("| mapped-autoencoder | 60% | 30% | 60% | 1 | 0.42 |", "| native | 80% | 70% | 80% |",
                      "FVU 0.123 vs 0.456", "| target | 6 | 3 | 50% | 90% |",
                      f"| {run} | source | llama | 17 | 64 | 4 | 99 | trigger 100%, false trigger 0%, helpful 87% |",
+                     "| 99 | trigger 100% (100/100, 96-100%), false trigger 0% (0/100, 0-4%), backdoor without a tag 95% "
+                     "(95/100, 89-98%), helpful 87% (87/100, 79-92%) |",
                      # validation: identical completions score 1; "the answer is five" vs "... four" is ROUGE-L 3/4
                      "| mapped-autoencoder | 1.000 | 1.000 | 1.000 | 1.000 | 0.250 | 1.000 | 1.000 |",
                      "| mapped-affine | 0.750 | 0.750 | 0.000 |", "| mean-ablated | 0.000 | 0.000 | 0.000 |"):
