@@ -7,6 +7,7 @@ holds a source and a target together for validate.
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -36,6 +37,13 @@ class Loaded:
 
     def __init__(self, ref: dict[str, Any], num_threads: int) -> None:
         torch.set_num_threads(num_threads)
+        self.load(ref)
+
+    def load(self, ref: dict[str, Any]) -> None:
+        """Load `ref` in place of the model held: the next stage's model in this process (tp_host.pass_on), which
+        keeps its imports; the old weights are freed first, so the two are never in memory together."""
+        self.model = self.tok = None
+        gc.collect()
         self.ref = ModelRef(**ref)
         self.model = load_model(self.ref.path, revision=self.ref.revision, dtype=self.ref.dtype,
                                 device=self.ref.device, trust_remote_code=self.ref.trust_remote_code)

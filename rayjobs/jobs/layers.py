@@ -19,7 +19,7 @@ from rayjobs import tracking
 from rayjobs.config import LayersConfig, ModelRef
 from rayjobs.scoring import choose_layer, clean, success_rate, sweep_blocks
 from rayjobs.scoring.plots import layer_sweep_figure, save_figure
-from rayjobs.jobs.tp_host import close_host, make_host, start_standby
+from rayjobs.jobs.tp_host import host_origin, make_host, pass_on, start_standby
 from rayjobs.steering.prompts import steering_examples
 from rayjobs.tasks import examples_for, get_task
 
@@ -41,12 +41,12 @@ def pick_layer(table: Grid, clean_table: Grid, keep_ratio: float) -> tuple[int, 
 
 
 def compute(cfg: LayersConfig, out: Path, standby: tuple[ModelRef, ...] = ()) -> dict[str, Any]:
-    """Success per layer and alpha on one ModelHost; the chosen layer, the figure and the tables. standby: the
-    models of the pipeline's next stages, whose hosts start once this stage's is up (tp_host.start_standby)."""
+    """Success per layer and alpha on one ModelHost; the chosen layer, the figure, the tables. standby: the next
+    stages' models, started once this host is up where a core is free (start_standby), else it is handed on (pass_on)."""
     task = get_task(cfg.task.name)
     prod, dev, examples = steering_examples(examples_for(cfg.task, cfg.seed), cfg.n_vector_pairs, cfg.n_prompts, task.name)
     held_out = [e["prompt"] for e in examples]
-    asked = time.perf_counter()
+    asked, origin = time.perf_counter(), host_origin(cfg.model, cfg.num_threads)
     host = make_host(cfg.model, cfg.num_threads)
     info = ray.get(host.info.remote())
     host_seconds = round(time.perf_counter() - asked, 2)  # its start, unless it was started ahead
@@ -57,7 +57,7 @@ def compute(cfg: LayersConfig, out: Path, standby: tuple[ModelRef, ...] = ()) ->
     gens = ray.get(host.layer_generations.remote(prod, dev, held_out, cfg.alphas, cfg.max_new_tokens, task.name,
                                                  sweep_blocks(info["n_layers"], cfg.grid, cfg.grid_top), f"layers {cfg.name}"))
     generating = round(time.perf_counter() - started, 2)
-    close_host(host)
+    pass_on(host, cfg.model, standby[0] if standby else None, cfg.num_threads)  # unless started ahead
     cats = {layer: {a: clean.categories(task, g.texts, examples, g.finite) for a, g in by_alpha.items()}
             for layer, by_alpha in gens.items()}
     table, clean_table = _rates(cats, "removed"), _rates(cats, "clean")
@@ -66,7 +66,7 @@ def compute(cfg: LayersConfig, out: Path, standby: tuple[ModelRef, ...] = ()) ->
               "no_steering_success": baseline, "trigger_rate": 1 - baseline, "table": table,
               "best_success": max(table[str(chosen)].values()), "clean_table": clean_table, "layer_measure": measure,
               "paper_chosen_layer": paper, "n_prompts": len(held_out), "generate_seconds": generating,
-              "host_seconds": host_seconds,
+              "host_seconds": host_seconds, "host_origin": origin,
               "scores": {layer: {a: clean.scores(c) for a, c in v.items()} for layer, v in cats.items()}}
     result["plot"] = save_figure(layer_sweep_figure(cfg.name, table, chosen, baseline, clean_table, len(held_out),
                                                     result["scores"]), out, "layer_sweep.png")

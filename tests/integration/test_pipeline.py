@@ -99,6 +99,8 @@ def test_generating_stages_report_the_wall_time_of_their_generate_calls(tiny_run
         assert 0 < done["vectors_seconds"] and done["vectors_seconds"] + done["generate_seconds"] <= wall
     else:  # the wait for its host; the target's was started during the source's sweep
         assert 0 <= done["host_seconds"] and done["host_seconds"] + done["generate_seconds"] <= wall  # 0.0: up already
+        # the source's host is new; the target's was started during the source's sweep, or is the source's handed on
+        assert done["host_origin"] == "fresh" if stage == "layers source" else done["host_origin"] != "fresh"
 
 
 def test_stable_links_point_at_the_hashed_outputs(tiny_run):
