@@ -65,5 +65,6 @@ def main() -> None:
                 close_host(host)
             print(f"handed on, round {round_}: " + ", ".join(f"{p} loaded in {s:.2f} s" for p, s in times.items()))
 
+
 if __name__ == "__main__":
     main()
