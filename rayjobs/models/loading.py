@@ -225,7 +225,7 @@ def load_tokenizer(
 def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> None:
     """tok.save_pretrained(out), its added tokens also written into tokenizer_config.json (`added_tokens_decoder`,
     as transformers 4 wrote them). transformers 5 leaves them out, and then its loader parses the whole tokenizer.json
-    in Python to find them: 1.4 s of the 2.8 s a Gemma 3 tokenizer took to load, in every host and driver."""
+    in Python to find them: 1.0-1.3 s of the 2.9-3.4 s a Gemma 3 tokenizer took to load, in every host and driver."""
     tok.save_pretrained(out)
     path = Path(out) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
