@@ -82,7 +82,12 @@ step() {  # step TITLE TIMEOUT_S CMD...: run CMD, append its command, output, rc
 machine() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
     "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), "devices", torch.cuda.device_count())'
-    [[ -f .whl/site.txt ]] && echo "offline bundle ($(grep -vc "^#" .whl/site.txt) wheels) unpacked in $SITE"
+    if [[ -f .whl/site.txt ]]; then
+        echo "offline bundle ($(grep -vc "^#" .whl/site.txt) wheels) unpacked in $SITE"
+        # A bundled package that needs a newer version of one of the machine's shows here, before any step fails
+        # on it; the packages left out on purpose (MLflow's server, Ray's dashboard extras) are not listed.
+        echo "pip check, version conflicts: $("$PY" -m pip check 2>&1 | grep -v 'which is not installed' || echo none)"
+    fi
     echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | wc -l) files changed"
     echo "date $(date -u +%FT%TZ); load $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 }
