@@ -227,11 +227,23 @@ def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> None:
     as transformers 4 wrote them). transformers 5 leaves them out, and then its loader parses the whole tokenizer.json
     in Python to find them: 1.0-1.3 s of the 2.9-3.4 s a Gemma 3 tokenizer took to load, in every host and driver."""
     tok.save_pretrained(out)
-    path = Path(out) / "tokenizer_config.json"
+    write_added_tokens(tok, out)
+
+
+def write_added_tokens(tok: PreTrainedTokenizerBase, directory: str | Path) -> bool:
+    """Write `tok`'s added tokens into `directory`'s tokenizer_config.json unless it has them; True when it wrote.
+    The file is replaced whole (written beside it, renamed): a process loading the directory meanwhile reads the
+    old file or the new one."""
+    path = Path(directory) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    if "added_tokens_decoder" not in config and tok.added_tokens_decoder:
-        config["added_tokens_decoder"] = {str(i): t.__getstate__() for i, t in sorted(tok.added_tokens_decoder.items())}
-        path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    if "added_tokens_decoder" in config or not tok.added_tokens_decoder:
+        return False
+    config["added_tokens_decoder"] = {str(i): t.__getstate__() for i, t in sorted(tok.added_tokens_decoder.items())}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.chmod(path.stat().st_mode & 0o777)  # a shared cache's files stay readable by the other users
+    os.replace(tmp, path)
+    return True
 
 
 # The hash reads the whole vocabulary (0.8 s for Gemma 3's 262k tokens), and a stage's checks ask for it on the same

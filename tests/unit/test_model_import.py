@@ -170,7 +170,15 @@ def test_gguf_round_trip_gives_back_the_written_model(gguf_module, tmp_path: Pat
     assert tok.convert_ids_to_tokens(tok("hello world")["input_ids"]) == ["hell", "o", "Ġ", "w", "o", "r", "l", "d"]
     saved = json.loads((got.path / "tokenizer_config.json").read_text())["added_tokens_decoder"]  # save_tokenizer
     assert {int(i): t["content"] for i, t in saved.items()} == {i: t.content for i, t in tok.added_tokens_decoder.items()}
+    # An entry from an importer that did not write them gets them on the next import of the same file, in place.
+    config_path = got.path / "tokenizer_config.json"
+    old = json.loads(config_path.read_text())
+    del old["added_tokens_decoder"]
+    config_path.write_text(json.dumps(old))
     assert import_model(str(source), tmp_path / "cache").cached
+    assert json.loads(config_path.read_text())["added_tokens_decoder"] == saved
+    assert config_path.stat().st_mode & 0o777 == 0o644  # still readable by a shared cache's other users
+    assert load_tokenizer(str(got.path))("hello world")["input_ids"] == tok("hello world")["input_ids"]
     runs = tracking.search_runs(mlflow_experiment, "tags.`asit.stage` = 'models-import'")
     assert len(runs) == 1 and runs[0]["tags"]["asit.model_sha256"] == card["source"]["sha256"]
     assert runs[0]["metrics"]["parameters"] == card["parameters"]  # the conversion is logged, the cache hit is not
