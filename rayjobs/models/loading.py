@@ -240,9 +240,12 @@ def write_added_tokens(tok: PreTrainedTokenizerBase, directory: str | Path) -> b
         return False
     config["added_tokens_decoder"] = {str(i): t.__getstate__() for i, t in sorted(tok.added_tokens_decoder.items())}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.chmod(path.stat().st_mode & 0o777)  # a shared cache's files stay readable by the other users
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.chmod(path.stat().st_mode & 0o777)  # a shared cache's files stay readable by the other users
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write; gone already after the rename
     return True
 
 

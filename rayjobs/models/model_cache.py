@@ -87,7 +87,8 @@ def _add_tokens_to_config(entry: Path) -> None:
 
     try:
         if write_added_tokens(load_tokenizer(str(entry)), entry):
-            log.info("%s: wrote its added tokens into tokenizer_config.json (loads about 1 s faster)", entry)
+            log.info("%s: wrote its added tokens into tokenizer_config.json (a load no longer parses tokenizer.json twice)",
+                     entry)
     except OSError as e:
         log.warning("%s: could not write its added tokens into tokenizer_config.json (%s); it loads as before", entry, e)
 

@@ -146,7 +146,8 @@ def gguf_module():
     return pytest.importorskip("gguf", reason="the real extra (pip install -e .[real]) is not installed")
 
 
-def test_gguf_round_trip_gives_back_the_written_model(gguf_module, tmp_path: Path, mlflow_experiment: str) -> None:
+def test_gguf_round_trip_gives_back_the_written_model(gguf_module, tmp_path: Path, mlflow_experiment: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from rayjobs import tracking
@@ -179,6 +180,11 @@ def test_gguf_round_trip_gives_back_the_written_model(gguf_module, tmp_path: Pat
     assert json.loads(config_path.read_text())["added_tokens_decoder"] == saved
     assert config_path.stat().st_mode & 0o777 == 0o644  # still readable by a shared cache's other users
     assert load_tokenizer(str(got.path))("hello world")["input_ids"] == tok("hello world")["input_ids"]
+    config_path.write_text(json.dumps(old))  # a cache this user cannot write: the import still answers
+    monkeypatch.setattr("rayjobs.models.loading.write_added_tokens", lambda *a: (_ for _ in ()).throw(PermissionError()))
+    assert import_model(str(source), tmp_path / "cache").cached
+    assert "added_tokens_decoder" not in json.loads(config_path.read_text())
+    monkeypatch.undo()
     runs = tracking.search_runs(mlflow_experiment, "tags.`asit.stage` = 'models-import'")
     assert len(runs) == 1 and runs[0]["tags"]["asit.model_sha256"] == card["source"]["sha256"]
     assert runs[0]["metrics"]["parameters"] == card["parameters"]  # the conversion is logged, the cache hit is not
