@@ -232,11 +232,13 @@ def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> None:
 
 def write_added_tokens(tok: PreTrainedTokenizerBase, directory: str | Path) -> bool:
     """Write `tok`'s added tokens into `directory`'s tokenizer_config.json unless it has them; True when it wrote.
+    An empty mapping is written too: the key's absence, not its content, sends the loader to tokenizer.json (and
+    an import-cache hit would otherwise load the tokenizer again each time to find there is nothing to add).
     The file is replaced whole (written beside it, renamed): a process loading the directory meanwhile reads the
     old file or the new one."""
     path = Path(directory) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    if "added_tokens_decoder" in config or not tok.added_tokens_decoder:
+    if "added_tokens_decoder" in config:
         return False
     config["added_tokens_decoder"] = {str(i): t.__getstate__() for i, t in sorted(tok.added_tokens_decoder.items())}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -161,3 +161,25 @@ def test_a_saved_tokenizer_loads_without_parsing_tokenizer_json_in_python_and_en
     assert after.decode(after(texts[1])["input_ids"]) == before.decode(before(texts[1])["input_ids"])
     assert after.added_tokens_decoder == before.added_tokens_decoder
     assert after.all_special_tokens == before.all_special_tokens
+
+
+def test_a_tokenizer_without_added_tokens_is_saved_with_an_empty_mapping_and_loads_without_the_parse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from rayjobs.models import save_tokenizer
+
+    backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend)
+    assert tok.added_tokens_decoder == {}
+    save_tokenizer(tok, tmp_path)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["added_tokens_decoder"] == {}
+    parsed, real_load = [], json.load
+    monkeypatch.setattr(json, "load", lambda f, *a, **k: parsed.append(Path(f.name).name) or real_load(f, *a, **k))
+    saved = AutoTokenizer.from_pretrained(tmp_path)
+    assert "tokenizer.json" not in parsed
+    assert saved("a b c")["input_ids"] == tok("a b c")["input_ids"] == [0, 1, 2]
