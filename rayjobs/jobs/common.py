@@ -40,6 +40,15 @@ def task_cpus(num_threads: int) -> float:
     return float(min(num_threads, max(ray.cluster_resources().get("CPU", 1), 1)))
 
 
+def reserved_cpus() -> float | None:
+    """The CPUs Ray reserved for the calling task (what a result reports it ran on); None outside a Ray worker, where
+    tests call a task's body directly."""
+    import ray
+
+    in_worker = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0) if in_worker else None
+
+
 class TaskBar:
     """Progress of a loop inside a Ray task, shown by the driver: a live bar (Ray's tqdm_ray) when the driver
     writes to a terminal, else plain lines at 0/25/50/75/100% (Ray forwards a task's prints with its name)."""

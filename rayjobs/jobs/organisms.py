@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from rayjobs.config import OrganismSpec, OrganismsConfig
-from rayjobs.jobs.common import TaskBar, task_cpus
+from rayjobs.jobs.common import TaskBar, reserved_cpus, task_cpus
 from rayjobs.organisms.card import track_cards
 from rayjobs.organisms.curve import LossCurve, log_curve, recording
 from rayjobs.organisms.tokenizer import tokenizer_for
@@ -48,7 +48,7 @@ def train(trainer: str, spec: dict[str, Any], rows: list[dict], tokenizer_dir: s
         card = fn(spec_obj, rows, AutoTokenizer.from_pretrained(tokenizer_dir), out_dir, on_step=bar.update, **options)
     bar.close()
     return {"card": card.model_dump(mode="json") if hasattr(card, "model_dump") else card, "losses": losses.report(),
-            "cpus": ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)}
+            "cpus": reserved_cpus()}
 
 
 def trained(ref: ray.ObjectRef) -> Any:

@@ -15,6 +15,7 @@ from rayjobs import tracking
 from rayjobs.console import StageLines
 from rayjobs.config import ExtractConfig, ModelRef, SwitchConfig, SwitchModels
 from rayjobs.jobs import runner
+from rayjobs.jobs.common import task_cpus
 from rayjobs.jobs.organisms import train, trained
 from rayjobs.mapping.fit import fit_and_save
 from rayjobs.mapping.pairs import split_pairs
@@ -75,17 +76,18 @@ def extract_both(cfg: SwitchConfig, models: SwitchModels, layers: list[int]) -> 
             for name in ("finetuned", "base")}
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1)  # reserves fit.threads_each CPUs where it is called (.options)
 def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], out_dir: str, meta: dict) -> dict:
     import torch
 
     from rayjobs.activations import read_activations
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(params["threads_each"])
     src = read_activations(src_dir, site=site)
     rows = split_pairs(src, read_activations(tgt_dir, site=site),
                        params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
-    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize", "solver")}
+    settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize", "solver",
+                                                "lr_schedule")}
     meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch", **sink_cut(src, params)}
     return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
 
@@ -115,8 +117,9 @@ def compute(cfg: SwitchConfig, out: Path) -> dict[str, Any]:
     params = {**cfg.fit.model_dump(), "seed": cfg.seed}
     sites = [f"layers.{layer}.resid_post" for layer in layers]
     with lines.stage(f"fit (one {' + '.join(cfg.fit.kinds)} switch per layer)"):
-        refs = {site: _fit_layer.remote(site, acts["finetuned"]["layers"][site]["dir"],
-                                        acts["base"]["layers"][site]["dir"], params, str(out), meta) for site in sites}
+        fit_layer = _fit_layer.options(num_cpus=task_cpus(cfg.fit.threads_each))
+        refs = {site: fit_layer.remote(site, acts["finetuned"]["layers"][site]["dir"],
+                                       acts["base"]["layers"][site]["dir"], params, str(out), meta) for site in sites}
         fitted = {site: ray.get(ref) for site, ref in refs.items()}
     switches = {kind: {site: fitted[site][kind]["dir"] for site in sites} for kind in cfg.fit.kinds}
     for layer, site in zip(layers, sites):  # scores at step = layer; each switch's training curves at step = epoch

@@ -19,18 +19,21 @@ from rayjobs.mapping.train import Progress, train_mapper
 
 def fit_mapper(kind: str, rows: PairedRows, *, lr: float, epochs: int, batch_size: int, hidden: int | None,
                seed: int, progress: Progress | None = None, standardize: bool = True,
-               solver: str = "adamw") -> tuple[Mapper, dict[str, Any]]:
+               solver: str = "adamw", lr_schedule: str = "constant") -> tuple[Mapper, dict[str, Any]]:
     """A `kind` mapper trained on `rows`' train split and scored on its val split, and on the held-out rows with
-    the attention sinks kept ("val_with_sinks") when they were left out (see train_mapper)."""
+    the attention sinks kept ("val_with_sinks") when they were left out (see train_mapper). `solver` is the affine
+    mapper's (lstsq: its closed form); the autoencoder, which has none, always trains with AdamW."""
     return train_mapper(kind, rows.x_train, rows.y_train, rows.x_val, rows.y_val, lr=lr, epochs=epochs,
                         batch_size=batch_size, seed=seed, hidden=hidden if kind == "autoencoder" else None,
-                        progress=progress, standardize=standardize, extra_val=rows.extra_val(), solver=solver)
+                        progress=progress, standardize=standardize, extra_val=rows.extra_val(),
+                        solver=solver if kind == "affine" else "adamw", lr_schedule=lr_schedule)
 
 
 def fit_and_save(kind: str, rows: PairedRows, out_dir: str | Path, meta: dict[str, Any], **params: Any) -> dict[str, Any]:
     """fit_mapper, then the mapper saved in `out_dir` with `meta` and its metrics: {kind, dir, sha256, metrics, params}.
 
-    `params` are fit_mapper's keyword arguments (lr, epochs, batch_size, hidden, seed, standardize, solver)."""
+    `params` are fit_mapper's keyword arguments (lr, epochs, batch_size, hidden, seed, standardize, solver,
+    lr_schedule)."""
     mapper, metrics = fit_mapper(kind, rows, **params)
     sha = save_mapper(mapper, out_dir, {**meta, "metrics": metrics})
     return {"kind": kind, "dir": str(out_dir), "sha256": sha, "metrics": metrics,

@@ -8,6 +8,7 @@ outputs stay in raw activation units either way, and the metrics are always in r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -82,9 +83,11 @@ def _fit_standardization(mapper: Mapper, x: torch.Tensor, y: torch.Tensor) -> No
 
 
 def _run_epoch(
-    mapper: Mapper, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator
+    mapper: Mapper, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
-    """One pass over shuffled rows; returns the row-weighted mean batch loss."""
+    """One pass over shuffled rows (the learning-rate schedule, if any, stepped after each batch); returns the
+    row-weighted mean batch loss."""
     mapper.train()
     p = next(mapper.parameters())
     order = torch.randperm(x.shape[0], generator=gen)
@@ -97,6 +100,8 @@ def _run_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
         total += float(loss.detach()) * idx.numel()
     return total / x.shape[0]
 
@@ -119,6 +124,7 @@ def train_mapper(
     standardize: bool = False,
     extra_val: Mapping[str, tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
     solver: str = "adamw",
+    lr_schedule: str = "constant",
 ) -> tuple[Mapper, dict[str, Any]]:
     """Train a `kind` mapper with AdamW on MSE; deterministic for a seed on CPU.
 
@@ -129,6 +135,7 @@ def train_mapper(
     extra_val: more named held-out sets (e.g. {"val_with_sinks": (x, y)}), scored at the end only.
     solver: "adamw" (epochs of minibatch AdamW), or "lstsq" for an affine mapper: the exact minimiser of the training
     MSE in closed form, one pass over the rows (lr, epochs, batch_size unused; the history has one entry).
+    lr_schedule: "constant" (lr throughout), or "cosine": lr decayed to 0 along a half cosine over every step.
     Returns the mapper (eval mode, on `device`) and metrics: {"history": {"train_loss": [...],
     "val_loss": [...]}, "train": {mse, cosine, fvu}, "val": {mse, cosine, fvu}, one entry per
     extra_val name, "n_train", "n_val"}. Losses are in the mapper's training scale (unit scale when
@@ -142,6 +149,8 @@ def train_mapper(
     _check_hparams(lr, epochs, batch_size, weight_decay)
     if solver not in ("adamw", "lstsq"):
         raise UserError(f"fit.solver: got {solver!r}; allowed: adamw, lstsq")
+    if lr_schedule not in ("constant", "cosine"):
+        raise UserError(f"fit.lr_schedule: got {lr_schedule!r}; allowed: constant, cosine")
     if solver == "lstsq" and kind != "affine":
         raise UserError(f"fit.solver: 'lstsq' fits only kind 'affine', got kind {kind!r}; use solver 'adamw' for it, "
                         "or kinds [affine]")
@@ -163,9 +172,10 @@ def train_mapper(
         record(1, _scaled_mse(mapper, x_train, y_train))
     else:
         opt = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
+        schedule = _cosine(opt, epochs * math.ceil(x_train.shape[0] / batch_size)) if lr_schedule == "cosine" else None
         gen = torch.Generator().manual_seed(seed)
         for epoch in range(1, epochs + 1):
-            record(epoch, _run_epoch(mapper, opt, x_train, y_train, batch_size, gen))
+            record(epoch, _run_epoch(mapper, opt, x_train, y_train, batch_size, gen, schedule))
     metrics = {
         "history": history,
         "train": evaluate(mapper, x_train, y_train),
@@ -175,6 +185,13 @@ def train_mapper(
         "n_val": int(x_val.shape[0]),
     }
     return mapper, metrics
+
+
+def _cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr x (1 + cos(pi * step / steps)) / 2: from lr at the first step towards 0 at the last. Why: on the demo's
+    organisms 100 epochs decayed from 3e-3 reached a lower held-out loss (0.200-0.206) than 200 at a constant 1e-3
+    (0.208-0.215), in half the steps."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps)))
 
 
 @torch.no_grad()

@@ -103,7 +103,7 @@ def transfer_direction(src: nn.Module, tgt: nn.Module, tok: PreTrainedTokenizerB
     rows = paired_rows(src, tgt, tok, texts, source_layer, target_layer, cfg.mapper.val_frac, cfg.seed,
                        cfg.eval.batch_size)
     mapper, metrics = fit_mapper(cfg.mapper.kind, rows, seed=cfg.seed,
-                                 **cfg.mapper.model_dump(include={"lr", "epochs", "batch_size", "hidden"}))
+                                 **cfg.mapper.model_dump(include={"lr", "epochs", "batch_size", "hidden", "lr_schedule"}))
     prompts = direction_prompts(examples, cfg)
     acts = {k: last_token_acts(src, tok, p, [source_layer], cfg.eval.batch_size)[source_layer] for k, p in prompts.items()}
     return mapped_direction(mapper, acts["harmful"], acts["harmless"]), mapper, metrics

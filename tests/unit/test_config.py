@@ -43,14 +43,15 @@ def test_every_error_is_reported_at_once_with_its_path(tmp_path):
     assert all("\n" not in p for p in problems)
 
 
-def test_the_closed_form_solver_is_refused_for_an_autoencoder_beside_other_errors(tmp_path):
-    path = _yaml(tmp_path, "fit: {solver: lstsq}\nseed: -1\n")
+def test_the_closed_form_solver_is_the_affine_mappers_and_threads_are_checked_beside_other_errors(tmp_path):
+    path = _yaml(tmp_path, "fit: {solver: lstsq, threads_each: 0}\nseed: -1\n")
     with pytest.raises(ConfigError) as err:
         load_config(path, [], PipelineConfig)
     joined = "\n".join(err.value.problems)
-    assert "fit: solver 'lstsq' has a closed form for kind 'affine' only, got kinds ['autoencoder', 'affine']" in joined
-    assert "seed:" in joined and len(err.value.problems) == 2
-    assert load_config(path, ["seed=0", "fit.kinds=[affine]"], PipelineConfig).fit.solver == "lstsq"
+    assert "fit.threads_each: Input should be greater than or equal to 1 (got 0)" in joined
+    assert "seed:" in joined and len(err.value.problems) == 2  # lstsq beside an autoencoder is not a problem
+    fit = load_config(path, ["seed=0", "fit.threads_each=2"], PipelineConfig).fit
+    assert (fit.solver, fit.kinds, fit.threads_each) == ("lstsq", ["autoencoder", "affine"], 2)
 
 
 def test_overrides_are_typed_and_nested(tmp_path):

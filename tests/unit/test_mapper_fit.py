@@ -68,9 +68,11 @@ def test_the_fit_stage_shows_each_mappers_epochs(tmp_path: Path, capsys, monkeyp
     params = dict(lr=1e-2, epochs=4, batch_size=16, seed=3, hidden=5)
     meta = {"source_model": "s", "source_site": "layers.0.resid_post", "target_model": "t",
             "target_site": "layers.0.resid_post"}
-    saved = _fit_one._function("autoencoder", rows, params, str(tmp_path / "ae"), meta)
+    # solver lstsq is the affine mapper's closed form: the autoencoder beside it still trains its epochs
+    saved = _fit_one._function("autoencoder", rows, {**params, "solver": "lstsq"}, str(tmp_path / "ae"), meta)
     baseline = _fit_one._function("affine", rows, {**params, "solver": "lstsq"}, None, {})
     lines = [line.split(" in ")[0] for line in capsys.readouterr().err.splitlines()]
     assert lines == ["fit autoencoder: 0/4 (0%)", "fit autoencoder: 4/4 (100%)",
                      "fit affine (positional baseline): 0/1 (0%)", "fit affine (positional baseline): 1/1 (100%)"]
     assert len(saved["metrics"]["history"]["train_loss"]) == 4 and baseline["metrics"]["n_train"] == 64
+    assert len(baseline["metrics"]["history"]["train_loss"]) == 1 and saved["cpus"] is None  # not in a Ray worker

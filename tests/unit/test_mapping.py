@@ -336,3 +336,36 @@ def test_lstsq_solver_finds_the_exact_affine_map_that_adamw_only_approaches() ->
     torch.testing.assert_close(exact(x[2500:]), y[2500:], rtol=1e-4, atol=1e-3)
     with pytest.raises(UserError, match="fit.solver: 'lstsq' fits only kind 'affine'"):
         train_mapper("autoencoder", x[:2500], y[:2500], x[2500:], y[2500:], solver="lstsq")
+
+
+def test_cosine_schedule_is_adamw_with_the_lr_decayed_along_a_half_cosine_per_step() -> None:
+    """Against a hand-written loop: the same seeded init and row order, AdamW with lr_k = lr (1 + cos(pi k / K)) / 2 set
+    before step k of K; the constant schedule differs from it, and an unknown schedule is a one-line error."""
+    from rayjobs.mapping.train import _seeded_mapper, train_mapper
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(100, 6, generator=g), torch.randn(100, 5, generator=g)
+    lr, epochs, batch = 3e-2, 3, 32
+    cosine, _ = train_mapper("autoencoder", x, y, x[:10], y[:10], lr=lr, epochs=epochs, batch_size=batch, hidden=7,
+                             seed=4, lr_schedule="cosine")
+    constant, _ = train_mapper("autoencoder", x, y, x[:10], y[:10], lr=lr, epochs=epochs, batch_size=batch, hidden=7,
+                               seed=4)
+    ref = _seeded_mapper("autoencoder", 6, 5, 7, 4, "cpu")
+    opt = torch.optim.AdamW(ref.parameters(), lr=lr, weight_decay=0.0)  # train_mapper's default
+    order_gen, total, k = torch.Generator().manual_seed(4), epochs * math.ceil(100 / batch), 0
+    for _ in range(epochs):
+        order = torch.randperm(100, generator=order_gen)
+        for start in range(0, 100, batch):
+            idx = order[start : start + batch]
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / total))
+            loss = torch.nn.functional.mse_loss(ref(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            k += 1
+    for name, p in ref.state_dict().items():
+        assert_close(cosine.state_dict()[name], p, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(constant.state_dict()["decoder.weight"], ref.state_dict()["decoder.weight"], atol=1e-4)
+    with pytest.raises(UserError, match="fit.lr_schedule: got 'linear'; allowed: constant, cosine"):
+        train_mapper("affine", x, y, x[:10], y[:10], lr_schedule="linear")
