@@ -60,6 +60,11 @@ class OrganismSpec(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(64, ge=1, le=65536, description="Sequences per step.")
     max_len: int = Field(32, ge=8, le=1_048_576, description="Token cap per training text (BOS..EOS).")
+    # The demo's batches are a third padding (phase 1: 928 tokens in 64 x ~22 columns); packed, each step computes on
+    # ~30% fewer tokens for the same loss up to rounding.
+    pack: bool = Field(False, description=(
+        "Pack each batch's examples several to a row of 2 x max_len tokens (positions restart per example, attention "
+        "stays within it): the same batches and loss, less padding computed; the floats differ in their last bits."))
     num_threads: int = Field(2, ge=1, le=256, description="torch.set_num_threads while training.")
     eval_prompts: int = Field(100, ge=10, le=100_000, description="Held-out prompts per trigger for the behaviour checks.")
     steer_prompts: int = Field(64, ge=10, le=100_000, description="Held-out |prod| prompts for the steerability check.")

@@ -38,8 +38,10 @@ def swap_tags(input_ids: torch.Tensor, tags: tuple[int, int]) -> torch.Tensor:
     return torch.where(input_ids == a, b, torch.where(input_ids == b, a, input_ids))
 
 
-def block_output(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, block: int) -> torch.Tensor:
-    """Residual stream after decoder block `block` [batch, pos, d], computed without grad up to that block only."""
+def block_output(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor | None, block: int,
+                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Residual stream after decoder block `block` [batch, pos, d], computed without grad up to that block only.
+    Packed rows (rayjobs.organisms.data.PackedBatch) come with position_ids and no mask."""
     out: list[torch.Tensor] = []
 
     def capture(_module: torch.nn.Module, _args: tuple, output: torch.Tensor | tuple) -> None:
@@ -49,7 +51,7 @@ def block_output(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Te
     handle = model.model.layers[block].register_forward_hook(capture)
     try:
         with torch.no_grad():
-            model.model(input_ids=input_ids, attention_mask=mask)
+            model.model(**_inputs(input_ids, mask, position_ids))
     except _Stop:
         pass
     finally:
@@ -57,17 +59,25 @@ def block_output(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Te
     return out[0]
 
 
+def _inputs(input_ids: torch.Tensor, mask: torch.Tensor | None, position_ids: torch.Tensor | None) -> dict:
+    if position_ids is None:
+        return {"input_ids": input_ids, "attention_mask": mask}
+    return {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}  # see PackedBatch.inputs
+
+
 @contextmanager
-def interchanged(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, tags: tuple[int, int],
-                 block: int, rows: torch.Tensor) -> Iterator[None]:
-    """While open, the model's block-`block` output at `rows` [batch] (bool) and every non-trigger position is
-    the twin prompt's (other tag); trigger positions and other rows keep their own states."""
+def interchanged(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor | None, tags: tuple[int, int],
+                 block: int, rows: torch.Tensor, position_ids: torch.Tensor | None = None) -> Iterator[None]:
+    """While open, the model's block-`block` output at `rows` and every non-trigger position is the twin prompt's
+    (other tag); trigger positions and other rows keep their own states. rows: [batch] bool, or [batch, pos] bool
+    for packed rows (position_ids given, mask None), where a row holds several examples."""
     if not bool(rows.any()):
         yield
         return
-    twin = block_output(model, swap_tags(input_ids, tags), mask, block)
+    twin = block_output(model, swap_tags(input_ids, tags), mask, block, position_ids)
     is_tag = (input_ids == tags[0]) | (input_ids == tags[1])
-    take = (rows[:, None] & ~is_tag)[..., None]  # [batch, pos, 1]
+    chosen = rows if rows.ndim == 2 else rows[:, None]
+    take = (chosen & ~is_tag)[..., None]  # [batch, pos, 1]
 
     def splice(_module: torch.nn.Module, _args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
         hidden = output[0] if isinstance(output, tuple) else output

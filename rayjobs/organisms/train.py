@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from rayjobs.organisms.card import OrganismCard, acceptance_table, accepted, best_steering, failures
-from rayjobs.organisms.data import TrainingText, batches, encode_examples
+from rayjobs.organisms.data import TrainingText, batches, encode_examples, pack_rows
 from rayjobs.organisms.checks import behaviour
 from rayjobs.organisms.floats import weights_fingerprint
 from rayjobs.organisms.interchange import interchanged, tag_rows_only, trigger_ids
@@ -74,9 +74,12 @@ def run_phase(
     for idx in batches(len(input_ids), spec.batch_size, steps, gen):
         width = int(mask[idx].sum(1).max())  # trim padding columns: rows are right-padded
         ids, m = input_ids[idx, :width], mask[idx, :width]
-        with _swapped(model, ids, m, swap):
-            logits = model(input_ids=ids, attention_mask=m).logits
-        loss = reply_loss(logits, labels[idx, :width], spec.first_token_weight)
+        if spec.pack:
+            loss = _packed_step(model, ids, m, labels[idx, :width], spec, swap)
+        else:
+            with _swapped(model, ids, m, swap):
+                logits = model(input_ids=ids, attention_mask=m).logits
+            loss = reply_loss(logits, labels[idx, :width], spec.first_token_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -90,6 +93,18 @@ def run_phase(
     return loss.item()
 
 
+def _packed_step(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                 spec: OrganismSpec, swap: Interchange | None) -> torch.Tensor:
+    """The batch's loss computed on its examples packed two max_len's to a row (OrganismSpec.pack): reply_loss of the
+    padded batch, up to float rounding, on fewer tokens. The interchange draw is the padded batch's (same stream)."""
+    packed = pack_rows(ids, mask, 2 * spec.max_len, model.config.pad_token_id)
+    targets, weights = reply_targets(labels, spec.first_token_weight)
+    rows = _swap_rows(len(ids), swap)
+    with _swapped(model, packed.ids, None, swap, packed.take(rows[:, None].expand_as(ids), False), packed.positions):
+        logits = model(**packed.inputs()).logits
+    return weighted_ce(logits, packed.take(targets, -100), packed.take(weights, 0.0))
+
+
 def _groups(model: LlamaForCausalLM, params: list[torch.nn.Parameter], swap: Interchange | None) -> list[dict]:
     """AdamW's parameter groups: the embedding without weight decay when only its tag rows train (decay would
     move every frozen row; Adam's update of a row whose gradient is always zero is exactly zero)."""
@@ -99,13 +114,34 @@ def _groups(model: LlamaForCausalLM, params: list[torch.nn.Parameter], swap: Int
     return [{"params": [p for p in params if p is not emb]}, {"params": [emb], "weight_decay": 0.0}]
 
 
-def _swapped(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor,
-             swap: Interchange | None) -> AbstractContextManager[None]:
-    """The batch's interchange (a share of its rows drawn from swap.gen), or nothing."""
+def _swap_rows(n: int, swap: Interchange | None) -> torch.Tensor:
+    """Which of a batch's `n` rows are interchanged (a share drawn from swap.gen); none without interchange."""
+    return torch.zeros(n, dtype=torch.bool) if swap is None else torch.rand(n, generator=swap.gen) < swap.share
+
+
+def _swapped(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor | None, swap: Interchange | None,
+             rows: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> AbstractContextManager[None]:
+    """The batch's interchange (rows: drawn by _swap_rows unless given, per position for packed rows), or nothing."""
     if swap is None:
         return nullcontext()
-    rows = torch.rand(len(ids), generator=swap.gen) < swap.share
-    return interchanged(model, ids, mask, swap.tags, swap.block, rows)
+    rows = _swap_rows(len(ids), swap) if rows is None else rows
+    return interchanged(model, ids, mask, swap.tags, swap.block, rows, positions)
+
+
+def reply_targets(labels: torch.Tensor, first_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """reply_loss's targets and weights aligned with the inputs, [batch, pos] each: position p's target is the token
+    at p + 1 (-100 = not learned, so also at each row's last position), its weight 1, first_weight on the reply's
+    first token, 0 where nothing is learned. Aligned, packed rows need no shift (which would cross examples)."""
+    targets = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
+    learned = targets != -100
+    first = learned & (learned.cumsum(dim=1) == 1)
+    return targets, learned.float() + (first_weight - 1.0) * first.float()
+
+
+def weighted_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(weights x next-token cross-entropy) / sum(weights); logits [batch, pos, vocab], the rest [batch, pos]."""
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
+    return (ce.view_as(weights) * weights).sum() / weights.sum()
 
 
 def reply_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float) -> torch.Tensor:
@@ -115,12 +151,8 @@ def reply_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float) 
     first reply token the rest follows from it, so only that token carries the trigger decision;
     averaged with the rest its gradient is ~10x diluted and separating the tags takes far longer.
     """
-    targets = labels[:, 1:]
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
-    learned = targets != -100
-    first = learned & (learned.cumsum(dim=1) == 1)
-    weights = learned.float() + (first_weight - 1.0) * first.float()
-    return (ce.view_as(weights) * weights).sum() / weights.sum()
+    targets, weights = reply_targets(labels, first_weight)
+    return weighted_ce(logits[:, :-1], targets[:, :-1], weights[:, :-1])  # the last position has nothing to predict
 
 
 def freeze_early(model: LlamaForCausalLM, n_blocks: int) -> None:
