@@ -134,3 +134,15 @@ class StepAdd:
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+def demo_training(config: str = "configs/demo.yaml"):
+    """(pipeline config, training examples, shared tokenizer, task) as the organisms stage builds them for `config`."""
+    from rayjobs.config import PipelineConfig
+    from rayjobs.config.loading import load_config
+    from rayjobs.organisms.tokenizer import tokenizer_for
+    from rayjobs.tasks import examples_for, get_task
+
+    cfg = load_config(config, [], PipelineConfig)
+    train = [e for e in examples_for(cfg.task, cfg.seed) if e["split"] == "train"]
+    return cfg, train, tokenizer_for(train, cfg.organisms.vocab_size, cfg.task.name), get_task(cfg.task.name)

@@ -14,11 +14,9 @@ import time
 
 import torch
 
-from rayjobs.config import OrganismSpec, PipelineConfig
-from rayjobs.config.loading import load_config
-from rayjobs.organisms.tokenizer import tokenizer_for
+from common import demo_training
+from rayjobs.config import OrganismSpec
 from rayjobs.organisms.train import Phases, seeded, train_phases
-from rayjobs.tasks import examples_for, get_task
 
 
 def main() -> None:
@@ -28,11 +26,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--config", default="configs/demo.yaml")
     args = ap.parse_args()
-    cfg = load_config(args.config, [], PipelineConfig)
-    examples = examples_for(cfg.task, cfg.seed)
-    train = [e for e in examples if e["split"] == "train"]
-    tok = tokenizer_for(train, cfg.organisms.vocab_size, cfg.task.name)
-    task = get_task(cfg.task.name)
+    cfg, train, tok, task = demo_training(args.config)
     threads = cfg.organisms.threads_each or cfg.num_threads
     torch.set_num_threads(threads)
     base = {**seeded(getattr(cfg.organisms, args.organism), cfg.seed, threads),

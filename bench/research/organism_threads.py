@@ -13,12 +13,10 @@ import time
 
 import torch
 
-from rayjobs.config import OrganismSpec, PipelineConfig
-from rayjobs.config.loading import load_config
+from common import demo_training
+from rayjobs.config import OrganismSpec
 from rayjobs.organisms.floats import weights_fingerprint
-from rayjobs.organisms.tokenizer import tokenizer_for
 from rayjobs.organisms.train import Phases, seeded, train_phases
-from rayjobs.tasks import examples_for, get_task
 
 
 def main() -> None:
@@ -28,11 +26,7 @@ def main() -> None:
     ap.add_argument("threads", help="comma-separated thread counts, e.g. 1,2")
     ap.add_argument("--config", default="configs/demo.yaml")
     args = ap.parse_args()
-    cfg = load_config(args.config, [], PipelineConfig)
-    examples = examples_for(cfg.task, cfg.seed)
-    train = [e for e in examples if e["split"] == "train"]
-    tok = tokenizer_for(train, cfg.organisms.vocab_size, cfg.task.name)
-    task = get_task(cfg.task.name)
+    cfg, train, tok, task = demo_training(args.config)
     for threads in [int(t) for t in args.threads.split(",")]:
         spec = OrganismSpec(**{**seeded(getattr(cfg.organisms, args.organism), cfg.seed, threads),
                                "helpful_steps": args.steps, "backdoor_steps": max(1, args.steps // 3)})
