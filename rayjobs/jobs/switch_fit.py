@@ -87,7 +87,7 @@ def _fit_layer(site: str, src_dir: str, tgt_dir: str, params: dict[str, Any], ou
     rows = split_pairs(src, read_activations(tgt_dir, site=site),
                        params["val_frac"], params["seed"], params["pairing"], params["exclude_sinks"], params["sink_mad"])
     settings = {k: params[k] for k in ("lr", "epochs", "batch_size", "hidden", "seed", "standardize", "solver",
-                                                "lr_schedule")}
+                                       "lr_schedule")}
     meta = {**meta, "source_site": site, "target_site": site, "purpose": "switch", **sink_cut(src, params)}
     return {kind: fit_and_save(kind, rows, Path(out_dir) / kind / site, meta, **settings) for kind in params["kinds"]}
 
